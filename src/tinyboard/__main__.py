@@ -1,0 +1,3 @@
+from tinyboard.cli import main
+
+main()

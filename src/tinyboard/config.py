@@ -1,0 +1,101 @@
+"""Settings as data: each one has a name, a default, a help text and a TINYBOARD_* variable.
+
+The CLI builds its options from `SETTINGS`, so the flag, the environment variable and the
+documentation cannot drift apart (a test checks that each setting is documented).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tinyboard.errors import ConfigError
+
+SyncMode = Literal["full", "normal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configurable value: the `Config` field, its flag, type, default and help."""
+
+    name: str
+    type: type
+    default: object
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "TINYBOARD_" + self.name.upper()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything `tinyboard serve` needs, loaded once."""
+
+    data_dir: Path = Path("tinyboard-data")
+    bind: str = "0.0.0.0"
+    line_port: int = 12000
+    mqtt_port: int = 1883
+    http_port: int = 8080
+    store: str = ""
+    sync: SyncMode = "full"
+    max_line: int = 8192
+    queue_limit: int = 100_000
+    batch_limit: int = 10_000
+
+    def store_url(self) -> str:
+        """The store to open: the explicit `--store`, or SQLite in the data directory."""
+        if self.store:
+            return self.store
+        return f"sqlite:{self.data_dir / 'tinyboard.db'}"
+
+
+_DEFAULT = Config()
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", Path, _DEFAULT.data_dir, "Directory for the embedded database."),
+    Setting("bind", str, _DEFAULT.bind, "Address every listener binds to."),
+    Setting("line_port", int, _DEFAULT.line_port, "TCP port of the line (chat) protocol."),
+    Setting("mqtt_port", int, _DEFAULT.mqtt_port, "MQTT port (not served yet)."),
+    Setting("http_port", int, _DEFAULT.http_port, "HTTP port (not served yet)."),
+    Setting(
+        "store",
+        str,
+        _DEFAULT.store,
+        "Store URL, e.g. sqlite:/path/to/file.db (default: SQLite in the data directory).",
+    ),
+    Setting(
+        "sync",
+        str,
+        _DEFAULT.sync,
+        "SQLite durability: 'full' survives power loss, 'normal' survives a process crash.",
+        choices=("full", "normal"),
+    ),
+    Setting("max_line", int, _DEFAULT.max_line, "Longest line (bytes) the line protocol accepts."),
+    Setting(
+        "queue_limit",
+        int,
+        _DEFAULT.queue_limit,
+        "Readings waiting for the writer before transports stop reading (backpressure).",
+    ),
+    Setting("batch_limit", int, _DEFAULT.batch_limit, "Most readings committed in one transaction."),
+)
+
+SERVE_SETTINGS = SETTINGS
+STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})
+
+
+def config_from(values: dict[str, object]) -> Config:
+    """Build a `Config` from option values keyed by setting name, ignoring unknown keys."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    known = {k: v for k, v in values.items() if k in fields and v is not None}
+    if known.get("sync", "full") not in ("full", "normal"):
+        raise ConfigError("--sync must be 'full' or 'normal'")
+    return Config(**known)  # type: ignore[arg-type]

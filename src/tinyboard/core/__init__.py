@@ -1,0 +1,1 @@
+"""Domain logic shared by every transport: models, device tokens, payload parsing, pipeline."""

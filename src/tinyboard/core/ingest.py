@@ -1,0 +1,129 @@
+"""Turn device payloads into typed readings, the same way for every transport.
+
+Accepted telemetry (ThingsBoard's formats): `{"k": v}`, `[{"k": v}, ...]`,
+`{"ts": ms, "values": {...}}` and arrays of those. Values may be booleans, integers, floats,
+strings or JSON objects/arrays. The line protocol also accepts a bare number (key `value`),
+`key=value` pairs and free text (key `message`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import orjson
+
+from tinyboard.core.models import Reading, Value
+from tinyboard.errors import PayloadError
+
+MAX_KEY = 255
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_PAIR_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def parse_json(payload: bytes | str) -> Any:
+    """Decode JSON or raise `PayloadError` naming the problem."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON: {exc}") from None
+
+
+def telemetry_from_json(doc: Any, device: int, now_ms: int) -> list[Reading]:
+    """Readings from a decoded ThingsBoard telemetry document."""
+    out: list[Reading] = []
+    items = doc if isinstance(doc, list) else [doc]
+    for item in items:
+        if not isinstance(item, dict):
+            raise PayloadError("telemetry must be a JSON object or an array of objects")
+        if "ts" in item and "values" in item:
+            ts = _timestamp(item["ts"])
+            values = item["values"]
+            if not isinstance(values, dict):
+                raise PayloadError('"values" must be a JSON object of key/value pairs')
+        else:
+            ts, values = now_ms, item
+        for key, value in values.items():
+            out.append((device, _key(key), ts, json_value(key, value)))
+    return out
+
+
+def parse_telemetry(payload: bytes | str, device: int, now_ms: int) -> list[Reading]:
+    """Readings from a ThingsBoard telemetry payload (raw JSON bytes or text)."""
+    return telemetry_from_json(parse_json(payload), device, now_ms)
+
+
+def parse_attributes(payload: bytes | str) -> dict[str, Value]:
+    """Attribute key/values from a flat JSON object, as ThingsBoard's attributes API takes."""
+    doc = parse_json(payload)
+    if not isinstance(doc, dict):
+        raise PayloadError("attributes must be a JSON object of key/value pairs")
+    return {_key(k): json_value(k, v) for k, v in doc.items()}
+
+
+def parse_line(text: str, device: int, ts: int) -> list[Reading]:
+    """Readings from one line-protocol line (already stripped, never empty)."""
+    if text[0] in "{[":
+        return parse_telemetry(text, device, ts)
+    if _NUMBER.fullmatch(text):
+        return [(device, "value", ts, _number(text))]
+    pairs = _PAIR_SEPARATORS.split(text)
+    if all(_is_pair(p) for p in pairs):
+        out: list[Reading] = []
+        for pair in pairs:
+            key, _, raw = pair.partition("=")
+            out.append((device, key, ts, text_value(raw)))
+        return out
+    return [(device, "message", ts, text)]
+
+
+def text_value(raw: str) -> Value:
+    """Type a value written as text: number, true/false, or the string itself."""
+    if _NUMBER.fullmatch(raw):
+        return _number(raw)
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return raw
+
+
+def json_value(key: object, value: object) -> Value:
+    """Check a decoded JSON value is one ThingsBoard stores; big integers become floats."""
+    if isinstance(value, bool | str | float | dict | list):
+        return value
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else float(value)
+    raise PayloadError(f"key {key!r} has a null value; send a number, string, boolean or JSON")
+
+
+def _is_pair(token: str) -> bool:
+    key, sep, value = token.partition("=")
+    return bool(sep and key and value) and len(key) <= MAX_KEY
+
+
+def _number(text: str) -> int | float:
+    if _INTEGER.fullmatch(text):
+        n = int(text)
+        if INT64_MIN <= n <= INT64_MAX:
+            return n
+    f = float(text)
+    if not math.isfinite(f):
+        raise PayloadError(f"the number {text[:40]} is too large to store")
+    return f
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise PayloadError(f"telemetry keys need 1 to {MAX_KEY} characters, got {key!r}")
+    return key
+
+
+def _timestamp(ts: object) -> int:
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= INT64_MAX:
+        raise PayloadError(f'"ts" must be Unix time in milliseconds (an integer), got {ts!r}')
+    return ts

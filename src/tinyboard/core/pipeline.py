@@ -1,0 +1,171 @@
+"""The write pipeline: bounded queue → group-commit writer → store → acknowledgements.
+
+Strategy: transports `submit` a job (the readings of one network read plus a callback) and
+keep going. One writer task takes everything queued, up to `batch_limit` readings, writes it
+in one transaction and then calls every job's callback — the only place where a reading
+becomes acknowledged. While a transaction is in flight new jobs pile up and go into the next
+one, so throughput grows with concurrency. When more than `queue_limit` readings wait,
+`submit` returns False and the transport pauses reading its socket until `when_space` calls
+it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tinyboard.core.models import AttributeRow, Reading
+from tinyboard.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[BaseException | None], None]
+"""Called on the event loop after the job's transaction: None on commit, else the error."""
+
+Committed = Callable[[Sequence[Reading]], None]
+"""After-commit listener: live subscribers, alarm rules (later issues)."""
+
+NO_ATTRIBUTES: Sequence[AttributeRow] = ()
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters only; formatted by whoever reports them."""
+
+    jobs: int = 0
+    readings: int = 0
+    commits: int = 0
+    errors: int = 0
+    largest_batch: int = 0
+    paused_sources: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    readings: Sequence[Reading]
+    attributes: Sequence[AttributeRow]
+    done: Done
+
+    @property
+    def size(self) -> int:
+        return len(self.readings) + len(self.attributes)
+
+
+@dataclass(slots=True)
+class Pipeline:
+    store: Store
+    queue_limit: int = 100_000
+    batch_limit: int = 10_000
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    _jobs: deque[_Job] = field(default_factory=deque)
+    _queued: int = 0
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiting_for_space: list[Callable[[], None]] = field(default_factory=list)
+    _listeners: list[Committed] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Readings queued and not yet committed."""
+        return self._queued
+
+    def start(self) -> None:
+        self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pipeline-writer")
+
+    def submit(
+        self,
+        readings: Sequence[Reading],
+        done: Done,
+        attributes: Sequence[AttributeRow] = NO_ATTRIBUTES,
+    ) -> bool:
+        """Queue a job. False means the queue is over its limit: pause and call `when_space`."""
+        self._jobs.append(_Job(readings, attributes, done))
+        self._queued += len(readings) + len(attributes)
+        self._idle.clear()
+        self._wakeup.set()
+        return self._queued < self.queue_limit
+
+    def when_space(self, resume: Callable[[], None]) -> None:
+        """Call `resume` once the queue has drained below half its limit."""
+        self._waiting_for_space.append(resume)
+        self.stats.paused_sources = len(self._waiting_for_space)
+
+    def on_commit(self, listener: Committed) -> None:
+        self._listeners.append(listener)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed and acknowledged."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Drain, then end the writer task."""
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._jobs:
+                await self._commit(self._take())
+            self._idle.set()
+
+    def _take(self) -> list[_Job]:
+        batch: list[_Job] = []
+        size = 0
+        jobs = self._jobs
+        while jobs and (not batch or size + jobs[0].size <= self.batch_limit):
+            job = jobs.popleft()
+            batch.append(job)
+            size += job.size
+        return batch
+
+    async def _commit(self, batch: list[_Job]) -> None:
+        readings = [r for job in batch for r in job.readings]
+        attributes = [a for job in batch for a in job.attributes]
+        error: BaseException | None = None
+        try:
+            await self.store.write(readings, attributes)
+        except Exception as exc:
+            error = exc
+            self.stats.errors += 1
+            log.error("could not store %d readings: %s", len(readings), exc)
+        self._queued -= len(readings) + len(attributes)
+        self._account(len(batch), len(readings))
+        for job in batch:
+            try:
+                job.done(error)
+            except Exception:
+                log.exception("acknowledgement callback failed")
+        if error is None:
+            self._notify(readings)
+        self._release_waiters()
+
+    def _account(self, jobs: int, readings: int) -> None:
+        stats = self.stats
+        stats.jobs += jobs
+        stats.readings += readings
+        stats.commits += 1
+        stats.largest_batch = max(stats.largest_batch, readings)
+
+    def _notify(self, readings: Sequence[Reading]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(readings)
+            except Exception:
+                log.exception("after-commit listener failed")
+
+    def _release_waiters(self) -> None:
+        if self._waiting_for_space and self._queued < self.queue_limit // 2:
+            waiting, self._waiting_for_space = self._waiting_for_space, []
+            self.stats.paused_sources = 0
+            for resume in waiting:
+                resume()

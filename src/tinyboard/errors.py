@@ -1,0 +1,40 @@
+"""One exception root for everything tinyboard raises on purpose.
+
+Each message says what went wrong and what the user can do next.
+"""
+
+
+class TinyboardError(Exception):
+    """Root of every error tinyboard raises deliberately."""
+
+
+class ConfigError(TinyboardError):
+    """A setting has a value tinyboard cannot use."""
+
+
+class PortInUseError(TinyboardError):
+    """A listener could not bind because the address is taken."""
+
+    def __init__(self, what: str, host: str, port: int, flag: str, env: str) -> None:
+        super().__init__(
+            f"cannot listen for {what} on {host}:{port}: the port is already in use. "
+            f"Stop the other program or choose another port with {flag} PORT (or {env})."
+        )
+        self.port = port
+        self.flag = flag
+
+
+class StorageError(TinyboardError):
+    """The store could not complete an operation."""
+
+
+class NotFoundError(StorageError):
+    """The requested record does not exist."""
+
+
+class ConflictError(StorageError):
+    """The record would break a uniqueness rule (device name or token taken)."""
+
+
+class PayloadError(TinyboardError):
+    """A device sent a payload tinyboard cannot turn into readings."""

@@ -1,0 +1,91 @@
+"""The client registry (course milestone 1): every live connection of every transport.
+
+It holds, for each connection, the object that writes to it (its `Connection`), who it is
+(the device, once identified), where it comes from and since when, and its traffic
+counters. The REST API, the dashboard's Connections page and RPC routing read it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tinyboard.core.models import Device
+
+
+class Connection(Protocol):
+    """What the registry needs from a transport's per-connection object."""
+
+    def close(self) -> None:
+        """Flush pending output and close."""
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    id: int
+    transport: str
+    peer: str
+    connection: Connection
+    since: float = field(default_factory=time.time)
+    device: Device | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+
+    @property
+    def who(self) -> str:
+        return self.device.name if self.device else "anonymous"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "peer": self.peer,
+            "who": self.who,
+            "deviceId": self.device.id if self.device else None,
+            "since": int(self.since * 1000),
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+            "messagesIn": self.messages_in,
+            "messagesOut": self.messages_out,
+        }
+
+
+class Registry:
+    """Live clients by id. Used only from the event loop thread."""
+
+    def __init__(self) -> None:
+        self._clients: dict[int, Client] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, transport: str, peer: str, connection: Connection) -> Client:
+        client = Client(next(self._ids), transport, peer, connection)
+        self._clients[client.id] = client
+        return client
+
+    def remove(self, client: Client) -> None:
+        self._clients.pop(client.id, None)
+
+    def get(self, client_id: int) -> Client | None:
+        return self._clients.get(client_id)
+
+    def for_device(self, device_id: str) -> list[Client]:
+        return [c for c in self._clients.values() if c.device and c.device.id == device_id]
+
+    def count(self, transport: str | None = None) -> int:
+        if transport is None:
+            return len(self._clients)
+        return sum(1 for c in self._clients.values() if c.transport == transport)
+
+    def __iter__(self) -> Iterator[Client]:
+        return iter(list(self._clients.values()))
+
+    def __len__(self) -> int:
+        return len(self._clients)

@@ -1,0 +1,182 @@
+"""The lifecycle owner: start every part, wait for a signal, shut down in order.
+
+Order of shutdown (uvicorn's): stop listening, stop reading from clients, drain the pipeline
+so every reading already received is committed and acknowledged, close connections (their
+replies flush), close the store. Signals only set a flag; a second Ctrl+C forces exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tinyboard import __version__
+from tinyboard.config import SETTINGS, Config
+from tinyboard.core.pipeline import Pipeline
+from tinyboard.errors import PortInUseError, TinyboardError
+from tinyboard.registry import Registry
+from tinyboard.storage import open_store
+from tinyboard.storage.base import Store
+from tinyboard.transports.line import LineServer
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    what: str
+    setting: str
+
+
+LINE = Listener("the line protocol", "line_port")
+
+
+class Server:
+    """One tinyboard process. `await serve()` runs it until a signal or `request_shutdown`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = Registry()
+        self.store: Store = open_store(config.store_url(), sync=config.sync)
+        self.pipeline = Pipeline(
+            self.store, queue_limit=config.queue_limit, batch_limit=config.batch_limit
+        )
+        self.line = LineServer(
+            store=self.store,
+            pipeline=self.pipeline,
+            registry=self.registry,
+            max_line=config.max_line,
+        )
+        self.ports: dict[str, int] = {}
+        self._listeners: list[asyncio.Server] = []
+        self._should_exit: asyncio.Event | None = None
+        self._signals = 0
+        self.ready = asyncio.Event()
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        self._should_exit = asyncio.Event()
+        await self.start()
+        if handle_signals:
+            self._install_signal_handlers()
+        self.ready.set()
+        try:
+            await self._should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.pipeline.start()
+        try:
+            await self._listen(LINE, self.line, self.config.line_port)
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._announce()
+
+    async def _listen(
+        self, listener: Listener, factory: LineServer, port: int
+    ) -> asyncio.Server:
+        host = self.config.bind
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(factory, host, port, reuse_address=True)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                setting = next(s for s in SETTINGS if s.name == listener.setting)
+                raise PortInUseError(listener.what, host, port, setting.flag, setting.env) from None
+            raise TinyboardError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._listeners.append(server)
+        self.ports[listener.setting] = server.sockets[0].getsockname()[1]
+        return server
+
+    def _announce(self) -> None:
+        bind = self.config.bind
+        print(
+            f"tinyboard {__version__} ready: line protocol on {bind}:{self.ports['line_port']}"
+            f", store {self.config.store_url()}",
+            flush=True,
+        )
+        print(
+            "MQTT and HTTP are not served yet (their ports are accepted and ignored)",
+            flush=True,
+        )
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            print("tinyboard: forced exit", file=sys.stderr, flush=True)
+            os._exit(130)
+        print(
+            f"tinyboard: {sig.name} received, shutting down (again to force)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.request_shutdown()
+
+    def request_shutdown(self) -> None:
+        """Ask `serve` to stop; call from the event loop thread."""
+        if self._should_exit is not None:
+            self._should_exit.set()
+
+    async def shutdown(self) -> None:
+        for server in self._listeners:
+            server.close()
+        self.line.pause_all()
+        await self.pipeline.stop()
+        self.line.close_all()
+        if not await _until(lambda: not self.line.connections, CLOSE_TIMEOUT):
+            log.warning("some clients did not close in time; dropping them")
+            self.line.abort_all()
+        self._listeners.clear()
+        for task in list(self.line.tasks):
+            task.cancel()
+        await asyncio.gather(*self.line.tasks, return_exceptions=True)
+        await self.store.close()
+
+
+def run(config: Config) -> int:
+    """Run a server in this process until SIGINT/SIGTERM; returns the exit code."""
+    server = Server(config)
+    try:
+        new_loop()(server.serve())
+    except TinyboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it holds or `timeout` passes (shutdown only, not a hot path)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def new_loop() -> Callable[[Coroutine[Any, Any, T]], T]:
+    """The runner to use: uvloop when installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    runner: Callable[[Coroutine[Any, Any, T]], T] = uvloop.run
+    return runner

@@ -1,0 +1,372 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Strategy (datasette's): every write goes through one writer thread that owns the only
+writing connection, so transactions never contend inside the process; reads run on a small
+pool of threads with their own read-only connections. SQLite releases the GIL while it
+works, so the writer uses the second core. Other processes (the `tinyboard device` CLI)
+may write to the same file; `busy_timeout` makes them wait their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+
+from tinyboard.core.devices import check_name, check_token, new_token
+from tinyboard.core.models import AttributeRow, Device, Reading, Scope, TsValue, Value
+from tinyboard.errors import ConflictError, NotFoundError, StorageError
+
+T = TypeVar("T")
+
+KIND_BOOL, KIND_LONG, KIND_DOUBLE, KIND_STR, KIND_JSON = range(5)
+
+UPSERT_TS = (
+    "INSERT INTO ts_kv (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (device, key, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v"
+)
+UPSERT_LATEST = (
+    "INSERT INTO ts_latest (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (device, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
+    "v = excluded.v WHERE excluded.ts >= ts_latest.ts"
+)
+UPSERT_ATTRIBUTE = (
+    "INSERT INTO attribute (device, scope, key, ts, kind, v) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (device, scope, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
+    "v = excluded.v"
+)
+DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
+
+
+def encode(value: Value) -> tuple[int, object]:
+    """(kind, column value) for a typed value; bool must be tested before int."""
+    if isinstance(value, bool):
+        return KIND_BOOL, int(value)
+    if isinstance(value, int):
+        return KIND_LONG, value
+    if isinstance(value, float):
+        return KIND_DOUBLE, value
+    if isinstance(value, str):
+        return KIND_STR, value
+    return KIND_JSON, orjson.dumps(value).decode()
+
+
+def decode(kind: int, v: object) -> Value:
+    if kind == KIND_BOOL:
+        return bool(v)
+    if kind == KIND_JSON:
+        result: Value = orjson.loads(v)  # type: ignore[arg-type]
+        return result
+    if kind == KIND_DOUBLE:
+        return float(v)  # type: ignore[arg-type]
+    return v  # type: ignore[return-value]
+
+
+def _device(row: tuple[object, ...]) -> Device:
+    seq, id_, name, type_, label, token, created = row
+    return Device(
+        key=int(seq),  # type: ignore[call-overload]
+        id=str(id_),
+        name=str(name),
+        type=str(type_),
+        label=str(label),
+        token=str(token),
+        created_ts=int(created),  # type: ignore[call-overload]
+    )
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every SQLite migration, in order."""
+    folder = resources.files("tinyboard.storage.migrations") / "sqlite"
+    steps = [
+        (int(f.name.split("_", 1)[0]), f.read_text())
+        for f in folder.iterdir()
+        if f.name.endswith(".sql")
+    ]
+    return sorted(steps)
+
+
+def _statements(script: str) -> Iterable[str]:
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip() and not pending.strip().startswith("--"):
+        yield pending
+
+
+class SQLiteStore:
+    """`Store` on a SQLite file. Create it, then `await open()`."""
+
+    def __init__(self, path: Path, *, sync: str = "full", readers: int = 2) -> None:
+        self.path = path
+        self._sync = "FULL" if sync == "full" else "NORMAL"
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tinyboard-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="tinyboard-reader")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._key_ids: dict[str, int] = {}
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._sync}")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite error on {self.path}: {exc}") from exc
+
+    async def _write_op(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._on(self._writer, fn, *args)
+
+    async def _read_op(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._on(self._readers, fn, *args)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the data directory {self.path.parent}: {exc}")
+        await self._write_op(self._migrate)
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        for version, script in migrations():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (current,) = conn.execute("PRAGMA user_version").fetchone()
+                if current < version:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def schema_version(self) -> int:
+        (version,) = self._conn().execute("PRAGMA user_version").fetchone()
+        return int(version)
+
+    # -- devices -------------------------------------------------------------------------
+    async def create_device(
+        self, name: str, *, type: str = "default", label: str = "", token: str | None = None
+    ) -> Device:
+        name = check_name(name)
+        token = check_token(token) if token is not None else new_token()
+        row = (str(uuid.uuid4()), name, type or "default", label, token, int(time.time() * 1000))
+        return await self._write_op(self._insert_device, row)
+
+    def _insert_device(self, row: tuple[object, ...]) -> Device:
+        conn = self._conn()
+        try:
+            cur = conn.execute(
+                "INSERT INTO device (id, name, type, label, token, created_ts) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
+                row,
+            )
+        except sqlite3.IntegrityError as exc:
+            what = "token" if "token" in str(exc) else "name"
+            raise ConflictError(f"a device with this {what} already exists") from None
+        return _device(cur.fetchone())
+
+    async def get_device(self, ref: str) -> Device:
+        device = await self._read_op(self._find_device, ref)
+        if device is None:
+            raise NotFoundError(f"no device with id or name {ref!r} (see `tinyboard device list`)")
+        return device
+
+    def _find_device(self, ref: str) -> Device | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {DEVICE_COLUMNS} FROM device WHERE id = ? OR name = ?", (ref, ref))
+            .fetchone()
+        )
+        return _device(row) if row else None
+
+    async def device_by_token(self, token: str) -> Device | None:
+        return await self._read_op(self._device_by_token, token)
+
+    def _device_by_token(self, token: str) -> Device | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {DEVICE_COLUMNS} FROM device WHERE token = ?", (token,))
+            .fetchone()
+        )
+        return _device(row) if row else None
+
+    async def list_devices(
+        self, *, text_search: str = "", limit: int = 1000, offset: int = 0
+    ) -> list[Device]:
+        return await self._read_op(self._list_devices, text_search, limit, offset)
+
+    def _list_devices(self, text_search: str, limit: int, offset: int) -> list[Device]:
+        pattern = "%" + text_search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._conn().execute(
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE ? ESCAPE '\\' "
+            "ORDER BY name LIMIT ? OFFSET ?",
+            (pattern + "%", limit, offset),
+        )
+        return [_device(r) for r in rows]
+
+    async def delete_device(self, ref: str) -> Device:
+        device = await self.get_device(ref)
+        await self._write_op(self._delete_device, device.key)
+        return device
+
+    def _delete_device(self, seq: int) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("ts_kv", "ts_latest", "attribute"):
+                conn.execute(f"DELETE FROM {table} WHERE device = ?", (seq,))
+            conn.execute("DELETE FROM device WHERE seq = ?", (seq,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- writes (the hot path) -----------------------------------------------------------
+    async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
+        await self._write_op(self._write, readings, attributes)
+
+    def _write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
+        conn = self._conn()
+        key_ids = self._key_ids
+        rows: list[tuple[int, int, int, int, object]] = []
+        latest: dict[tuple[int, int], tuple[int, int, int, int, object]] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for device, key, ts, value in readings:
+                key_id = key_ids.get(key)
+                if key_id is None:
+                    key_id = self._key_id(conn, key)
+                kind, v = encode(value)
+                row = (device, key_id, ts, kind, v)
+                rows.append(row)
+                newest = latest.get((device, key_id))
+                if newest is None or ts >= newest[2]:
+                    latest[device, key_id] = row
+            conn.executemany(UPSERT_TS, rows)
+            conn.executemany(UPSERT_LATEST, latest.values())
+            if attributes:
+                conn.executemany(
+                    UPSERT_ATTRIBUTE,
+                    [(d, s, k, ts, *encode(v)) for d, s, k, ts, v in attributes],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._key_ids.clear()  # ids inserted in the rolled-back transaction are gone
+            raise
+
+    def _key_id(self, conn: sqlite3.Connection, key: str) -> int:
+        conn.execute("INSERT OR IGNORE INTO ts_key (key) VALUES (?)", (key,))
+        (key_id,) = conn.execute("SELECT id FROM ts_key WHERE key = ?", (key,)).fetchone()
+        self._key_ids[key] = key_id
+        return int(key_id)
+
+    # -- reads ---------------------------------------------------------------------------
+    async def latest(self, device: int, keys: Sequence[str] | None = None) -> dict[str, TsValue]:
+        return await self._read_op(self._latest, device, keys)
+
+    def _latest(self, device: int, keys: Sequence[str] | None) -> dict[str, TsValue]:
+        rows = self._conn().execute(
+            "SELECT k.key, l.ts, l.kind, l.v FROM ts_latest l JOIN ts_key k ON k.id = l.key "
+            "WHERE l.device = ?",
+            (device,),
+        )
+        wanted = set(keys) if keys is not None else None
+        return {
+            key: (ts, decode(kind, v))
+            for key, ts, kind, v in rows
+            if wanted is None or key in wanted
+        }
+
+    async def history(
+        self,
+        device: int,
+        key: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        limit: int = 100,
+        descending: bool = True,
+    ) -> list[TsValue]:
+        return await self._read_op(self._history, device, key, start_ts, end_ts, limit, descending)
+
+    def _history(
+        self, device: int, key: str, start: int, end: int, limit: int, descending: bool
+    ) -> list[TsValue]:
+        order = "DESC" if descending else "ASC"
+        rows = self._conn().execute(
+            "SELECT ts, kind, v FROM ts_kv WHERE device = ? "
+            "AND key = (SELECT id FROM ts_key WHERE key = ?) AND ts >= ? AND ts < ? "
+            f"ORDER BY ts {order} LIMIT ?",
+            (device, key, start, end, limit),
+        )
+        return [(ts, decode(kind, v)) for ts, kind, v in rows]
+
+    async def ts_keys(self, device: int) -> list[str]:
+        return await self._read_op(self._ts_keys, device)
+
+    def _ts_keys(self, device: int) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT k.key FROM ts_latest l JOIN ts_key k ON k.id = l.key WHERE l.device = ? "
+            "ORDER BY k.key",
+            (device,),
+        )
+        return [key for (key,) in rows]
+
+    async def attributes(
+        self, device: int, scope: Scope, keys: Sequence[str] | None = None
+    ) -> dict[str, TsValue]:
+        return await self._read_op(self._attributes, device, scope, keys)
+
+    def _attributes(
+        self, device: int, scope: Scope, keys: Sequence[str] | None
+    ) -> dict[str, TsValue]:
+        rows = self._conn().execute(
+            "SELECT key, ts, kind, v FROM attribute WHERE device = ? AND scope = ?",
+            (device, scope),
+        )
+        wanted = set(keys) if keys is not None else None
+        return {
+            key: (ts, decode(kind, v))
+            for key, ts, kind, v in rows
+            if wanted is None or key in wanted
+        }

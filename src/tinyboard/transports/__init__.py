@@ -1,0 +1,1 @@
+"""asyncio.Protocol shells around the protocol logic: one module per transport."""

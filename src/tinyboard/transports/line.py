@@ -1,0 +1,307 @@
+"""The line protocol server (course milestones 0–2): chat echo in CAPITALS, plus devices.
+
+Strategy: one `LineProtocol` per connection, no task per line. `data_received` splits the
+bytes into lines and answers all complete lines with one write. Replies leave in the order
+the lines came, through an outbox of slots: a slot holding readings becomes ready only when
+the pipeline has committed them, so the echo of a reading is its acknowledgement. Reading
+pauses (never buffers without bound) while a token is looked up or the pipeline is full.
+See docs/protocols.md for the exact protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, cast
+
+from tinyboard.core.ingest import parse_line
+from tinyboard.core.models import Device, Reading
+from tinyboard.core.pipeline import Pipeline
+from tinyboard.errors import PayloadError, StorageError
+from tinyboard.registry import Client, Registry
+from tinyboard.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+CLOSE = "CLOSE SOCKET"
+MAX_OUTPUT = 1 << 20
+"""Bytes of replies a client may leave unread before it is disconnected."""
+
+TOO_LONG = None
+READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Replies to a run of lines, written once `ready` (after their readings commit)."""
+
+    text: str
+    lines: int
+    ready: bool
+    close_after: bool = False
+
+
+class LineServer:
+    """Shared state of all line connections; call it to make a protocol per connection."""
+
+    def __init__(
+        self, *, store: Store, pipeline: Pipeline, registry: Registry, max_line: int = 8192
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.registry = registry
+        self.max_line = max_line
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[LineProtocol] = set()
+
+    def __call__(self) -> LineProtocol:
+        return LineProtocol(self)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def pause_all(self) -> None:
+        """Stop taking input (shutdown): nothing new is read after the pipeline drains."""
+        for conn in list(self.connections):
+            conn.pause("shutdown")
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class LineProtocol(asyncio.Protocol):
+    def __init__(self, server: LineServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._client: Client | None = None
+        self._device: Device | None = None
+        self._buf = b""
+        self._skipping = False
+        self._identifying = False
+        self._held: deque[bytes | None] = deque()
+        self._out: deque[_Slot] = deque()
+        self._pauses: set[str] = set()
+        self._last_ts = 0
+        self._done = False
+        self._eof = False
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._client = self._server.registry.add("line", where, self)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done = True
+        self._server.connections.discard(self)
+        if self._client is not None:
+            self._server.registry.remove(self._client)
+        if exc is not None:
+            log.debug("line client %s went away: %s", self._client and self._client.peer, exc)
+
+    def data_received(self, data: bytes) -> None:
+        client = self._client
+        assert client is not None
+        client.bytes_in += len(data)
+        if self._done:
+            return
+        if self._skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            data = data[newline + 1 :]
+            self._skipping = False
+        buf = self._buf + data if self._buf else data
+        lines: list[bytes | None] = buf.split(b"\n")  # type: ignore[assignment]
+        rest = lines.pop()
+        assert rest is not None
+        if len(rest) > self._server.max_line:
+            lines.append(TOO_LONG)
+            self._skipping = True
+            rest = b""
+        self._buf = rest
+        client.messages_in += len(lines)
+        if self._identifying:
+            self._held.extend(lines)
+        else:
+            self._process(lines)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._buf and not self._done:
+            last, self._buf = self._buf, b""
+            if self._identifying:
+                self._held.append(last)
+            else:
+                self._process([last])
+        self._close_if_finished()
+        return True
+
+    # -- line handling -------------------------------------------------------------------
+    def _process(self, lines: Iterable[bytes | None]) -> None:
+        server = self._server
+        max_line = server.max_line
+        device = self._device
+        replies: list[str] = []
+        readings: list[Reading] = []
+        pending = iter(lines)
+        for raw in pending:
+            if raw is TOO_LONG or len(raw) > max_line:
+                replies.append(
+                    f"ERROR line too long (the limit is {max_line} bytes); "
+                    "send shorter lines\n"
+                )
+                continue
+            if raw[-1:] == b"\r":
+                raw = raw[:-1]
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                replies.append("ERROR invalid UTF-8; send text encoded as UTF-8\n")
+                continue
+            if CLOSE in text:
+                replies.append(text.upper() + "\n")
+                self._done = True
+                self._emit(replies, readings, close=True)
+                return
+            if text[:6].upper() in ("TOKEN ", "TOKEN"):
+                self._emit(replies, readings)
+                self._identify(text[6:].strip(), pending)
+                return
+            if device is not None and (stripped := text.strip()):
+                try:
+                    readings += parse_line(stripped, device.key, self._next_ts())
+                except PayloadError as exc:
+                    replies.append(f"ERROR {exc}; {READING_HELP}\n")
+                    continue
+            replies.append(text.upper() + "\n")
+        self._emit(replies, readings)
+
+    def _next_ts(self) -> int:
+        """Server time in ms, strictly increasing per connection so no reading overwrites
+        the previous one."""
+        now = int(time.time() * 1000)
+        self._last_ts = ts = now if now > self._last_ts else self._last_ts + 1
+        return ts
+
+    def _emit(self, replies: list[str], readings: list[Reading], close: bool = False) -> None:
+        if not replies:
+            return
+        assert self._client is not None
+        self._client.messages_out += len(replies)
+        text = "".join(replies)
+        if readings:
+            slot = _Slot(text, len(replies), ready=False, close_after=close)
+            self._out.append(slot)
+            pipeline = self._server.pipeline
+            if not pipeline.submit(readings, partial(self._committed, slot)):
+                self.pause("pipeline")
+                pipeline.when_space(partial(self.resume, "pipeline"))
+        elif self._out:
+            self._out.append(_Slot(text, len(replies), ready=True, close_after=close))
+        else:
+            self._write(text, close)
+
+    def _committed(self, slot: _Slot, error: BaseException | None) -> None:
+        if error is not None:
+            slot.text = f"ERROR could not store the reading ({error}); send it again\n" * (
+                slot.lines
+            )
+        slot.ready = True
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        while out and out[0].ready:
+            slot = out.popleft()
+            self._write(slot.text, slot.close_after)
+        self._close_if_finished()
+
+    def _write(self, text: str, close: bool) -> None:
+        transport = self._transport
+        assert transport is not None and self._client is not None
+        if transport.is_closing():
+            return
+        data = text.encode()
+        self._client.bytes_out += len(data)
+        transport.write(data)
+        if close:
+            transport.close()
+        elif transport.get_write_buffer_size() > MAX_OUTPUT:
+            log.warning(
+                "line client %s does not read its replies; disconnecting it", self._client.peer
+            )
+            self.abort()
+
+    def _close_if_finished(self) -> None:
+        if self._eof and not self._out and not self._identifying and self._transport:
+            self._transport.close()
+
+    # -- device identification -----------------------------------------------------------
+    def _identify(self, token: str, rest: Iterable[bytes | None]) -> None:
+        slot = _Slot("", 1, ready=False)
+        self._out.append(slot)
+        self._held.extend(rest)
+        self._identifying = True
+        self.pause("token")
+        self._server.spawn(self._lookup(token, slot))
+
+    async def _lookup(self, token: str, slot: _Slot) -> None:
+        try:
+            device = await self._server.store.device_by_token(token) if token else None
+        except StorageError as exc:
+            log.error("token lookup failed: %s", exc)
+            slot.text = "ERROR could not check the token right now; send TOKEN again\n"
+        else:
+            if device is None:
+                slot.text = (
+                    "ERROR unknown token: create a device with "
+                    "`tinyboard device add NAME` and send TOKEN <its token>\n"
+                )
+            else:
+                self._device = device
+                assert self._client is not None
+                self._client.device = device
+                slot.text = f"OK {device.name}\n"
+        slot.ready = True
+        self._identifying = False
+        held = list(self._held)
+        self._held.clear()
+        self._flush()
+        self.resume("token")
+        if held and not self._done:
+            self._process(held)
+
+    # -- flow control --------------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        if not self._pauses and self._transport and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._pauses.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self._transport and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._done = True
+        if self._transport is not None:
+            self._transport.abort()
