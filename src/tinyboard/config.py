@@ -85,7 +85,9 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.queue_limit,
         "Readings waiting for the writer before transports stop reading (backpressure).",
     ),
-    Setting("batch_limit", int, _DEFAULT.batch_limit, "Most readings committed in one transaction."),
+    Setting(
+        "batch_limit", int, _DEFAULT.batch_limit, "Most readings committed in one transaction."
+    ),
 )
 
 SERVE_SETTINGS = SETTINGS

@@ -84,9 +84,7 @@ class Server:
             raise
         self._announce()
 
-    async def _listen(
-        self, listener: Listener, factory: LineServer, port: int
-    ) -> asyncio.Server:
+    async def _listen(self, listener: Listener, factory: LineServer, port: int) -> asyncio.Server:
         host = self.config.bind
         loop = asyncio.get_running_loop()
         try:
@@ -161,10 +159,10 @@ def run(config: Config) -> int:
     return 0
 
 
-async def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` passes (shutdown only, not a hot path)."""
+async def _until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (shutdown only, not a hot path)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while not condition():
         if loop.time() > deadline:
             return False

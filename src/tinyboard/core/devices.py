@@ -28,7 +28,5 @@ def check_name(name: str) -> str:
 def check_token(token: str) -> str:
     """Accept a user-chosen token when it is printable, without spaces, and 1–255 chars."""
     if not token or len(token) > 255 or any(c.isspace() or not c.isprintable() for c in token):
-        raise TinyboardError(
-            "an access token needs 1 to 255 printable characters and no spaces"
-        )
+        raise TinyboardError("an access token needs 1 to 255 printable characters and no spaces")
     return token

@@ -40,7 +40,9 @@ class PipelineStats:
     commits: int = 0
     errors: int = 0
     largest_batch: int = 0
-    paused_sources: int = 0
+    deepest_queue: int = 0
+    pauses: int = 0
+    waiting_sources: int = 0
 
 
 @dataclass(slots=True)
@@ -86,6 +88,7 @@ class Pipeline:
         """Queue a job. False means the queue is over its limit: pause and call `when_space`."""
         self._jobs.append(_Job(readings, attributes, done))
         self._queued += len(readings) + len(attributes)
+        self.stats.deepest_queue = max(self.stats.deepest_queue, self._queued)
         self._idle.clear()
         self._wakeup.set()
         return self._queued < self.queue_limit
@@ -93,7 +96,8 @@ class Pipeline:
     def when_space(self, resume: Callable[[], None]) -> None:
         """Call `resume` once the queue has drained below half its limit."""
         self._waiting_for_space.append(resume)
-        self.stats.paused_sources = len(self._waiting_for_space)
+        self.stats.pauses += 1
+        self.stats.waiting_sources = len(self._waiting_for_space)
 
     def on_commit(self, listener: Committed) -> None:
         self._listeners.append(listener)
@@ -166,6 +170,6 @@ class Pipeline:
     def _release_waiters(self) -> None:
         if self._waiting_for_space and self._queued < self.queue_limit // 2:
             waiting, self._waiting_for_space = self._waiting_for_space, []
-            self.stats.paused_sources = 0
+            self.stats.waiting_sources = 0
             for resume in waiting:
                 resume()

@@ -152,7 +152,9 @@ class SQLiteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create the data directory {self.path.parent}: {exc}")
+            raise StorageError(
+                f"cannot create the data directory {self.path.parent}: {exc}"
+            ) from None
         await self._write_op(self._migrate)
 
     def _migrate(self) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -32,6 +32,8 @@ CLOSE = "CLOSE SOCKET"
 MAX_OUTPUT = 1 << 20
 """Bytes of replies a client may leave unread before it is disconnected."""
 
+MAX_JOB = 100
+"""Readings per pipeline job; a long burst is split so backpressure applies within it."""
 TOO_LONG = None
 READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
 
@@ -89,7 +91,8 @@ class LineProtocol(asyncio.Protocol):
         self._device: Device | None = None
         self._buf = b""
         self._skipping = False
-        self._identifying = False
+        self._blocked = ""
+        """Why lines are held instead of processed: "token" lookup or full "pipeline"."""
         self._held: deque[bytes | None] = deque()
         self._out: deque[_Slot] = deque()
         self._pauses: set[str] = set()
@@ -135,41 +138,37 @@ class LineProtocol(asyncio.Protocol):
             rest = b""
         self._buf = rest
         client.messages_in += len(lines)
-        if self._identifying:
-            self._held.extend(lines)
-        else:
-            self._process(lines)
+        self._feed(lines)
 
     def eof_received(self) -> bool:
         self._eof = True
         if self._buf and not self._done:
             last, self._buf = self._buf, b""
-            if self._identifying:
-                self._held.append(last)
-            else:
-                self._process([last])
+            self._feed([last])
         self._close_if_finished()
         return True
 
     # -- line handling -------------------------------------------------------------------
-    def _process(self, lines: Iterable[bytes | None]) -> None:
-        server = self._server
-        max_line = server.max_line
+    def _feed(self, lines: list[bytes | None]) -> None:
+        if self._blocked:
+            self._held.extend(lines)
+        else:
+            self._process(iter(lines))
+
+    def _process(self, pending: Iterator[bytes | None]) -> None:
+        """Answer lines in order until they run out or one must wait (token, full queue)."""
+        max_line = self._server.max_line
         device = self._device
         replies: list[str] = []
         readings: list[Reading] = []
-        pending = iter(lines)
-        for raw in pending:
-            if raw is TOO_LONG or len(raw) > max_line:
+        for line in pending:
+            if line is TOO_LONG or len(line) > max_line:
                 replies.append(
-                    f"ERROR line too long (the limit is {max_line} bytes); "
-                    "send shorter lines\n"
+                    f"ERROR line too long (the limit is {max_line} bytes); send shorter lines\n"
                 )
                 continue
-            if raw[-1:] == b"\r":
-                raw = raw[:-1]
             try:
-                text = raw.decode()
+                text = (line[:-1] if line[-1:] == b"\r" else line).decode()
             except UnicodeDecodeError:
                 replies.append("ERROR invalid UTF-8; send text encoded as UTF-8\n")
                 continue
@@ -189,7 +188,14 @@ class LineProtocol(asyncio.Protocol):
                     replies.append(f"ERROR {exc}; {READING_HELP}\n")
                     continue
             replies.append(text.upper() + "\n")
-        self._emit(replies, readings)
+            if len(readings) >= MAX_JOB:
+                has_room = self._emit(replies, readings)
+                replies, readings = [], []
+                if not has_room:
+                    self._wait_for_space(pending)
+                    return
+        if not self._emit(replies, readings):
+            self._wait_for_space(pending)
 
     def _next_ts(self) -> int:
         """Server time in ms, strictly increasing per connection so no reading overwrites
@@ -198,23 +204,20 @@ class LineProtocol(asyncio.Protocol):
         self._last_ts = ts = now if now > self._last_ts else self._last_ts + 1
         return ts
 
-    def _emit(self, replies: list[str], readings: list[Reading], close: bool = False) -> None:
+    def _emit(self, replies: list[str], readings: list[Reading], close: bool = False) -> bool:
+        """Send or queue replies; readings go to the pipeline. False: the pipeline is full."""
         if not replies:
-            return
-        assert self._client is not None
-        self._client.messages_out += len(replies)
+            return True
         text = "".join(replies)
         if readings:
             slot = _Slot(text, len(replies), ready=False, close_after=close)
             self._out.append(slot)
-            pipeline = self._server.pipeline
-            if not pipeline.submit(readings, partial(self._committed, slot)):
-                self.pause("pipeline")
-                pipeline.when_space(partial(self.resume, "pipeline"))
-        elif self._out:
+            return self._server.pipeline.submit(readings, partial(self._committed, slot))
+        if self._out:
             self._out.append(_Slot(text, len(replies), ready=True, close_after=close))
         else:
-            self._write(text, close)
+            self._write(text, len(replies), close)
+        return True
 
     def _committed(self, slot: _Slot, error: BaseException | None) -> None:
         if error is not None:
@@ -228,36 +231,53 @@ class LineProtocol(asyncio.Protocol):
         out = self._out
         while out and out[0].ready:
             slot = out.popleft()
-            self._write(slot.text, slot.close_after)
+            self._write(slot.text, slot.lines, slot.close_after)
         self._close_if_finished()
 
-    def _write(self, text: str, close: bool) -> None:
+    def _write(self, text: str, lines: int, close: bool) -> None:
         transport = self._transport
-        assert transport is not None and self._client is not None
+        client = self._client
+        assert transport is not None and client is not None
         if transport.is_closing():
             return
         data = text.encode()
-        self._client.bytes_out += len(data)
+        client.bytes_out += len(data)
+        client.messages_out += lines
         transport.write(data)
         if close:
             transport.close()
         elif transport.get_write_buffer_size() > MAX_OUTPUT:
-            log.warning(
-                "line client %s does not read its replies; disconnecting it", self._client.peer
-            )
+            log.warning("line client %s does not read its replies; disconnecting it", client.peer)
             self.abort()
 
     def _close_if_finished(self) -> None:
-        if self._eof and not self._out and not self._identifying and self._transport:
+        if self._eof and not (self._out or self._blocked or self._held) and self._transport:
             self._transport.close()
+
+    # -- waiting: lines are held, reading pauses, nothing is dropped ----------------------
+    def _block(self, reason: str, rest: Iterable[bytes | None]) -> None:
+        self._blocked = reason
+        self._held.extend(rest)
+        self.pause("blocked")
+
+    def _unblock(self) -> None:
+        self._blocked = ""
+        self.resume("blocked")
+        held = list(self._held)
+        self._held.clear()
+        if held and not self._done:
+            self._process(iter(held))
+        self._close_if_finished()
+
+    def _wait_for_space(self, rest: Iterable[bytes | None]) -> None:
+        self._block("pipeline", rest)
+        self._server.pipeline.when_space(self._unblock)
 
     # -- device identification -----------------------------------------------------------
     def _identify(self, token: str, rest: Iterable[bytes | None]) -> None:
         slot = _Slot("", 1, ready=False)
         self._out.append(slot)
-        self._held.extend(rest)
-        self._identifying = True
-        self.pause("token")
+        self._block("token", rest)
         self._server.spawn(self._lookup(token, slot))
 
     async def _lookup(self, token: str, slot: _Slot) -> None:
@@ -278,13 +298,8 @@ class LineProtocol(asyncio.Protocol):
                 self._client.device = device
                 slot.text = f"OK {device.name}\n"
         slot.ready = True
-        self._identifying = False
-        held = list(self._held)
-        self._held.clear()
         self._flush()
-        self.resume("token")
-        if held and not self._done:
-            self._process(held)
+        self._unblock()
 
     # -- flow control --------------------------------------------------------------------
     def pause(self, reason: str) -> None:

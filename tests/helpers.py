@@ -1,0 +1,112 @@
+"""Test helpers: a real server in a background thread, and a blocking line client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tinyboard.config import Config
+from tinyboard.core.models import Device
+from tinyboard.server import Server, new_loop
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """A real tinyboard `Server` on 127.0.0.1 (ports chosen by the OS), on its own loop."""
+
+    def __init__(self, data_dir: Path, **overrides: Any) -> None:
+        self.config = Config(data_dir=data_dir, bind="127.0.0.1", line_port=0, **overrides)
+        self.server = Server(self.config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="tinyboard-test-server")
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self.loop = asyncio.get_running_loop()
+            task = asyncio.create_task(self.server.serve(handle_signals=False))
+            ready = asyncio.create_task(self.server.ready.wait())
+            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            self._started.set()
+            await task
+
+        try:
+            new_loop()(run())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._started.wait(10)
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self.loop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.server.request_shutdown)
+        self._thread.join(15)
+        assert not self._thread.is_alive(), "server did not shut down"
+        if self._error:
+            raise self._error
+
+    @property
+    def line_port(self) -> int:
+        return self.server.ports["line_port"]
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop (e.g. a store query) and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def add_device(self, name: str, **kwargs: Any) -> Device:
+        return self.call(self.server.store.create_device(name, **kwargs))
+
+    def on_loop(self, fn: Any) -> Any:
+        """Evaluate `fn()` on the server's loop (to read loop-owned state safely)."""
+
+        async def wrapper() -> Any:
+            return fn()
+
+        return self.call(wrapper())
+
+
+class LineClient:
+    """A blocking line-protocol client, like the course's Java client."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def recv(self) -> str:
+        line = self.reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        return line.decode().rstrip("\n")
+
+    def ask(self, line: str) -> str:
+        self.send(line + "\n")
+        return self.recv()
+
+    def at_eof(self) -> bool:
+        return self.reader.readline() == b""
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def __enter__(self) -> LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
