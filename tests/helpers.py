@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,3 +115,70 @@ class LineClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+TINYBOARD = [sys.executable, "-m", "tinyboard"]
+READY = re.compile(r"line protocol on [^:]+:(\d+)")
+
+
+def tinyboard(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
+    """Run a `tinyboard` CLI command to completion."""
+    return subprocess.run(
+        [*TINYBOARD, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class ServeProcess:
+    """`tinyboard serve` as a real child process, as a user would start it."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *TINYBOARD,
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--line-port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.output: list[str] = []
+        self.line_port = self._wait_ready()
+
+    def _wait_ready(self) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if match := READY.search(line):
+                return int(match.group(1))
+        self.proc.kill()
+        _, err = self.proc.communicate()
+        raise RuntimeError(f"server did not start: {''.join(self.output)}{err}")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, "".join(self.output) + out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()

@@ -16,12 +16,13 @@ CREATE TABLE ts_key (
 );
 
 -- One row per (device, key, ts). kind: 0 bool, 1 long, 2 double, 3 string, 4 JSON text.
+-- `v` has no declared type on purpose: no affinity, so "1.1" stays text (ANY would not).
 CREATE TABLE ts_kv (
     device INTEGER NOT NULL,
     key    INTEGER NOT NULL,
     ts     INTEGER NOT NULL,
     kind   INTEGER NOT NULL,
-    v      ANY,
+    v,
     PRIMARY KEY (device, key, ts)
 ) WITHOUT ROWID;
 
@@ -30,7 +31,7 @@ CREATE TABLE ts_latest (
     key    INTEGER NOT NULL,
     ts     INTEGER NOT NULL,
     kind   INTEGER NOT NULL,
-    v      ANY,
+    v,
     PRIMARY KEY (device, key)
 ) WITHOUT ROWID;
 
@@ -41,6 +42,6 @@ CREATE TABLE attribute (
     key    TEXT NOT NULL,
     ts     INTEGER NOT NULL,
     kind   INTEGER NOT NULL,
-    v      ANY,
+    v,
     PRIMARY KEY (device, scope, key)
 ) WITHOUT ROWID;

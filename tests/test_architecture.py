@@ -1,0 +1,89 @@
+"""DESIGN §2: the dependency direction cli → server → transports/web → core → storage.base,
+transports → mqtt; mqtt/ and core/ import no server, web framework or database driver."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "tinyboard"
+
+# For each package (or top-level module), the tinyboard modules it must never import.
+FORBIDDEN_INTERNAL = {
+    "mqtt": ("tinyboard.",),  # pure codec: stands alone
+    "core": (
+        "tinyboard.cli",
+        "tinyboard.server",
+        "tinyboard.transports",
+        "tinyboard.web",
+        "tinyboard.dashboard",
+        "tinyboard.storage.sqlite",
+        "tinyboard.storage.postgres",
+        "tinyboard.registry",
+    ),
+    "storage": (
+        "tinyboard.cli",
+        "tinyboard.server",
+        "tinyboard.transports",
+        "tinyboard.web",
+        "tinyboard.dashboard",
+        "tinyboard.core.pipeline",
+        "tinyboard.core.ingest",
+        "tinyboard.registry",
+    ),
+    "transports": ("tinyboard.cli", "tinyboard.server", "tinyboard.web", "tinyboard.dashboard"),
+    "registry": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports"),
+    "server": ("tinyboard.cli",),
+}
+FORBIDDEN_EXTERNAL = {
+    "mqtt": ("asyncio", "socket", "sqlite3", "asyncpg", "fastapi", "uvicorn", "nicegui"),
+    "core": ("sqlite3", "asyncpg", "fastapi", "uvicorn", "nicegui", "starlette", "socket"),
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_follow_the_layering(path: Path) -> None:
+    layer = layer_of(path)
+    imported = imports_of(path)
+    bad = [
+        name
+        for name in imported
+        for prefix in FORBIDDEN_INTERNAL.get(layer, ())
+        if name == prefix.rstrip(".") or name.startswith(prefix)
+    ]
+    bad += [
+        name
+        for name in imported
+        for root in FORBIDDEN_EXTERNAL.get(layer, ())
+        if name == root or name.startswith(root + ".")
+    ]
+    assert not bad, f"{path.relative_to(SRC)} ({layer}) must not import {sorted(set(bad))}"
+
+
+def test_the_checker_sees_violations(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sqlite3\nfrom tinyboard.server import Server\n")
+    assert {"sqlite3", "tinyboard.server", "tinyboard.server.Server"} <= imports_of(bad)
+    assert len(MODULES) > 10

@@ -1,0 +1,139 @@
+"""The storage contract: every backend must pass these (PostgreSQL joins the parameter list
+when its backend lands)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tinyboard.core.models import Reading
+from tinyboard.errors import ConflictError, NotFoundError
+from tinyboard.storage import open_store
+from tinyboard.storage.base import Store
+from tinyboard.storage.sqlite import SQLiteStore, migrations
+
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(f"sqlite:{tmp_path / 'contract.db'}")
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_devices_are_created_found_listed_and_deleted(store: Store) -> None:
+    a = await store.create_device("kitchen", type="esp8266", label="by the window")
+    b = await store.create_device("garage", token="my-own-token-123")
+    assert len(a.token) >= 20 and a.token != b.token
+    assert b.token == "my-own-token-123"
+    assert (a.type, a.label, b.type) == ("esp8266", "by the window", "default")
+    assert await store.get_device(a.id) == a
+    assert await store.get_device("kitchen") == a
+    assert await store.device_by_token(b.token) == b
+    assert await store.device_by_token("missing") is None
+    assert [d.name for d in await store.list_devices()] == ["garage", "kitchen"]
+    assert [d.name for d in await store.list_devices(text_search="kit")] == ["kitchen"]
+    assert [d.name for d in await store.list_devices(limit=1, offset=1)] == ["kitchen"]
+    assert await store.delete_device("kitchen") == a
+    with pytest.raises(NotFoundError):
+        await store.get_device(a.id)
+    assert await store.device_by_token(a.token) is None
+
+
+async def test_names_and_tokens_are_unique(store: Store) -> None:
+    await store.create_device("one", token="token-aaaaaaaaaaaaaaaa")
+    with pytest.raises(ConflictError, match="name"):
+        await store.create_device("one")
+    with pytest.raises(ConflictError, match="token"):
+        await store.create_device("two", token="token-aaaaaaaaaaaaaaaa")
+
+
+async def test_readings_keep_their_types(store: Store) -> None:
+    d = await store.create_device("types")
+    values = {
+        "b": True,
+        "i": -(2**63),
+        "f": 0.1,
+        "s": "text ✓",
+        "numeric_text": "1.10",
+        "int_text": "007",
+        "o": {"a": [1, "x", None]},
+        "l": [1, 2.5],
+    }
+    await store.write([(d.key, k, 1000, v) for k, v in values.items()], [])
+    latest = await store.latest(d.key)
+    assert {k: v for k, (_, v) in latest.items()} == values
+    assert all(type(latest[k][1]) is type(v) for k, v in values.items())
+    assert await store.ts_keys(d.key) == sorted(values)
+    assert await store.latest(d.key, ["b", "nope"]) == {"b": (1000, True)}
+
+
+async def test_one_row_per_device_key_and_ts(store: Store) -> None:
+    d = await store.create_device("dup")
+    await store.write([(d.key, "t", 1000, 1), (d.key, "t", 2000, 2)], [])
+    await store.write([(d.key, "t", 1000, 10)], [])  # a retried message
+    history = await store.history(d.key, "t", start_ts=0, end_ts=10_000)
+    assert history == [(2000, 2), (1000, 10)]
+
+
+async def test_latest_is_the_newest_not_the_last_written(store: Store) -> None:
+    d = await store.create_device("late")
+    await store.write([(d.key, "t", 5000, 5)], [])
+    await store.write([(d.key, "t", 1000, 1)], [])  # an old reading sent late
+    assert await store.latest(d.key) == {"t": (5000, 5)}
+
+
+async def test_history_range_order_and_limit(store: Store) -> None:
+    d = await store.create_device("hist")
+    other = await store.create_device("other")
+    batch: list[Reading] = [(d.key, "t", ts, ts // 10) for ts in range(0, 1000, 10)]
+    batch += [(other.key, "t", 500, -1), (d.key, "u", 500, -2)]
+    await store.write(batch, [])
+    newest = await store.history(d.key, "t", start_ts=100, end_ts=200, limit=3)
+    assert newest == [(190, 19), (180, 18), (170, 17)]
+    oldest = await store.history(d.key, "t", start_ts=100, end_ts=200, descending=False)
+    assert [ts for ts, _ in oldest] == list(range(100, 200, 10))
+    assert await store.history(d.key, "missing", start_ts=0, end_ts=10**6) == []
+
+
+async def test_attributes_by_scope(store: Store) -> None:
+    d = await store.create_device("attrs")
+    await store.write(
+        [],
+        [(d.key, "CLIENT", "fw", 10, "1.0"), (d.key, "SHARED", "interval", 10, 30)],
+    )
+    await store.write([], [(d.key, "CLIENT", "fw", 20, "1.1")])
+    assert await store.attributes(d.key, "CLIENT") == {"fw": (20, "1.1")}
+    assert await store.attributes(d.key, "SHARED", ["interval"]) == {"interval": (10, 30)}
+    assert await store.attributes(d.key, "SERVER") == {}
+
+
+async def test_deleting_a_device_deletes_its_data(store: Store) -> None:
+    d = await store.create_device("gone")
+    keep = await store.create_device("kept")
+    await store.write([(d.key, "t", 1, 1), (keep.key, "t", 1, 2)], [(d.key, "CLIENT", "a", 1, 1)])
+    await store.delete_device(d.id)
+    again = await store.create_device("gone")
+    assert await store.latest(again.key) == {}
+    assert await store.latest(keep.key) == {"t": (1, 2)}
+
+
+async def test_sqlite_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    for _ in range(2):
+        s = SQLiteStore(path)
+        await s.open()
+        await s.close()
+    latest_version = migrations()[-1][0]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (latest_version,)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"device", "ts_kv", "ts_latest", "attribute", "ts_key"} <= tables
