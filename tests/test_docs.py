@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from scripts.cli_reference import OUT, render
+
 from tinyboard.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
