@@ -190,3 +190,26 @@ def test_chat_says_when_the_server_goes_away(tmp_path: Path) -> None:
 def test_help(args: list[str]) -> None:
     result = tinyboard(*args)
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_graceful_shutdown_acknowledges_everything_it_read(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    token = tinyboard("device", "add", "drain", "--data-dir", str(data)).stdout.strip()
+    server = ServeProcess(data)
+    with LineClient(server.line_port) as client:
+        assert client.ask(f"TOKEN {token}") == "OK drain"
+        client.send("".join(f"n={i}\n" for i in range(20_000)))
+        server.signal(signal.SIGTERM)
+        acked = []
+        try:
+            while True:
+                acked.append(int(client.recv().removeprefix("N=")))
+        except (ConnectionError, OSError):
+            pass
+    assert server.wait()[0] == 0
+    assert acked == list(range(len(acked)))
+    shown = tinyboard("device", "show", "drain", "--json", "--data-dir", str(data))
+    latest = orjson.loads(shown.stdout)["latest"]
+    # Everything the server read before it stopped reading was committed and echoed: the
+    # newest stored reading is exactly the last one acknowledged.
+    assert (latest["n"]["value"] if "n" in latest else None) == (acked[-1] if acked else None)

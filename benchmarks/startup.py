@@ -1,0 +1,77 @@
+"""Start-up time and idle memory of `tinyboard serve` (DESIGN §7: ≤ 1 s to listening).
+
+Baseline in the same run: a bare `python -c pass`, the floor any Python server pays.
+Usage: python benchmarks/startup.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def python_floor() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - started
+
+
+def tinyboard_once() -> tuple[float, float]:
+    """Seconds from spawn to the ready line, and RSS in MB one second later."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tinyboard",
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--line-port",
+                "0",
+                "--data-dir",
+                str(Path(tmp) / "data"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            elapsed = time.perf_counter() - started
+            if "ready" not in line:
+                raise RuntimeError(f"server did not start: {line!r}")
+            time.sleep(1)
+            rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        return elapsed, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    runs = parser.parse_args().runs
+    floor = statistics.median(python_floor() for _ in range(runs))
+    samples = [tinyboard_once() for _ in range(runs)]
+    start = statistics.median(s for s, _ in samples)
+    rss = statistics.median(r for _, r in samples)
+    print(f"python -c pass        median {floor * 1000:7.1f} ms")
+    slowest = max(s for s, _ in samples)
+    print(f"tinyboard serve ready median {start * 1000:7.1f} ms  (max {slowest * 1000:.1f} ms)")
+    print(f"tinyboard idle RSS    median {rss:7.1f} MB")
+    print(f"ratio start-up / python floor: {start / floor:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
