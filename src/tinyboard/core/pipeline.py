@@ -93,6 +93,23 @@ class Pipeline:
         self._wakeup.set()
         return self._queued < self.queue_limit
 
+    async def commit(
+        self, readings: Sequence[Reading], attributes: Sequence[AttributeRow] = NO_ATTRIBUTES
+    ) -> None:
+        """Submit and wait for the commit (for API calls; transports use `submit`)."""
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if committed.done():
+                return
+            if error is None:
+                committed.set_result(None)
+            else:
+                committed.set_exception(error)
+
+        self.submit(readings, done, attributes)
+        await committed
+
     def when_space(self, resume: Callable[[], None]) -> None:
         """Call `resume` once the queue has drained below half its limit."""
         self._waiting_for_space.append(resume)

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError
 from tinyboard.registry import Client, Registry
 from tinyboard.storage.base import Store
+from tinyboard.transports.outbox import Outbox, Slot
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,6 @@ MAX_JOB = 100
 """Readings per pipeline job; a long burst is split so backpressure applies within it."""
 TOO_LONG = None
 READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Replies to a run of lines, written once `ready` (after their readings commit)."""
-
-    text: str
-    lines: int
-    ready: bool
-    close_after: bool = False
 
 
 class LineServer:
@@ -94,7 +84,7 @@ class LineProtocol(asyncio.Protocol):
         self._blocked = ""
         """Why lines are held instead of processed: "token" lookup or full "pipeline"."""
         self._held: deque[bytes | None] = deque()
-        self._out: deque[_Slot] = deque()
+        self._out = Outbox(self._write)
         self._pauses: set[str] = set()
         self._last_ts = 0
         self._done = False
@@ -208,43 +198,29 @@ class LineProtocol(asyncio.Protocol):
         """Send or queue replies; readings go to the pipeline. False: the pipeline is full."""
         if not replies:
             return True
-        text = "".join(replies)
+        slot = Slot("".join(replies).encode(), not readings, len(replies), close)
+        self._out.put(slot)
         if readings:
-            slot = _Slot(text, len(replies), ready=False, close_after=close)
-            self._out.append(slot)
             return self._server.pipeline.submit(readings, partial(self._committed, slot))
-        if self._out:
-            self._out.append(_Slot(text, len(replies), ready=True, close_after=close))
-        else:
-            self._write(text, len(replies), close)
         return True
 
-    def _committed(self, slot: _Slot, error: BaseException | None) -> None:
+    def _committed(self, slot: Slot, error: BaseException | None) -> None:
         if error is not None:
-            slot.text = f"ERROR could not store the reading ({error}); send it again\n" * (
-                slot.lines
-            )
-        slot.ready = True
-        self._flush()
-
-    def _flush(self) -> None:
-        out = self._out
-        while out and out[0].ready:
-            slot = out.popleft()
-            self._write(slot.text, slot.lines, slot.close_after)
+            reply = f"ERROR could not store the reading ({error}); send it again\n"
+            slot.data = reply.encode() * slot.count
+        self._out.ready(slot)
         self._close_if_finished()
 
-    def _write(self, text: str, lines: int, close: bool) -> None:
+    def _write(self, slot: Slot) -> None:
         transport = self._transport
         client = self._client
         assert transport is not None and client is not None
         if transport.is_closing():
             return
-        data = text.encode()
-        client.bytes_out += len(data)
-        client.messages_out += lines
-        transport.write(data)
-        if close:
+        client.bytes_out += len(slot.data)
+        client.messages_out += slot.count
+        transport.write(slot.data)
+        if slot.close_after:
             transport.close()
         elif transport.get_write_buffer_size() > MAX_OUTPUT:
             log.warning("line client %s does not read its replies; disconnecting it", client.peer)
@@ -275,20 +251,20 @@ class LineProtocol(asyncio.Protocol):
 
     # -- device identification -----------------------------------------------------------
     def _identify(self, token: str, rest: Iterable[bytes | None]) -> None:
-        slot = _Slot("", 1, ready=False)
-        self._out.append(slot)
+        slot = Slot(b"", ready=False)
+        self._out.put(slot)
         self._block("token", rest)
         self._server.spawn(self._lookup(token, slot))
 
-    async def _lookup(self, token: str, slot: _Slot) -> None:
+    async def _lookup(self, token: str, slot: Slot) -> None:
         try:
             device = await self._server.store.device_by_token(token) if token else None
         except StorageError as exc:
             log.error("token lookup failed: %s", exc)
-            slot.text = "ERROR could not check the token right now; send TOKEN again\n"
+            reply = "ERROR could not check the token right now; send TOKEN again\n"
         else:
             if device is None:
-                slot.text = (
+                reply = (
                     "ERROR unknown token: create a device with "
                     "`tinyboard device add NAME` and send TOKEN <its token>\n"
                 )
@@ -296,9 +272,9 @@ class LineProtocol(asyncio.Protocol):
                 self._device = device
                 assert self._client is not None
                 self._client.device = device
-                slot.text = f"OK {device.name}\n"
-        slot.ready = True
-        self._flush()
+                reply = f"OK {device.name}\n"
+        slot.data = reply.encode()
+        self._out.ready(slot)
         self._unblock()
 
     # -- flow control --------------------------------------------------------------------

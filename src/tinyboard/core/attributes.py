@@ -1,0 +1,74 @@
+"""Device attributes: client attributes from devices, shared attributes pushed to them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tinyboard.core.models import AttributeRow, Device, Scope, Value
+from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.sessions import SessionHub
+from tinyboard.errors import PayloadError
+from tinyboard.storage.base import Store
+
+Keys = Sequence[str] | None
+"""Attribute keys to read; None means every key of that scope."""
+
+
+def parse_attribute_request(doc: Any) -> tuple[Keys, Keys]:
+    """(client keys, shared keys) from `{"clientKeys": "a,b", "sharedKeys": "c"}`.
+
+    As ThingsBoard: with neither given, every client and shared attribute is returned; with
+    only one given, only that scope is read.
+    """
+    if not isinstance(doc, dict):
+        raise PayloadError('an attribute request is a JSON object like {"sharedKeys": "a,b"}')
+    client, shared = doc.get("clientKeys"), doc.get("sharedKeys")
+    if client is None and shared is None:
+        return None, None
+    return _keys(client), _keys(shared)
+
+
+def _keys(raw: object) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [k.strip() for k in raw.split(",") if k.strip()]
+    if isinstance(raw, list) and all(isinstance(k, str) for k in raw):
+        return raw
+    raise PayloadError("clientKeys and sharedKeys are comma-separated strings")
+
+
+class AttributeService:
+    def __init__(self, store: Store, pipeline: Pipeline, hub: SessionHub) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.hub = hub
+
+    async def update_shared(self, device: Device, values: dict[str, Value]) -> None:
+        """Store shared attributes (durably), then push them to the device's sessions."""
+        ts = int(time.time() * 1000)
+        rows: list[AttributeRow] = [(device.key, "SHARED", k, ts, v) for k, v in values.items()]
+        await self.pipeline.commit([], rows)
+        for session in self.hub.for_device(device.id):
+            if session.wants_attributes:
+                session.push_attributes(values)
+
+    async def read_for_device(
+        self, device: Device, client_keys: Keys, shared_keys: Keys
+    ) -> dict[str, dict[str, Value]]:
+        """ThingsBoard's attribute response: `{"client": {...}, "shared": {...}}`, empty
+        sections left out."""
+        out: dict[str, dict[str, Value]] = {}
+        sections: tuple[tuple[str, Scope, Keys], ...] = (
+            ("client", "CLIENT", client_keys),
+            ("shared", "SHARED", shared_keys),
+        )
+        for section, scope, keys in sections:
+            if keys is not None and not keys:
+                continue
+            values = await self.store.attributes(device.key, scope, keys)
+            if values:
+                out[section] = {k: v for k, (_, v) in values.items()}
+        return out
