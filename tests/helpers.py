@@ -25,7 +25,9 @@ class ServerThread:
     """A real tinyboard `Server` on 127.0.0.1 (ports chosen by the OS), on its own loop."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        self.config = Config(data_dir=data_dir, bind="127.0.0.1", line_port=0, **overrides)
+        self.config = Config(
+            data_dir=data_dir, bind="127.0.0.1", line_port=0, mqtt_port=0, **overrides
+        )
         self.server = Server(self.config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -65,6 +67,10 @@ class ServerThread:
     @property
     def line_port(self) -> int:
         return self.server.ports["line_port"]
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.server.ports["mqtt_port"]
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop (e.g. a store query) and return its result."""
@@ -118,7 +124,7 @@ class LineClient:
 
 
 TINYBOARD = [sys.executable, "-m", "tinyboard"]
-READY = re.compile(r"line protocol on [^:]+:(\d+)")
+READY = re.compile(r"line protocol on [^:]+:(\d+), MQTT on [^:]+:(\d+)")
 
 
 def tinyboard(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
@@ -146,6 +152,8 @@ class ServeProcess:
                 "127.0.0.1",
                 "--line-port",
                 "0",
+                "--mqtt-port",
+                "0",
                 "--data-dir",
                 str(data_dir),
                 *extra,
@@ -155,9 +163,9 @@ class ServeProcess:
             text=True,
         )
         self.output: list[str] = []
-        self.line_port = self._wait_ready()
+        self.line_port, self.mqtt_port = self._wait_ready()
 
-    def _wait_ready(self) -> int:
+    def _wait_ready(self) -> tuple[int, int]:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -166,7 +174,7 @@ class ServeProcess:
                 break
             self.output.append(line)
             if match := READY.search(line):
-                return int(match.group(1))
+                return int(match.group(1)), int(match.group(2))
         self.proc.kill()
         _, err = self.proc.communicate()
         raise RuntimeError(f"server did not start: {''.join(self.output)}{err}")

@@ -47,6 +47,7 @@ class Config:
     store: str = ""
     sync: SyncMode = "full"
     max_line: int = 8192
+    max_packet: int = 65536
     queue_limit: int = 100_000
     batch_limit: int = 10_000
 
@@ -63,7 +64,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, _DEFAULT.data_dir, "Directory for the embedded database."),
     Setting("bind", str, _DEFAULT.bind, "Address every listener binds to."),
     Setting("line_port", int, _DEFAULT.line_port, "TCP port of the line (chat) protocol."),
-    Setting("mqtt_port", int, _DEFAULT.mqtt_port, "MQTT port (not served yet)."),
+    Setting("mqtt_port", int, _DEFAULT.mqtt_port, "MQTT port (ThingsBoard device API)."),
     Setting("http_port", int, _DEFAULT.http_port, "HTTP port (not served yet)."),
     Setting(
         "store",
@@ -79,6 +80,7 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("full", "normal"),
     ),
     Setting("max_line", int, _DEFAULT.max_line, "Longest line (bytes) the line protocol accepts."),
+    Setting("max_packet", int, _DEFAULT.max_packet, "Largest MQTT packet (bytes) accepted."),
     Setting(
         "queue_limit",
         int,

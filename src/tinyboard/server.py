@@ -19,12 +19,17 @@ from typing import Any, TypeVar
 
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
+from tinyboard.core.attributes import AttributeService
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.rpc import RpcService
+from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import PortInUseError, TinyboardError
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
+from tinyboard.transports.base import TransportServer
 from tinyboard.transports.line import LineServer
+from tinyboard.transports.mqtt import MQTTServer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class Listener:
 
 
 LINE = Listener("the line protocol", "line_port")
+MQTT = Listener("MQTT", "mqtt_port")
 
 
 class Server:
@@ -51,12 +57,25 @@ class Server:
         self.pipeline = Pipeline(
             self.store, queue_limit=config.queue_limit, batch_limit=config.batch_limit
         )
+        self.hub = SessionHub()
+        self.rpc = RpcService(self.hub)
+        self.attributes = AttributeService(self.store, self.pipeline, self.hub)
         self.line = LineServer(
             store=self.store,
             pipeline=self.pipeline,
             registry=self.registry,
             max_line=config.max_line,
         )
+        self.mqtt = MQTTServer(
+            store=self.store,
+            pipeline=self.pipeline,
+            registry=self.registry,
+            hub=self.hub,
+            rpc=self.rpc,
+            attributes=self.attributes,
+            max_packet_size=config.max_packet,
+        )
+        self.transports: tuple[TransportServer, ...] = (self.line, self.mqtt)
         self.ports: dict[str, int] = {}
         self._listeners: list[asyncio.Server] = []
         self._should_exit: asyncio.Event | None = None
@@ -79,12 +98,16 @@ class Server:
         self.pipeline.start()
         try:
             await self._listen(LINE, self.line, self.config.line_port)
+            await self._listen(MQTT, self.mqtt, self.config.mqtt_port)
         except BaseException:
             await self.shutdown()
             raise
+        self.mqtt.start()
         self._announce()
 
-    async def _listen(self, listener: Listener, factory: LineServer, port: int) -> asyncio.Server:
+    async def _listen(
+        self, listener: Listener, factory: Callable[[], asyncio.Protocol], port: int
+    ) -> asyncio.Server:
         host = self.config.bind
         loop = asyncio.get_running_loop()
         try:
@@ -102,11 +125,7 @@ class Server:
         bind = self.config.bind
         print(
             f"tinyboard {__version__} ready: line protocol on {bind}:{self.ports['line_port']}"
-            f", store {self.config.store_url()}",
-            flush=True,
-        )
-        print(
-            "MQTT and HTTP are not served yet (their ports are accepted and ignored)",
+            f", MQTT on {bind}:{self.ports['mqtt_port']}, store {self.config.store_url()}",
             flush=True,
         )
 
@@ -135,16 +154,18 @@ class Server:
     async def shutdown(self) -> None:
         for server in self._listeners:
             server.close()
-        self.line.pause_all()
+        for transport in self.transports:
+            transport.pause_all()
         await self.pipeline.stop()
-        self.line.close_all()
-        if not await _until(lambda: not self.line.connections, CLOSE_TIMEOUT):
+        for transport in self.transports:
+            transport.close_all()
+        if not await _until(lambda: not any(t.connections for t in self.transports), CLOSE_TIMEOUT):
             log.warning("some clients did not close in time; dropping them")
-            self.line.abort_all()
+            for transport in self.transports:
+                transport.abort_all()
         self._listeners.clear()
-        for task in list(self.line.tasks):
-            task.cancel()
-        await asyncio.gather(*self.line.tasks, return_exceptions=True)
+        for transport in self.transports:
+            await transport.cancel_tasks()
         await self.store.close()
 
 

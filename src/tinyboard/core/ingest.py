@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any
 
 import orjson
@@ -24,6 +25,22 @@ INT64_MAX = 2**63 - 1
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _PAIR_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+class ServerClock:
+    """Server time in Unix ms for readings without their own `ts`, strictly increasing per
+    connection: the store keeps one row per (device, key, ts), so without this a device
+    sending twice within a millisecond would overwrite a reading it was told is stored."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        now = int(time.time() * 1000)
+        self.last = now if now > self.last else self.last + 1
+        return self.last
 
 
 def parse_json(payload: bytes | str) -> Any:

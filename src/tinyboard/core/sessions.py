@@ -13,8 +13,6 @@ from tinyboard.core.models import Device, Value
 
 
 class DeviceSession(Protocol):
-    device: Device
-
     @property
     def wants_attributes(self) -> bool:
         """The device subscribed to shared-attribute updates."""
@@ -39,15 +37,15 @@ class SessionHub:
     def __init__(self) -> None:
         self._by_device: dict[str, list[DeviceSession]] = {}
 
-    def add(self, session: DeviceSession) -> None:
-        self._by_device.setdefault(session.device.id, []).append(session)
+    def add(self, device: Device, session: DeviceSession) -> None:
+        self._by_device.setdefault(device.id, []).append(session)
 
-    def remove(self, session: DeviceSession) -> None:
-        sessions = self._by_device.get(session.device.id)
+    def remove(self, device: Device, session: DeviceSession) -> None:
+        sessions = self._by_device.get(device.id)
         if sessions and session in sessions:
             sessions.remove(session)
             if not sessions:
-                del self._by_device[session.device.id]
+                del self._by_device[device.id]
 
     def for_device(self, device_id: str) -> list[DeviceSession]:
         return list(self._by_device.get(device_id, ()))

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
-from tinyboard.core.ingest import parse_line
+from tinyboard.core.ingest import ServerClock, parse_line
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError
 from tinyboard.registry import Client, Registry
 from tinyboard.storage.base import Store
+from tinyboard.transports.base import TransportServer
 from tinyboard.transports.outbox import Outbox, Slot
 
 log = logging.getLogger(__name__)
@@ -38,39 +38,22 @@ TOO_LONG = None
 READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
 
 
-class LineServer:
+class LineServer(TransportServer):
     """Shared state of all line connections; call it to make a protocol per connection."""
+
+    name = "line"
 
     def __init__(
         self, *, store: Store, pipeline: Pipeline, registry: Registry, max_line: int = 8192
     ) -> None:
+        super().__init__()
         self.store = store
         self.pipeline = pipeline
         self.registry = registry
         self.max_line = max_line
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.connections: set[LineProtocol] = set()
 
     def __call__(self) -> LineProtocol:
         return LineProtocol(self)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def pause_all(self) -> None:
-        """Stop taking input (shutdown): nothing new is read after the pipeline drains."""
-        for conn in list(self.connections):
-            conn.pause("shutdown")
-
-    def close_all(self) -> None:
-        for conn in list(self.connections):
-            conn.close()
-
-    def abort_all(self) -> None:
-        for conn in list(self.connections):
-            conn.abort()
 
 
 class LineProtocol(asyncio.Protocol):
@@ -86,7 +69,7 @@ class LineProtocol(asyncio.Protocol):
         self._held: deque[bytes | None] = deque()
         self._out = Outbox(self._write)
         self._pauses: set[str] = set()
-        self._last_ts = 0
+        self._clock = ServerClock()
         self._done = False
         self._eof = False
 
@@ -173,7 +156,7 @@ class LineProtocol(asyncio.Protocol):
                 return
             if device is not None and (stripped := text.strip()):
                 try:
-                    readings += parse_line(stripped, device.key, self._next_ts())
+                    readings += parse_line(stripped, device.key, self._clock.next())
                 except PayloadError as exc:
                     replies.append(f"ERROR {exc}; {READING_HELP}\n")
                     continue
@@ -186,13 +169,6 @@ class LineProtocol(asyncio.Protocol):
                     return
         if not self._emit(replies, readings):
             self._wait_for_space(pending)
-
-    def _next_ts(self) -> int:
-        """Server time in ms, strictly increasing per connection so no reading overwrites
-        the previous one."""
-        now = int(time.time() * 1000)
-        self._last_ts = ts = now if now > self._last_ts else self._last_ts + 1
-        return ts
 
     def _emit(self, replies: list[str], readings: list[Reading], close: bool = False) -> bool:
         """Send or queue replies; readings go to the pipeline. False: the pipeline is full."""

@@ -1,0 +1,551 @@
+"""The MQTT transport: ThingsBoard's device API over MQTT 3.1, 3.1.1 and 5.
+
+Strategy: one `MQTTProtocol` per connection feeds the sans-IO `mqtt.Connection` and handles
+every packet of a network read in order, without a task per packet. The readings of all
+PUBLISHes in one read become one pipeline job, and their PUBACKs one slot of the outbox that
+becomes writable after the commit, so each read costs one job and one write. Keep-alive is
+one periodic sweep over all connections (mosquitto's keepalive.c), not a timer each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+import orjson
+
+from tinyboard.core.attributes import AttributeService, parse_attribute_request
+from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.models import AttributeRow, Device, Reading, Value
+from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
+from tinyboard.core.sessions import SessionHub
+from tinyboard.errors import PayloadError, StorageError, TinyboardError
+from tinyboard.mqtt.codec import encode
+from tinyboard.mqtt.connection import CLOSED, NEED_DATA, Connection
+from tinyboard.mqtt.errors import ProtocolError, UsageError
+from tinyboard.mqtt.packets import (
+    MQTT_5,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from tinyboard.mqtt.properties import NO_PROPERTIES, Properties
+from tinyboard.mqtt.reasons import SUBACK_FAILURE, ConnectReturn, Reason
+from tinyboard.mqtt.state import Role, State
+from tinyboard.registry import Client, Registry
+from tinyboard.storage.base import Store
+from tinyboard.transports import thingsboard as tb
+from tinyboard.transports.base import TransportServer
+from tinyboard.transports.outbox import Outbox, Slot
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT = 1 << 20
+"""Bytes a client may leave unread before it is disconnected."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection has to send CONNECT."""
+SWEEP_INTERVAL = 0.5
+
+
+class MQTTServer(TransportServer):
+    """Shared state of all MQTT connections; call it to make a protocol per connection."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        pipeline: Pipeline,
+        registry: Registry,
+        hub: SessionHub,
+        rpc: RpcService,
+        attributes: AttributeService,
+        max_packet_size: int = 65536,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.pipeline = pipeline
+        self.registry = registry
+        self.hub = hub
+        self.rpc = rpc
+        self.attributes = attributes
+        self.max_packet_size = max_packet_size
+        self.by_client_id: dict[str, MQTTProtocol] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __call__(self) -> MQTTProtocol:
+        return MQTTProtocol(self)
+
+    def start(self) -> None:
+        self._sweeper = self.spawn(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep(loop.time())
+
+    def sweep(self, now: float) -> None:
+        """Close connections silent for 1.5× their keep-alive, or that never sent CONNECT."""
+        for conn in list(self.connections):
+            cast(MQTTProtocol, conn).check_alive(now)
+
+
+class MQTTProtocol(asyncio.Protocol):
+    def __init__(self, server: MQTTServer) -> None:
+        self._server = server
+        self._conn = Connection(Role.SERVER, max_packet_size=server.max_packet_size)
+        self._transport: asyncio.Transport | None = None
+        self._client: Client | None = None
+        self.device: Device | None = None
+        self._client_id = ""
+        self._out = Outbox(self._write)
+        self._clock = ServerClock()
+        self._loop = asyncio.get_running_loop()
+        self._last_seen = self._loop.time()
+        self._deadline = CONNECT_TIMEOUT
+        self._feeds: dict[tb.Feed, int] = {}
+        self._blocked = False
+        self._pauses: set[str] = set()
+        self._closing = False
+        self._connacked = False
+        self._qos2: set[int] = set()
+        self._inflight: dict[int, asyncio.Future[None]] = {}
+        self._next_id = 0
+        # What one read produced: replies and the job for the pipeline.
+        self._acks: list[bytes] = []
+        self._readings: list[Reading] = []
+        self._attributes: list[AttributeRow] = []
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._client = self._server.registry.add("mqtt", where, self)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self._server
+        server.connections.discard(self)
+        if self._client is not None:
+            server.registry.remove(self._client)
+        if self.device is not None:
+            server.hub.remove(self.device, self)
+        if server.by_client_id.get(self._client_id) is self:
+            del server.by_client_id[self._client_id]
+        for waiter in self._inflight.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the device disconnected"))
+        self._inflight.clear()
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        assert self._client is not None
+        self._client.bytes_in += len(data)
+        self._last_seen = self._loop.time()
+        if self._closing:
+            return
+        self._conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"")
+        self._process()
+        return True
+
+    # -- packet handling -----------------------------------------------------------------
+    def _process(self) -> None:
+        """Handle every complete packet buffered, then hand the read's job to the pipeline."""
+        conn = self._conn
+        client = self._client
+        assert client is not None
+        try:
+            while not (self._blocked or self._closing):
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is CLOSED:
+                    self._finish()
+                    break
+                client.messages_in += 1
+                _HANDLERS[event.type](self, event)
+        except ProtocolError as exc:
+            self._refuse(exc)
+        finally:
+            self._submit()
+
+    def _submit(self) -> None:
+        acks, readings, attributes = self._acks, self._readings, self._attributes
+        if not (acks or readings or attributes):
+            return
+        self._acks, self._readings, self._attributes = [], [], []
+        slot = Slot(b"".join(acks), not (readings or attributes), len(acks))
+        if acks:
+            self._out.put(slot)
+        if readings or attributes:
+            pipeline = self._server.pipeline
+            if not pipeline.submit(readings, partial(self._committed, slot), attributes):
+                self.pause("pipeline")
+                pipeline.when_space(partial(self.resume, "pipeline"))
+
+    def _committed(self, slot: Slot, error: BaseException | None) -> None:
+        if error is not None:
+            # Unacknowledged: the device sends these again after it reconnects.
+            log.error("MQTT client %s: readings not stored: %s", self._peer, error)
+            self.abort()
+            return
+        if slot.data:
+            self._out.ready(slot)
+
+    def _on_connect(self, packet: Connect) -> None:
+        self._deadline = packet.keep_alive * 1.5 if packet.keep_alive else 0.0
+        client_id = packet.client_id
+        if not client_id:
+            if not packet.clean_start and packet.protocol_level != MQTT_5:
+                self._connack(ConnectReturn.IDENTIFIER_REJECTED)  # [MQTT-3.1.3-8]
+                return
+            client_id = "tinyboard-" + secrets.token_hex(8)
+        self._client_id = client_id
+        if not packet.username:
+            self._connack(ConnectReturn.BAD_USERNAME_OR_PASSWORD, Reason.BAD_USERNAME_OR_PASSWORD)
+            return
+        self._blocked = True
+        self.pause("connect")
+        self._server.spawn(self._authenticate(packet.username, assigned=not packet.client_id))
+
+    async def _authenticate(self, token: str, *, assigned: bool) -> None:
+        try:
+            device = await self._server.store.device_by_token(token)
+        except StorageError as exc:
+            log.error("token lookup failed: %s", exc)
+            self._connack(ConnectReturn.SERVER_UNAVAILABLE, Reason.SERVER_UNAVAILABLE)
+            return
+        if self._closing:
+            return
+        if device is None:
+            self._connack(ConnectReturn.NOT_AUTHORIZED, Reason.BAD_USERNAME_OR_PASSWORD)
+            return
+        server = self._server
+        previous = server.by_client_id.get(self._client_id)
+        if previous is not None and previous is not self:
+            previous.take_over()
+        server.by_client_id[self._client_id] = self
+        self.device = device
+        assert self._client is not None
+        self._client.device = device
+        server.hub.add(device, self)
+        props = NO_PROPERTIES
+        if self._conn.is_v5:
+            props = Properties(
+                maximum_qos=1,
+                maximum_packet_size=server.max_packet_size,
+                shared_subscription_available=0,
+                subscription_identifier_available=0,
+                assigned_client_identifier=self._client_id if assigned else None,
+            )
+        self._send(ConnAck(properties=props))
+        self._connacked = True
+        self._blocked = False
+        self.resume("connect")
+        self._process()
+
+    def _connack(self, v3: int, v5: int | None = None) -> None:
+        """Refuse the connection: CONNACK with the version's code, then close."""
+        reason = v5 if self._conn.is_v5 and v5 is not None else v3
+        self._send(ConnAck(reason=reason))
+        self._close_after_replies()
+
+    def _on_publish(self, packet: Publish) -> None:
+        device = self.device
+        assert device is not None
+        if packet.qos == 2:
+            if self._conn.is_v5:
+                raise ProtocolError("QoS 2 is not supported (CONNACK said maximum QoS 1)", 0x9B)
+            if packet.packet_id in self._qos2:  # a resent QoS 2 message: already stored
+                self._acks.append(self._conn.send(PubRec(packet_id=packet.packet_id)))
+                return
+        target = tb.route(packet.topic)
+        if target is None:
+            self._payload_refused(packet, Reason.TOPIC_NAME_INVALID, "unknown topic")
+            return
+        kind, request_id = target
+        try:
+            _ROUTES[kind](self, device, packet.payload, request_id)
+        except PayloadError as exc:
+            self._payload_refused(packet, Reason.PAYLOAD_FORMAT_INVALID, str(exc))
+            return
+        self._ack(packet)
+
+    def _ack(self, packet: Publish) -> None:
+        if packet.qos == 1:
+            self._acks.append(self._conn.send(PubAck(packet_id=cast(int, packet.packet_id))))
+        elif packet.qos == 2:
+            self._qos2.add(cast(int, packet.packet_id))
+            self._acks.append(self._conn.send(PubRec(packet_id=cast(int, packet.packet_id))))
+
+    def _payload_refused(self, packet: Publish, reason: int, why: str) -> None:
+        """ThingsBoard's answer to a bad publish: PUBACK with a reason (v5), else close."""
+        log.info(
+            "MQTT client %s: %s on %r: %s",
+            self._peer,
+            reason.name if isinstance(reason, Reason) else reason,
+            packet.topic,
+            why,
+        )
+        if not self._conn.is_v5:
+            self._close_after_replies()
+        elif packet.qos:
+            reply = PubAck if packet.qos == 1 else PubRec
+            self._acks.append(
+                self._conn.send(reply(packet_id=cast(int, packet.packet_id), reason=reason))
+            )
+
+    # -- ThingsBoard routes --------------------------------------------------------------
+    def _telemetry(self, device: Device, payload: bytes, _: int) -> None:
+        self._readings += telemetry_from_json(parse_json(payload), device.key, self._clock.next())
+
+    def _client_attributes(self, device: Device, payload: bytes, _: int) -> None:
+        ts = self._clock.next()
+        for key, value in parse_attributes(payload).items():
+            self._attributes.append((device.key, "CLIENT", key, ts, value))
+
+    def _attribute_request(self, device: Device, payload: bytes, request_id: int) -> None:
+        client_keys, shared_keys = parse_attribute_request(parse_json(payload))
+        self._server.spawn(self._answer_attributes(device, request_id, client_keys, shared_keys))
+
+    async def _answer_attributes(
+        self, device: Device, request_id: int, client_keys: Any, shared_keys: Any
+    ) -> None:
+        values = await self._server.attributes.read_for_device(device, client_keys, shared_keys)
+        self.publish(tb.ATTRIBUTES_RESPONSE + str(request_id), values, qos=0)
+
+    def _rpc_response(self, device: Device, payload: bytes, request_id: int) -> None:
+        try:
+            response: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            response = payload.decode(errors="replace")
+        self._server.rpc.resolve(device.id, request_id, response)
+
+    def _client_rpc(self, _: Device, payload: bytes, request_id: int) -> None:
+        doc = parse_json(payload)
+        if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
+            raise PayloadError('a client-side RPC is {"method": "...", "params": {...}}')
+        answer = answer_client_rpc(RpcRequest(doc["method"], doc.get("params")))
+        self.publish(tb.RPC_RESPONSE + str(request_id), answer, qos=0)
+
+    # -- other packets -------------------------------------------------------------------
+    def _on_puback(self, packet: PubAck) -> None:
+        waiter = self._inflight.pop(packet.packet_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_pubrel(self, packet: PubRel) -> None:
+        self._qos2.discard(packet.packet_id)
+        self._acks.append(self._conn.send(PubComp(packet_id=packet.packet_id)))
+
+    def _on_subscribe(self, packet: Subscribe) -> None:
+        reasons = []
+        for sub in packet.subscriptions:
+            feed = tb.SUBSCRIPTIONS.get(sub.topic_filter)
+            if feed is None:
+                reasons.append(SUBACK_FAILURE)
+            else:
+                self._feeds[feed] = qos = min(sub.qos, 1)
+                reasons.append(qos)
+        self._acks.append(
+            self._conn.send(SubAck(packet_id=packet.packet_id, reasons=tuple(reasons)))
+        )
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
+        reasons = []
+        for topic_filter in packet.topic_filters:
+            feed = tb.SUBSCRIPTIONS.get(topic_filter)
+            existed = feed is not None and self._feeds.pop(feed, None) is not None
+            reasons.append(Reason.SUCCESS if existed else Reason.NO_SUBSCRIPTION_EXISTED)
+        unsuback = UnsubAck(
+            packet_id=packet.packet_id, reasons=tuple(reasons) if self._conn.is_v5 else ()
+        )
+        self._acks.append(self._conn.send(unsuback))
+
+    def _on_pingreq(self, _: Packet) -> None:
+        self._acks.append(self._conn.send(PingResp()))
+
+    def _on_disconnect(self, _: Packet) -> None:
+        self._finish()
+
+    def _on_ignored(self, _: Packet) -> None:
+        """PUBREC/PUBCOMP: we never send QoS 2, so there is nothing to continue."""
+
+    def _on_auth(self, _: Packet) -> None:
+        raise ProtocolError("enhanced authentication is not supported", 0x8C)
+
+    # -- device session (core.sessions.DeviceSession) ------------------------------------
+    @property
+    def wants_attributes(self) -> bool:
+        return tb.Feed.ATTRIBUTE_UPDATES in self._feeds
+
+    @property
+    def wants_rpc(self) -> bool:
+        return tb.Feed.RPC_REQUESTS in self._feeds
+
+    def push_attributes(self, values: dict[str, Value]) -> None:
+        qos = self._feeds.get(tb.Feed.ATTRIBUTE_UPDATES, 0)
+        self.publish(tb.ATTRIBUTES, values, qos=qos)
+
+    def push_rpc(self, request_id: int, method: str, params: Any) -> asyncio.Future[None]:
+        qos = self._feeds.get(tb.Feed.RPC_REQUESTS, 0)
+        return self.publish(
+            tb.RPC_REQUEST + str(request_id), {"method": method, "params": params}, qos=qos
+        )
+
+    def publish(self, topic: str, document: Any, *, qos: int) -> asyncio.Future[None]:
+        """Send JSON to the device; the future completes when it has it (PUBACK for QoS 1)."""
+        delivered: asyncio.Future[None] = self._loop.create_future()
+        if self._closing or self._conn.state is not State.CONNECTED:
+            delivered.set_exception(ConnectionError("the device is not connected"))
+            return delivered
+        packet_id = self._new_packet_id() if qos else None
+        packet = Publish(topic=topic, payload=orjson.dumps(document), qos=qos, packet_id=packet_id)
+        try:
+            self._out.put(Slot(self._conn.send(packet), True))
+        except UsageError as exc:
+            delivered.set_exception(TinyboardError(str(exc)))
+            return delivered
+        if packet_id is None:
+            delivered.set_result(None)
+        else:
+            self._inflight[packet_id] = delivered
+        return delivered
+
+    def _new_packet_id(self) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._inflight:
+                return self._next_id
+        raise TinyboardError("the device has 65535 unacknowledged messages")
+
+    # -- writing and closing -------------------------------------------------------------
+    def _send(self, packet: Packet) -> None:
+        self._out.put(Slot(self._conn.send(packet), True))
+
+    def _write(self, slot: Slot) -> None:
+        transport = self._transport
+        client = self._client
+        assert transport is not None and client is not None
+        if transport.is_closing():
+            return
+        client.bytes_out += len(slot.data)
+        client.messages_out += slot.count
+        transport.write(slot.data)
+        if slot.close_after:
+            transport.close()
+        elif transport.get_write_buffer_size() > MAX_OUTPUT:
+            log.warning("MQTT client %s does not read; disconnecting it", client.peer)
+            self.abort()
+
+    def _close_after_replies(self, final: bytes = b"") -> None:
+        """Stop reading; close once every reply queued before now has been written."""
+        self._closing = True
+        self._out.put(Slot(final, True, 0, close_after=True))
+
+    def _finish(self) -> None:
+        """The client said DISCONNECT or closed its side: flush replies, then close."""
+        self._close_after_replies()
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer a protocol violation as MQTT 5 asks (CONNACK or DISCONNECT with a reason);
+        MQTT 3 clients are just disconnected."""
+        log.info("MQTT client %s broke the protocol: %s", self._peer, exc)
+        final = b""
+        if self._conn.is_v5 or exc.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION:
+            if self._connacked:
+                final = encode(Disconnect(reason=exc.reason), MQTT_5)
+            elif self._conn.is_v5:
+                final = encode(ConnAck(reason=exc.reason), MQTT_5)
+            else:
+                final = encode(ConnAck(reason=ConnectReturn.UNACCEPTABLE_PROTOCOL_VERSION), 4)
+        self._close_after_replies(final)
+
+    def take_over(self) -> None:
+        """Another connection with our client id arrived: it wins [MQTT-3.1.4-3]."""
+        final = (
+            encode(Disconnect(reason=Reason.SESSION_TAKEN_OVER), MQTT_5)
+            if self._conn.is_v5
+            else b""
+        )
+        if self.device is not None:
+            self._server.hub.remove(self.device, self)
+        self._close_after_replies(final)
+
+    def check_alive(self, now: float) -> None:
+        if self._deadline and now - self._last_seen > self._deadline and not self._closing:
+            log.info("MQTT client %s: keep-alive expired", self._peer)
+            final = b""
+            if self._conn.is_v5 and self._connacked:
+                final = encode(Disconnect(reason=Reason.KEEP_ALIVE_TIMEOUT), MQTT_5)
+            self._close_after_replies(final)
+
+    # -- flow control --------------------------------------------------------------------
+    def pause(self, reason: str) -> None:
+        if not self._pauses and self._transport and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._pauses.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self._transport and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def _peer(self) -> str:
+        return self._client.peer if self._client else "?"
+
+
+_HANDLERS: dict[PacketType, Callable[[MQTTProtocol, Any], None]] = {
+    PacketType.CONNECT: MQTTProtocol._on_connect,
+    PacketType.PUBLISH: MQTTProtocol._on_publish,
+    PacketType.PUBACK: MQTTProtocol._on_puback,
+    PacketType.PUBREC: MQTTProtocol._on_ignored,
+    PacketType.PUBREL: MQTTProtocol._on_pubrel,
+    PacketType.PUBCOMP: MQTTProtocol._on_ignored,
+    PacketType.SUBSCRIBE: MQTTProtocol._on_subscribe,
+    PacketType.UNSUBSCRIBE: MQTTProtocol._on_unsubscribe,
+    PacketType.PINGREQ: MQTTProtocol._on_pingreq,
+    PacketType.DISCONNECT: MQTTProtocol._on_disconnect,
+    PacketType.AUTH: MQTTProtocol._on_auth,
+}
+_ROUTES: dict[tb.Route, Callable[[MQTTProtocol, Device, bytes, int], None]] = {
+    tb.Route.TELEMETRY: MQTTProtocol._telemetry,
+    tb.Route.ATTRIBUTES: MQTTProtocol._client_attributes,
+    tb.Route.ATTRIBUTE_REQUEST: MQTTProtocol._attribute_request,
+    tb.Route.RPC_RESPONSE: MQTTProtocol._rpc_response,
+    tb.Route.CLIENT_RPC: MQTTProtocol._client_rpc,
+}
