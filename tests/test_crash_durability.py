@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import ServeProcess, tinyboard
 from tinyboard.storage.sqlite import SQLiteStore
@@ -85,3 +90,105 @@ def test_acknowledged_readings_survive_kill_9(tmp_path: Path, sync: str) -> None
             missing = set(want) - got
             assert not missing, f"{name}: {len(missing)} acknowledged readings lost"
     assert total_acked > 1000  # the load was real
+
+
+def _paho_device(port: int, token: str, first: int, acked: set[int], stop: threading.Event) -> None:
+    """paho-mqtt publishing seq=N with QoS 1 within an in-flight window; records PUBACKs."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.username_pw_set(token)
+    client.max_inflight_messages_set(WINDOW)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    sent: list[Any] = []
+    oldest = 0  # first message not yet acknowledged
+    try:
+        while not stop.is_set():
+            payload = f'{{"seq": {first + len(sent)}}}'
+            sent.append(client.publish("v1/devices/me/telemetry", payload, qos=1))
+            while len(sent) - oldest > 2 * WINDOW and not stop.is_set():
+                while oldest < len(sent) and sent[oldest].is_published():
+                    oldest += 1
+                time.sleep(0.0005)
+    finally:
+        client.loop_stop()
+        # is_published() turns true only when the PUBACK arrived.
+        acked.update(first + i for i, info in enumerate(sent) if info.is_published())
+
+
+async def _wire_device(port: int, token: str, first: int, acked: set[int]) -> None:
+    """A fast MQTT 3.1.1 publisher written from the spec's bytes, to load the server harder
+    than paho's threads can: QoS 1, WINDOW in flight, PUBACKs arrive in order."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b"\x00\x04MQTT\x04\x82\x00\x3c\x00\x00" + len(token).to_bytes(2, "big") + token.encode()
+    writer.write(bytes([0x10, len(body)]) + body)
+    assert await reader.readexactly(4) == b"\x20\x02\x00\x00"
+    topic = b"\x00\x17v1/devices/me/telemetry"
+    sent = 0
+    try:
+        while True:
+            while sent - len(acked) < WINDOW:
+                seq = first + sent
+                payload = b'{"seq":%d}' % seq
+                packet_id = (sent % 65535 + 1).to_bytes(2, "big")
+                variable = topic + packet_id + payload
+                writer.write(bytes([0x32, len(variable)]) + variable)
+                sent += 1
+            puback = await reader.readexactly(4)
+            assert puback[:2] == b"\x40\x02"
+            acked.add(first + len(acked))
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return
+    finally:
+        writer.close()
+
+
+def _paho_round(server: ServeProcess, tokens: list[str], first: int) -> list[set[int]]:
+    acked: list[set[int]] = [set() for _ in tokens]
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_paho_device, args=(server.mqtt_port, t, first, a, stop))
+        for t, a in zip(tokens, acked, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(random.uniform(0.5, 1.5))
+    server.signal(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(20)
+    return acked
+
+
+async def _wire_round(server: ServeProcess, tokens: list[str], first: int) -> list[set[int]]:
+    acked: list[set[int]] = [set() for _ in tokens]
+    tasks = [
+        asyncio.create_task(_wire_device(server.mqtt_port, t, first, a))
+        for t, a in zip(tokens, acked, strict=True)
+    ]
+    await asyncio.sleep(random.uniform(0.5, 1.5))
+    server.signal(signal.SIGKILL)
+    await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    return acked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("client", ["paho", "wire"])
+def test_pubacked_readings_survive_kill_9(tmp_path: Path, client: str) -> None:
+    data = tmp_path / "data"
+    names = [f"mqtt-crash-{i}" for i in range(DEVICES)]
+    tokens = [tinyboard("device", "add", n, "--data-dir", str(data)).stdout.strip() for n in names]
+    total = 0
+    for round_ in range(3):
+        server = ServeProcess(data)
+        first = round_ * 10_000_000  # seq values never repeat across rounds
+        if client == "paho":
+            acked = _paho_round(server, tokens, first)
+        else:
+            acked = asyncio.run(_wire_round(server, tokens, first))
+        assert server.wait()[0] == -signal.SIGKILL
+        total += sum(map(len, acked))
+        stored = asyncio.run(_stored(data / "tinyboard.db", names))
+        for name, got, want in zip(names, stored, acked, strict=True):
+            missing = want - got
+            assert not missing, f"{name}: {len(missing)} PUBACKed readings lost"
+    assert total > 3000  # the load was real

@@ -15,6 +15,7 @@ It serves until SIGTERM or Ctrl+C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import socket
 import sys
@@ -61,10 +62,8 @@ def handle(sock: socket.socket, address: tuple[str, int]) -> None:
         with clients_lock:
             clients.remove(me)
         for f in (inp, out):
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
         sock.close()
 
 
@@ -96,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
         with clients_lock:
             for c in clients:
-                try:
+                with contextlib.suppress(OSError):
                     c.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
     return 0
 
 

@@ -89,6 +89,7 @@ class MQTTServer(TransportServer):
         self.attributes = attributes
         self.max_packet_size = max_packet_size
         self.by_client_id: dict[str, MQTTProtocol] = {}
+        self.connect_timeout = CONNECT_TIMEOUT
         self._sweeper: asyncio.Task[None] | None = None
 
     def __call__(self) -> MQTTProtocol:
@@ -121,7 +122,7 @@ class MQTTProtocol(asyncio.Protocol):
         self._clock = ServerClock()
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
-        self._deadline = CONNECT_TIMEOUT
+        self._deadline = server.connect_timeout
         self._feeds: dict[tb.Feed, int] = {}
         self._blocked = False
         self._pauses: set[str] = set()
