@@ -64,6 +64,9 @@ async def test_readings_keep_their_types(store: Store) -> None:
         "s": "text ✓",
         "numeric_text": "1.10",
         "int_text": "007",
+        "nul": "a\x00b",
+        "big": 2**63 - 1,
+        "integral_float": 21.0,
         "o": {"a": [1, "x", None]},
         "l": [1, 2.5],
     }
@@ -77,7 +80,8 @@ async def test_readings_keep_their_types(store: Store) -> None:
 
 async def test_one_row_per_device_key_and_ts(store: Store) -> None:
     d = await store.create_device("dup")
-    await store.write([(d.key, "t", 1000, 1), (d.key, "t", 2000, 2)], [])
+    await store.write([(d.key, "t", 1000, 0), (d.key, "t", 1000, 1), (d.key, "t", 2000, 2)], [])
+    assert await store.history(d.key, "t", start_ts=0, end_ts=10_000) == [(2000, 2), (1000, 1)]
     await store.write([(d.key, "t", 1000, 10)], [])  # a retried message
     history = await store.history(d.key, "t", start_ts=0, end_ts=10_000)
     assert history == [(2000, 2), (1000, 10)]

@@ -169,8 +169,25 @@ class Server:
         await self.store.close()
 
 
+def raise_open_file_limit() -> None:
+    """Let one process hold as many sockets as the system allows (the soft limit is often
+    1,024, far below the ~10k devices one box should serve)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open file limit from %d", soft)
+
+
 def run(config: Config) -> int:
     """Run a server in this process until SIGINT/SIGTERM; returns the exit code."""
+    raise_open_file_limit()
     server = Server(config)
     try:
         new_loop()(server.serve())

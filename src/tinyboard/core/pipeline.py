@@ -57,6 +57,13 @@ class _Job:
 
 
 @dataclass(slots=True)
+class _Batch:
+    jobs: list[_Job]
+    readings: list[Reading]
+    attributes: list[AttributeRow]
+
+
+@dataclass(slots=True)
 class Pipeline:
     store: Store
     queue_limit: int = 100_000
@@ -124,7 +131,7 @@ class Pipeline:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        """Drain, then end the writer task."""
+        """Drain, then end the writer task (an in-flight transaction completes first)."""
         await self.drain()
         if self._task is not None:
             self._task.cancel()
@@ -135,39 +142,52 @@ class Pipeline:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._jobs:
-                await self._commit(self._take())
+            writing = self._start(self._take()) if self._jobs else None
+            while writing is not None:
+                batch, write = writing
+                error = await self._outcome(write)
+                # Start the next transaction before acknowledging this one, so the writer
+                # works while the loop sends the acknowledgements.
+                writing = self._start(self._take()) if self._jobs else None
+                self._finish(batch, error)
             self._idle.set()
 
-    def _take(self) -> list[_Job]:
+    def _take(self) -> _Batch:
+        jobs = self._jobs
         batch: list[_Job] = []
         size = 0
-        jobs = self._jobs
         while jobs and (not batch or size + jobs[0].size <= self.batch_limit):
             job = jobs.popleft()
             batch.append(job)
             size += job.size
-        return batch
-
-    async def _commit(self, batch: list[_Job]) -> None:
         readings = [r for job in batch for r in job.readings]
         attributes = [a for job in batch for a in job.attributes]
-        error: BaseException | None = None
+        return _Batch(batch, readings, attributes)
+
+    def _start(self, batch: _Batch) -> tuple[_Batch, asyncio.Future[None]]:
+        write = asyncio.ensure_future(self.store.write(batch.readings, batch.attributes))
+        return batch, write
+
+    async def _outcome(self, write: asyncio.Future[None]) -> BaseException | None:
         try:
-            await self.store.write(readings, attributes)
+            await write
         except Exception as exc:
-            error = exc
             self.stats.errors += 1
-            log.error("could not store %d readings: %s", len(readings), exc)
-        self._queued -= len(readings) + len(attributes)
-        self._account(len(batch), len(readings))
-        for job in batch:
+            log.error("could not store a batch: %s", exc)
+            return exc
+        return None
+
+    def _finish(self, batch: _Batch, error: BaseException | None) -> None:
+        """Acknowledge (or fail) every job of a batch, in submission order."""
+        self._queued -= len(batch.readings) + len(batch.attributes)
+        self._account(len(batch.jobs), len(batch.readings))
+        for job in batch.jobs:
             try:
                 job.done(error)
             except Exception:
                 log.exception("acknowledgement callback failed")
         if error is None:
-            self._notify(readings)
+            self._notify(batch.readings)
         self._release_waiters()
 
     def _account(self, jobs: int, readings: int) -> None:
