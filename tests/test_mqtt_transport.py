@@ -437,3 +437,32 @@ def test_silent_socket_is_closed_after_the_connect_timeout(server: ServerThread)
     assert sock.recv(10) == b""
     assert 0.9 <= time.monotonic() - started <= 3
     sock.close()
+
+
+@pytest.mark.parametrize(
+    ("packet", "answer"),
+    [
+        # MQTT 3.1.1 with an empty client id must ask for a clean session [MQTT-3.1.3-8].
+        (Connect(client_id="", clean_start=False, username="x"), b"\x20\x02\x00\x02"),
+        # An unknown protocol level gets "unacceptable protocol version".
+        (b"\x10\x0c\x00\x04MQTT\x06\x02\x00\x3c\x00\x00", b"\x20\x02\x00\x01"),
+    ],
+)
+def test_connect_refusals_on_the_wire(
+    server: ServerThread, packet: Connect | bytes, answer: bytes
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.mqtt_port), timeout=10)
+    sock.sendall(packet if isinstance(packet, bytes) else encode(packet, MQTT_3_1_1))
+    assert sock.recv(10) == answer
+    assert sock.recv(10) == b""
+    sock.close()
+
+
+def test_mqtt_3_1_clients_are_served(server: ServerThread) -> None:
+    device = server.add_device("v31")
+    dev = Device(server.mqtt_port, device.token, protocol=3, client_id="old-client")
+    try:
+        dev.publish(TELEMETRY, '{"legacy": 1}')
+    finally:
+        dev.close()
+    assert stored(server, device) == {"legacy": 1}
