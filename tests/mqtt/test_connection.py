@@ -190,3 +190,13 @@ def test_fuzz_connection_only_raises_protocol_errors(
             pass
     except ProtocolError:
         assert pair.server.state is State.CLOSED
+
+
+def test_ack_shortcut_matches_the_encoder_and_respects_state() -> None:
+    server = Connection(Role.SERVER)
+    with pytest.raises(UsageError):
+        server.ack(1)
+    pair = Pair()
+    pair.connect()
+    for packet_id in (1, 258, 65535):
+        assert pair.server.ack(packet_id) == encode(PubAck(packet_id=packet_id), MQTT_3_1_1)

@@ -11,8 +11,16 @@ from typing import Final
 
 from tinyboard.mqtt.codec import decode, encode, split_frame
 from tinyboard.mqtt.errors import MalformedPacket, ProtocolError, UsageError
-from tinyboard.mqtt.packets import MQTT_3_1_1, MQTT_5, ConnAck, Connect, Packet, Publish
-from tinyboard.mqtt.state import MOVES, RECEIVE, SEND, Role, State, after_connack
+from tinyboard.mqtt.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    ConnAck,
+    Connect,
+    Packet,
+    PacketType,
+    Publish,
+)
+from tinyboard.mqtt.state import MOVES_FROM, RECEIVE, SEND, Role, State, after_connack
 
 DEFAULT_MAX_PACKET: Final = 65536
 
@@ -40,6 +48,10 @@ class Connection:
     ) -> None:
         self.role = role
         self.state = State.AWAIT_CONNECT
+        self._may_receive: frozenset[PacketType] = frozenset()
+        self._may_send: frozenset[PacketType] = frozenset()
+        self._moves: dict[PacketType, State] = {}
+        self._enter(State.AWAIT_CONNECT)
         self.version = version or MQTT_3_1_1
         self.max_packet_size = max_packet_size
         """Largest packet we accept (announced to v5 clients in CONNACK)."""
@@ -70,13 +82,13 @@ class Connection:
         try:
             found = split_frame(buf, self.max_packet_size, pos)
         except ProtocolError:
-            self.state = State.CLOSED
+            self._enter(State.CLOSED)
             raise
         if found is None or pos + found[1] > len(buf):
             del buf[:pos]
             self._pos = 0
             if self._eof:
-                self.state = State.CLOSED
+                self._enter(State.CLOSED)
                 if buf:
                     raise MalformedPacket("the connection ended in the middle of a packet")
                 return CLOSED
@@ -88,13 +100,19 @@ class Connection:
             packet = decode(frame, header_len, self.version)
             self._received(packet)
         except ProtocolError:
-            self.state = State.CLOSED
+            self._enter(State.CLOSED)
             raise
         return packet
 
+    def _enter(self, state: State) -> None:
+        """Change state; what may be sent and received next is looked up once, here."""
+        self.state = state
+        self._may_receive = RECEIVE.get((self.role, state), frozenset())
+        self._may_send = SEND.get((self.role, state), frozenset())
+        self._moves = MOVES_FROM[state]
+
     def _received(self, packet: Packet) -> None:
-        allowed = RECEIVE.get((self.role, self.state), frozenset())
-        if packet.type not in allowed:
+        if packet.type not in self._may_receive:
             if isinstance(packet, Connect):
                 raise ProtocolError("[MQTT-3.1.0-2] a second CONNECT is a protocol error", 0x82)
             raise ProtocolError(
@@ -122,8 +140,7 @@ class Connection:
     def send(self, packet: Packet) -> bytes:
         """Bytes for `packet`; raises `UsageError` if the state does not allow it or the
         peer's maximum packet size would be exceeded (the caller drops such a message)."""
-        allowed = SEND.get((self.role, self.state), frozenset())
-        if packet.type not in allowed:
+        if packet.type not in self._may_send:
             raise UsageError(f"cannot send {packet.type.name} in state {self.state.name}")
         if isinstance(packet, Connect):
             self.version = packet.protocol_level
@@ -136,11 +153,17 @@ class Connection:
         self._move(packet)
         return data
 
+    def ack(self, packet_id: int) -> bytes:
+        """A success PUBACK: the hot path's shortcut for `send(PubAck(packet_id=...))`."""
+        if PacketType.PUBACK not in self._may_send:
+            raise UsageError(f"cannot send PUBACK in state {self.state.name}")
+        return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
     def _move(self, packet: Packet) -> None:
         if isinstance(packet, ConnAck):
-            self.state = after_connack(packet.reason)
-        else:
-            self.state = MOVES.get((self.state, packet.type), self.state)
+            self._enter(after_connack(packet.reason))
+        elif (target := self._moves.get(packet.type)) is not None:
+            self._enter(target)
 
     @property
     def is_v5(self) -> bool:

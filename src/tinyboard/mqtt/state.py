@@ -59,5 +59,12 @@ MOVES: dict[tuple[State, T], State] = {
 }
 
 
+MOVES_FROM: dict[State, dict[T, State]] = {
+    state: {kind: target for (source, kind), target in MOVES.items() if source is state}
+    for state in State
+}
+"""MOVES by current state, so a packet's move is one dict lookup keyed by its (int) type."""
+
+
 def after_connack(reason: int) -> State:
     return State.CONNECTED if reason == 0 else State.CLOSED

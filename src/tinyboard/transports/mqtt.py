@@ -298,7 +298,7 @@ class MQTTProtocol(asyncio.Protocol):
 
     def _ack(self, packet: Publish) -> None:
         if packet.qos == 1:
-            self._acks.append(self._conn.send(PubAck(packet_id=cast(int, packet.packet_id))))
+            self._acks.append(self._conn.ack(cast(int, packet.packet_id)))
         elif packet.qos == 2:
             self._qos2.add(cast(int, packet.packet_id))
             self._acks.append(self._conn.send(PubRec(packet_id=cast(int, packet.packet_id))))
