@@ -141,3 +141,50 @@ async def test_sqlite_migrations_are_versioned_and_idempotent(tmp_path: Path) ->
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"device", "ts_kv", "ts_latest", "attribute", "ts_key"} <= tables
+
+
+async def test_aggregation_in_buckets(store: Store) -> None:
+    d = await store.create_device("agg")
+    points: list[Reading] = [(d.key, "t", ts, ts // 1000) for ts in range(0, 10_000, 1000)]
+    points += [(d.key, "t", 500, "text is skipped"), (d.key, "t", 1500, True)]
+    await store.write(points, [])
+    args = {"start_ts": 0, "end_ts": 10_000, "interval": 5000}
+    assert await store.aggregate(d.key, "t", agg="AVG", **args) == [(2500, 2.0), (7500, 7.0)]
+    assert await store.aggregate(d.key, "t", agg="MIN", **args) == [(2500, 0), (7500, 5)]
+    assert await store.aggregate(d.key, "t", agg="MAX", **args) == [(2500, 4), (7500, 9)]
+    assert await store.aggregate(d.key, "t", agg="SUM", **args) == [(2500, 10), (7500, 35)]
+    assert await store.aggregate(d.key, "t", agg="COUNT", **args) == [(2500, 7), (7500, 5)]
+    newest = await store.aggregate(d.key, "t", agg="MAX", limit=1, descending=True, **args)
+    assert newest == [(7500, 9)]
+    # A partial last bucket is reported at the middle of the part inside the range.
+    partial = await store.aggregate(d.key, "t", start_ts=0, end_ts=7000, interval=5000, agg="COUNT")
+    assert partial == [(2500, 7), (6000, 2)]
+    none = await store.aggregate(d.key, "t", agg="NONE", limit=2, descending=True, **args)
+    assert none == [(9000, 9), (8000, 8)]
+
+
+async def test_device_counts(store: Store) -> None:
+    for name in ("a1", "a2", "b1"):
+        await store.create_device(name)
+    assert await store.count_devices() == 3
+    assert await store.count_devices(text_search="a") == 2
+    assert await store.count_devices(text_search="%") == 0
+
+
+async def test_users(store: Store) -> None:
+    user = await store.create_user("Ana@Example.org", "hash-1", role="TENANT_ADMIN")
+    assert (user.email, user.role) == ("Ana@Example.org", "TENANT_ADMIN")
+    assert await store.user_by_email("ana@example.org") == user
+    with pytest.raises(ConflictError):
+        await store.create_user("ANA@example.org", "x", role="TENANT_ADMIN")
+    await store.set_password_hash("ana@example.org", "hash-2")
+    changed = await store.user_by_email("Ana@Example.org")
+    assert changed is not None and changed.password_hash == "hash-2"
+    with pytest.raises(NotFoundError):
+        await store.set_password_hash("nobody@example.org", "x")
+    assert [u.email for u in await store.list_users()] == ["Ana@Example.org"]
+
+
+async def test_settings_keep_the_first_value(store: Store) -> None:
+    assert await store.setting("jwt", "first") == "first"
+    assert await store.setting("jwt", "second") == "first"

@@ -47,3 +47,16 @@ class Device:
             "token": self.token,
             "createdTime": self.created_ts,
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    id: str
+    email: str
+    password_hash: str
+    role: str
+    created_ts: int
+
+
+Aggregation = Literal["MIN", "MAX", "AVG", "SUM", "COUNT", "NONE"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("MIN", "MAX", "AVG", "SUM", "COUNT", "NONE")

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tinyboard.core.models import AttributeRow, Device, Reading, Scope, TsValue
+from tinyboard.core.models import (
+    Aggregation,
+    AttributeRow,
+    Device,
+    Reading,
+    Scope,
+    TsValue,
+    User,
+)
 
 
 class Store(Protocol):
@@ -35,6 +43,9 @@ class Store(Protocol):
     ) -> list[Device]:
         """Devices ordered by name, optionally filtered by a substring of the name."""
 
+    async def count_devices(self, *, text_search: str = "") -> int:
+        """How many devices `list_devices` would page through."""
+
     async def delete_device(self, ref: str) -> Device:
         """Delete a device and all its data; returns what was deleted."""
 
@@ -56,6 +67,22 @@ class Store(Protocol):
     ) -> list[TsValue]:
         """Points of one key with start_ts <= ts < end_ts."""
 
+    async def aggregate(
+        self,
+        device: int,
+        key: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        interval: int,
+        agg: Aggregation,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[TsValue]:
+        """Numeric points of one key in [start_ts, end_ts) folded into `interval`-ms buckets,
+        computed by the database. Each bucket is reported at its middle, as ThingsBoard does;
+        empty buckets are left out. COUNT counts every point, the others only numbers."""
+
     async def ts_keys(self, device: int) -> list[str]:
         """Telemetry keys a device has sent, sorted."""
 
@@ -63,3 +90,16 @@ class Store(Protocol):
         self, device: int, scope: Scope, keys: Sequence[str] | None = None
     ) -> dict[str, TsValue]:
         """Attributes of one scope: key → (last update ts, value)."""
+
+    async def create_user(self, email: str, password_hash: str, *, role: str) -> User:
+        """Add a user; raises `ConflictError` if the e-mail is taken (case-insensitive)."""
+
+    async def user_by_email(self, email: str) -> User | None: ...
+
+    async def list_users(self) -> list[User]: ...
+
+    async def set_password_hash(self, email: str, password_hash: str) -> None:
+        """Replace a user's password hash; raises `NotFoundError`."""
+
+    async def setting(self, name: str, default: str) -> str:
+        """A stored server-wide value; the first caller stores `default` (atomically)."""

@@ -23,7 +23,16 @@ from typing import TypeVar
 import orjson
 
 from tinyboard.core.devices import check_name, check_token, new_token
-from tinyboard.core.models import AttributeRow, Device, Reading, Scope, TsValue, Value
+from tinyboard.core.models import (
+    Aggregation,
+    AttributeRow,
+    Device,
+    Reading,
+    Scope,
+    TsValue,
+    User,
+    Value,
+)
 from tinyboard.errors import ConflictError, NotFoundError, StorageError
 
 T = TypeVar("T")
@@ -34,6 +43,13 @@ UPSERT_TS = (
     "INSERT INTO ts_kv (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (device, key, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v"
 )
+_SQL_AGGREGATE = {
+    "MIN": "min(v)",
+    "MAX": "max(v)",
+    "AVG": "avg(v)",
+    "SUM": "sum(v)",
+    "COUNT": "count(*)",
+}
 UPSERT_LATEST = (
     "INSERT INTO ts_latest (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (device, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
@@ -45,6 +61,7 @@ UPSERT_ATTRIBUTE = (
     "v = excluded.v"
 )
 DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
+USER_COLUMNS = "id, email, password_hash, role, created_ts"
 
 
 def encode(value: Value) -> tuple[int, object]:
@@ -71,6 +88,17 @@ def decode(kind: int, v: object) -> Value:
     return v  # type: ignore[return-value]
 
 
+def _user(row: tuple[object, ...]) -> User:
+    id_, email, password_hash, role, created = row
+    return User(
+        id=str(id_),
+        email=str(email),
+        password_hash=str(password_hash),
+        role=str(role),
+        created_ts=int(created),  # type: ignore[call-overload]
+    )
+
+
 def _device(row: tuple[object, ...]) -> Device:
     seq, id_, name, type_, label, token, created = row
     return Device(
@@ -82,6 +110,11 @@ def _device(row: tuple[object, ...]) -> Device:
         token=str(token),
         created_ts=int(created),  # type: ignore[call-overload]
     )
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching names that start with `text` (wildcards escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -237,13 +270,26 @@ class SQLiteStore:
         return await self._read_op(self._list_devices, text_search, limit, offset)
 
     def _list_devices(self, text_search: str, limit: int, offset: int) -> list[Device]:
-        pattern = "%" + text_search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._conn().execute(
             f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE ? ESCAPE '\\' "
             "ORDER BY name LIMIT ? OFFSET ?",
-            (pattern + "%", limit, offset),
+            (_like_prefix(text_search), limit, offset),
         )
         return [_device(r) for r in rows]
+
+    async def count_devices(self, *, text_search: str = "") -> int:
+        return await self._read_op(self._count_devices, text_search)
+
+    def _count_devices(self, text_search: str) -> int:
+        (count,) = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM device WHERE name LIKE ? ESCAPE '\\'",
+                (_like_prefix(text_search),),
+            )
+            .fetchone()
+        )
+        return int(count)
 
     async def delete_device(self, ref: str) -> Device:
         device = await self.get_device(ref)
@@ -343,6 +389,52 @@ class SQLiteStore:
         )
         return [(ts, decode(kind, v)) for ts, kind, v in rows]
 
+    async def aggregate(
+        self,
+        device: int,
+        key: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        interval: int,
+        agg: Aggregation,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[TsValue]:
+        if agg == "NONE":
+            return await self.history(
+                device, key, start_ts=start_ts, end_ts=end_ts, limit=limit, descending=descending
+            )
+        if interval <= 0:
+            raise ValueError("interval must be a positive number of milliseconds")
+        args = (device, key, start_ts, end_ts, interval, agg, limit, descending)
+        return await self._read_op(self._aggregate, *args)
+
+    def _aggregate(
+        self,
+        device: int,
+        key: str,
+        start: int,
+        end: int,
+        interval: int,
+        agg: Aggregation,
+        limit: int,
+        descending: bool,
+    ) -> list[TsValue]:
+        numeric = "" if agg == "COUNT" else f"AND kind IN ({KIND_LONG}, {KIND_DOUBLE})"
+        rows = self._conn().execute(
+            f"SELECT (ts - ?) / ? AS bucket, {_SQL_AGGREGATE[agg]} FROM ts_kv "
+            "WHERE device = ? AND key = (SELECT id FROM ts_key WHERE key = ?) "
+            f"AND ts >= ? AND ts < ? {numeric} "
+            f"GROUP BY bucket ORDER BY bucket {'DESC' if descending else 'ASC'} LIMIT ?",
+            (start, interval, device, key, start, end, limit),
+        )
+        out: list[TsValue] = []
+        for bucket, value in rows:
+            first = start + bucket * interval
+            out.append(((first + min(first + interval, end)) // 2, value))
+        return out
+
     async def ts_keys(self, device: int) -> list[str]:
         return await self._read_op(self._ts_keys, device)
 
@@ -372,3 +464,56 @@ class SQLiteStore:
             for key, ts, kind, v in rows
             if wanted is None or key in wanted
         }
+
+    # -- users and settings --------------------------------------------------------------
+    async def create_user(self, email: str, password_hash: str, *, role: str) -> User:
+        row = (str(uuid.uuid4()), email, password_hash, role, int(time.time() * 1000))
+        return await self._write_op(self._insert_user, row)
+
+    def _insert_user(self, row: tuple[object, ...]) -> User:
+        try:
+            cur = self._conn().execute(
+                f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                f"RETURNING {USER_COLUMNS}",
+                row,
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"a user with e-mail {row[1]} already exists") from None
+        return _user(cur.fetchone())
+
+    async def user_by_email(self, email: str) -> User | None:
+        return await self._read_op(self._user_by_email, email)
+
+    def _user_by_email(self, email: str) -> User | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,))
+            .fetchone()
+        )
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        return await self._read_op(self._list_users)
+
+    def _list_users(self) -> list[User]:
+        rows = self._conn().execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY email")
+        return [_user(r) for r in rows]
+
+    async def set_password_hash(self, email: str, password_hash: str) -> None:
+        await self._write_op(self._set_password_hash, email, password_hash)
+
+    def _set_password_hash(self, email: str, password_hash: str) -> None:
+        cur = self._conn().execute(
+            "UPDATE users SET password_hash = ? WHERE email = ?", (password_hash, email)
+        )
+        if cur.rowcount == 0:
+            raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
+
+    async def setting(self, name: str, default: str) -> str:
+        return await self._write_op(self._setting, name, default)
+
+    def _setting(self, name: str, default: str) -> str:
+        conn = self._conn()
+        conn.execute("INSERT OR IGNORE INTO setting (name, value) VALUES (?, ?)", (name, default))
+        (value,) = conn.execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
+        return str(value)
