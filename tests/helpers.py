@@ -72,6 +72,21 @@ class ServerThread:
     def mqtt_port(self) -> int:
         return self.server.ports["mqtt_port"]
 
+    @property
+    def http_port(self) -> int:
+        return self.server.ports["http_port"]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        """(e-mail, password) of the admin created on first start."""
+        assert self.server.created_admin is not None
+        user, password = self.server.created_admin
+        return user.email, password
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop (e.g. a store query) and return its result."""
         assert self.loop is not None
@@ -124,7 +139,7 @@ class LineClient:
 
 
 TINYBOARD = [sys.executable, "-m", "tinyboard"]
-READY = re.compile(r"line protocol on [^:]+:(\d+), MQTT on [^:]+:(\d+)")
+READY = re.compile(r"line protocol on [^:]+:(\d+), MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
 
 
 def tinyboard(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
@@ -154,6 +169,8 @@ class ServeProcess:
                 "0",
                 "--mqtt-port",
                 "0",
+                "--http-port",
+                "0",
                 "--data-dir",
                 str(data_dir),
                 *extra,
@@ -163,9 +180,9 @@ class ServeProcess:
             text=True,
         )
         self.output: list[str] = []
-        self.line_port, self.mqtt_port = self._wait_ready()
+        self.line_port, self.mqtt_port, self.http_port = self._wait_ready()
 
-    def _wait_ready(self) -> tuple[int, int]:
+    def _wait_ready(self) -> tuple[int, int, int]:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -174,7 +191,7 @@ class ServeProcess:
                 break
             self.output.append(line)
             if match := READY.search(line):
-                return int(match.group(1)), int(match.group(2))
+                return int(match.group(1)), int(match.group(2)), int(match.group(3))
         self.proc.kill()
         _, err = self.proc.communicate()
         raise RuntimeError(f"server did not start: {''.join(self.output)}{err}")

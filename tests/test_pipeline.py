@@ -55,7 +55,7 @@ async def test_committed_readings_reach_listeners(store: SQLiteStore) -> None:
     device = await store.create_device("l")
     pipeline = Pipeline(store)
     got: list[object] = []
-    pipeline.on_commit(got.extend)
+    pipeline.on_commit(lambda readings, _: got.extend(readings))
     pipeline.start()
     pipeline.submit([(device.key, "t", 1, 1.5)], lambda e: None)
     await pipeline.drain()

@@ -28,6 +28,8 @@ def sdk(server: ServerThread) -> Iterator[tuple[TBDeviceMqttClient, Device]]:
     finally:
         client.stop()
         client.disconnect()
+        # The SDK never closes paho's wake-up socket pair; close it rather than leak it.
+        client._client._reset_sockets()
 
 
 def test_send_telemetry_and_attributes(

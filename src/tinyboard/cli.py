@@ -202,3 +202,58 @@ def device_rm(ref: str, yes: bool, **options: Any) -> None:
         click.confirm(f"Delete device {ref!r} and all its telemetry?", abort=True)
     gone = run_async(_with_store(options, lambda s: s.delete_device(ref)))
     click.echo(f"deleted {gone.name} ({gone.id})")
+
+
+@main.group()
+def user() -> None:
+    """Manage the people who log in to the REST API and the dashboard."""
+
+
+def _read_password(password: str | None) -> str:
+    if password is not None:
+        return password
+    entered: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return entered
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--password", help="The password (asked for when not given).")
+@setting_options(STORE_SETTINGS)
+def user_add(email: str, password: str | None, **options: Any) -> None:
+    """Add a user."""
+    from tinyboard.core.users import ROLE_ADMIN, check_email, hash_password
+
+    try:
+        hashed = hash_password(_read_password(password))
+        address = check_email(email)
+    except TinyboardError as exc:
+        fail(str(exc))
+    created = run_async(
+        _with_store(options, lambda s: s.create_user(address, hashed, role=ROLE_ADMIN))
+    )
+    click.echo(f"added {created.email}")
+
+
+@user.command("passwd")
+@click.argument("email")
+@click.option("--password", help="The new password (asked for when not given).")
+@setting_options(STORE_SETTINGS)
+def user_passwd(email: str, password: str | None, **options: Any) -> None:
+    """Change a user's password."""
+    from tinyboard.core.users import hash_password
+
+    try:
+        hashed = hash_password(_read_password(password))
+    except TinyboardError as exc:
+        fail(str(exc))
+    run_async(_with_store(options, lambda s: s.set_password_hash(email, hashed)))
+    click.echo(f"password of {email} changed")
+
+
+@user.command("list")
+@setting_options(STORE_SETTINGS)
+def user_list(**options: Any) -> None:
+    """List users."""
+    for found in run_async(_with_store(options, lambda s: s.list_users())):
+        click.echo(f"{found.email}  {found.role}")

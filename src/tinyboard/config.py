@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bind", str, _DEFAULT.bind, "Address every listener binds to."),
     Setting("line_port", int, _DEFAULT.line_port, "TCP port of the line (chat) protocol."),
     Setting("mqtt_port", int, _DEFAULT.mqtt_port, "MQTT port (ThingsBoard device API)."),
-    Setting("http_port", int, _DEFAULT.http_port, "HTTP port (not served yet)."),
+    Setting("http_port", int, _DEFAULT.http_port, "HTTP port: device HTTP API, REST, WebSocket."),
     Setting(
         "store",
         str,
@@ -80,7 +80,12 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("full", "normal"),
     ),
     Setting("max_line", int, _DEFAULT.max_line, "Longest line (bytes) the line protocol accepts."),
-    Setting("max_packet", int, _DEFAULT.max_packet, "Largest MQTT packet (bytes) accepted."),
+    Setting(
+        "max_packet",
+        int,
+        _DEFAULT.max_packet,
+        "Largest device message accepted: MQTT packet or HTTP body (bytes).",
+    ),
     Setting(
         "queue_limit",
         int,

@@ -58,12 +58,24 @@ class Client:
         }
 
 
+@dataclass(slots=True)
+class Traffic:
+    connections: int = 0
+    closed: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
 class Registry:
     """Live clients by id. Used only from the event loop thread."""
 
     def __init__(self) -> None:
         self._clients: dict[int, Client] = {}
         self._ids = itertools.count(1)
+        self._closed: dict[str, list[int]] = {}
+        """Traffic of connections that have gone, per transport: so totals never go down."""
 
     def add(self, transport: str, peer: str, connection: Connection) -> Client:
         client = Client(next(self._ids), transport, peer, connection)
@@ -71,7 +83,27 @@ class Registry:
         return client
 
     def remove(self, client: Client) -> None:
-        self._clients.pop(client.id, None)
+        if self._clients.pop(client.id, None) is not None:
+            totals = self._closed.setdefault(client.transport, [0, 0, 0, 0, 0])
+            totals[0] += client.messages_in
+            totals[1] += client.messages_out
+            totals[2] += client.bytes_in
+            totals[3] += client.bytes_out
+            totals[4] += 1
+
+    def totals(self) -> dict[str, Traffic]:
+        """Per transport: live connections and all-time traffic (for /metrics)."""
+        out: dict[str, Traffic] = {}
+        for transport, (m_in, m_out, b_in, b_out, closed) in self._closed.items():
+            out[transport] = Traffic(0, closed, m_in, m_out, b_in, b_out)
+        for c in self._clients.values():
+            t = out.setdefault(c.transport, Traffic())
+            t.connections += 1
+            t.messages_in += c.messages_in
+            t.messages_out += c.messages_out
+            t.bytes_in += c.bytes_in
+            t.bytes_out += c.bytes_out
+        return out
 
     def get(self, client_id: int) -> Client | None:
         return self._clients.get(client_id)

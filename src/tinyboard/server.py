@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ from typing import Any, TypeVar
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.attributes import AttributeService
+from tinyboard.core.live import LiveHub
+from tinyboard.core.models import User
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
+from tinyboard.core.users import ensure_admin
 from tinyboard.errors import PortInUseError, TinyboardError
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
@@ -30,6 +34,10 @@ from tinyboard.storage.base import Store
 from tinyboard.transports.base import TransportServer
 from tinyboard.transports.line import LineServer
 from tinyboard.transports.mqtt import MQTTServer
+from tinyboard.web.app import create_app
+from tinyboard.web.context import WebContext
+from tinyboard.web.server import HttpServer
+from tinyboard.web.tokens import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ class Listener:
 
 LINE = Listener("the line protocol", "line_port")
 MQTT = Listener("MQTT", "mqtt_port")
+HTTP = Listener("HTTP", "http_port")
 
 
 class Server:
@@ -57,6 +66,8 @@ class Server:
         self.pipeline = Pipeline(
             self.store, queue_limit=config.queue_limit, batch_limit=config.batch_limit
         )
+        self.live = LiveHub()
+        self.pipeline.on_commit(self.live.publish)
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
@@ -77,6 +88,8 @@ class Server:
         )
         self.transports: tuple[TransportServer, ...] = (self.line, self.mqtt)
         self.ports: dict[str, int] = {}
+        self.http: HttpServer | None = None
+        self.created_admin: tuple[User, str] | None = None
         self._listeners: list[asyncio.Server] = []
         self._should_exit: asyncio.Event | None = None
         self._signals = 0
@@ -99,11 +112,51 @@ class Server:
         try:
             await self._listen(LINE, self.line, self.config.line_port)
             await self._listen(MQTT, self.mqtt, self.config.mqtt_port)
+            http_socket = self._bind(HTTP, self.config.http_port)
+            self.created_admin = await ensure_admin(self.store)
+            self.http = HttpServer(create_app(await self._web_context()), http_socket)
+            await self.http.start()
         except BaseException:
             await self.shutdown()
             raise
         self.mqtt.start()
         self._announce()
+
+    async def _web_context(self) -> WebContext:
+        return WebContext(
+            store=self.store,
+            pipeline=self.pipeline,
+            registry=self.registry,
+            hub=self.hub,
+            rpc=self.rpc,
+            attributes=self.attributes,
+            live=self.live,
+            tokens=await TokenService.from_store(self.store),
+            max_payload=self.config.max_packet,
+        )
+
+    def _bind(self, listener: Listener, port: int) -> socket.socket:
+        """A listening socket for servers that take one (uvicorn)."""
+        host = self.config.bind
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise self._bind_error(listener, host, port, exc) from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        self.ports[listener.setting] = sock.getsockname()[1]
+        return sock
+
+    @staticmethod
+    def _bind_error(listener: Listener, host: str, port: int, exc: OSError) -> TinyboardError:
+        if exc.errno == errno.EADDRINUSE:
+            setting = next(s for s in SETTINGS if s.name == listener.setting)
+            return PortInUseError(listener.what, host, port, setting.flag, setting.env)
+        return TinyboardError(f"cannot listen on {host}:{port}: {exc.strerror}")
 
     async def _listen(
         self, listener: Listener, factory: Callable[[], asyncio.Protocol], port: int
@@ -113,21 +166,30 @@ class Server:
         try:
             server = await loop.create_server(factory, host, port, reuse_address=True)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                setting = next(s for s in SETTINGS if s.name == listener.setting)
-                raise PortInUseError(listener.what, host, port, setting.flag, setting.env) from None
-            raise TinyboardError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise self._bind_error(listener, host, port, exc) from None
         self._listeners.append(server)
         self.ports[listener.setting] = server.sockets[0].getsockname()[1]
         return server
 
     def _announce(self) -> None:
         bind = self.config.bind
+        ports = self.ports
         print(
-            f"tinyboard {__version__} ready: line protocol on {bind}:{self.ports['line_port']}"
-            f", MQTT on {bind}:{self.ports['mqtt_port']}, store {self.config.store_url()}",
+            f"tinyboard {__version__} ready: line protocol on {bind}:{ports['line_port']}"
+            f", MQTT on {bind}:{ports['mqtt_port']}, HTTP on {bind}:{ports['http_port']}"
+            f", store {self.config.store_url()}",
             flush=True,
         )
+        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        print(f"REST API and its docs: http://{host}:{ports['http_port']}/docs", flush=True)
+        if self.created_admin is not None:
+            user, password = self.created_admin
+            print(
+                f"first start: created the admin user {user.email} with password {password}\n"
+                "  (shown only this once; change it with `tinyboard user passwd "
+                f"{user.email}`)",
+                flush=True,
+            )
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -154,6 +216,8 @@ class Server:
     async def shutdown(self) -> None:
         for server in self._listeners:
             server.close()
+        if self.http is not None:
+            await self.http.stop()
         for transport in self.transports:
             transport.pause_all()
         await self.pipeline.stop()

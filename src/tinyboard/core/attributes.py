@@ -55,6 +55,12 @@ class AttributeService:
             if session.wants_attributes:
                 session.push_attributes(values)
 
+    async def update_server(self, device: Device, values: dict[str, Value]) -> None:
+        """Store server attributes (never sent to the device)."""
+        ts = int(time.time() * 1000)
+        rows: list[AttributeRow] = [(device.key, "SERVER", k, ts, v) for k, v in values.items()]
+        await self.pipeline.commit([], rows)
+
     async def read_for_device(
         self, device: Device, client_keys: Keys, shared_keys: Keys
     ) -> dict[str, dict[str, Value]]:

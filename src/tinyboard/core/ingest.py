@@ -77,7 +77,11 @@ def parse_telemetry(payload: bytes | str, device: int, now_ms: int) -> list[Read
 
 def parse_attributes(payload: bytes | str) -> dict[str, Value]:
     """Attribute key/values from a flat JSON object, as ThingsBoard's attributes API takes."""
-    doc = parse_json(payload)
+    return attributes_from_json(parse_json(payload))
+
+
+def attributes_from_json(doc: Any) -> dict[str, Value]:
+    """Attribute key/values from a decoded JSON object."""
     if not isinstance(doc, dict):
         raise PayloadError("attributes must be a JSON object of key/value pairs")
     return {_key(k): json_value(k, v) for k, v in doc.items()}

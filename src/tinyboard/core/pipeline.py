@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Done = Callable[[BaseException | None], None]
 """Called on the event loop after the job's transaction: None on commit, else the error."""
 
-Committed = Callable[[Sequence[Reading]], None]
+Committed = Callable[[Sequence[Reading], Sequence[AttributeRow]], None]
 """After-commit listener: live subscribers, alarm rules (later issues)."""
 
 NO_ATTRIBUTES: Sequence[AttributeRow] = ()
@@ -103,7 +103,12 @@ class Pipeline:
     async def commit(
         self, readings: Sequence[Reading], attributes: Sequence[AttributeRow] = NO_ATTRIBUTES
     ) -> None:
-        """Submit and wait for the commit (for API calls; transports use `submit`)."""
+        """Wait for room in the queue, submit, and wait for the commit (request/response
+        callers such as HTTP; socket transports use `submit` and pause reading instead)."""
+        while self._queued >= self.queue_limit:
+            space = asyncio.Event()
+            self.when_space(space.set)
+            await space.wait()
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def done(error: BaseException | None) -> None:
@@ -187,7 +192,7 @@ class Pipeline:
             except Exception:
                 log.exception("acknowledgement callback failed")
         if error is None:
-            self._notify(batch.readings)
+            self._notify(batch.readings, batch.attributes)
         self._release_waiters()
 
     def _account(self, jobs: int, readings: int) -> None:
@@ -197,10 +202,10 @@ class Pipeline:
         stats.commits += 1
         stats.largest_batch = max(stats.largest_batch, readings)
 
-    def _notify(self, readings: Sequence[Reading]) -> None:
+    def _notify(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
         for listener in self._listeners:
             try:
-                listener(readings)
+                listener(readings, attributes)
             except Exception:
                 log.exception("after-commit listener failed")
 

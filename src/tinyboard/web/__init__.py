@@ -1,0 +1,1 @@
+"""The HTTP side: ThingsBoard's device HTTP API, the REST API, WebSocket live telemetry."""

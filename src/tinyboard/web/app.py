@@ -1,0 +1,33 @@
+"""The FastAPI application: routers, error handlers and shared state."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from tinyboard import __version__
+from tinyboard.web import auth, device_api, errors, metrics, rest, ws
+from tinyboard.web.context import WebContext
+
+DESCRIPTION = """\
+tinyboard's HTTP API. Devices use ThingsBoard's device API under `/api/v1/{token}/...`.
+People and scripts log in with `POST /api/auth/login` and send the JWT as
+`X-Authorization: Bearer <token>` on every other call.
+"""
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(title="tinyboard", version=__version__, description=DESCRIPTION)
+    app.state.ctx = ctx
+    app.state.login_limiter = auth.LoginLimiter()
+    app.state.device_clocks = {}
+    app.state.metrics = metrics.registry_for(ctx)
+    errors.install(app)
+    for module in (auth, device_api, rest, ws, metrics):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,27 @@
+"""Everything the web layer needs from the running server, passed in one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinyboard.core.attributes import AttributeService
+from tinyboard.core.live import LiveHub
+from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.rpc import RpcService
+from tinyboard.core.sessions import SessionHub
+from tinyboard.registry import Registry
+from tinyboard.storage.base import Store
+from tinyboard.web.tokens import TokenService
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebContext:
+    store: Store
+    pipeline: Pipeline
+    registry: Registry
+    hub: SessionHub
+    rpc: RpcService
+    attributes: AttributeService
+    live: LiveHub
+    tokens: TokenService
+    max_payload: int = 65536

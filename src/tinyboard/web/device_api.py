@@ -1,0 +1,200 @@
+"""ThingsBoard's device HTTP API: `/api/v1/{token}/...` with its paths and status codes.
+
+Every write answers 200 only after the commit. Long polls (attribute updates, RPC) register
+a `PollSession` with the session hub for as long as the request waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from tinyboard.core.attributes import parse_attribute_request
+from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.models import AttributeRow, Device, Value
+from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
+from tinyboard.web.context import WebContext
+from tinyboard.web.errors import error
+from tinyboard.web.tokens import AuthError
+
+DEFAULT_TIMEOUT_MS = 60_000
+MAX_TIMEOUT_MS = 300_000
+
+router = APIRouter(prefix="/api/v1/{token}", tags=["device API"])
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+class PollSession:
+    """A waiting long-poll request, seen by the services as a device session."""
+
+    def __init__(self, *, attributes: bool = False, rpc: bool = False) -> None:
+        self._attributes = attributes
+        self._rpc = rpc
+        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    @property
+    def wants_attributes(self) -> bool:
+        return self._attributes and not self.result.done()
+
+    @property
+    def wants_rpc(self) -> bool:
+        return self._rpc and not self.result.done()
+
+    def push_attributes(self, values: dict[str, Value]) -> None:
+        if not self.result.done():
+            self.result.set_result(values)
+
+    def push_rpc(self, request_id: int, method: str, params: Any) -> asyncio.Future[None]:
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.result.done():
+            delivered.set_exception(DeviceOffline("the device's RPC poll has just ended"))
+        else:
+            self.result.set_result({"id": request_id, "method": method, "params": params})
+            delivered.set_result(None)
+        return delivered
+
+    def close(self) -> None:
+        self.result.cancel()
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.ctx
+    return ctx
+
+
+async def _device(request: Request, token: str) -> Device:
+    device = await _ctx(request).store.device_by_token(token)
+    if device is None:
+        raise AuthError("invalid device access token")
+    return device
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes the size limit."""
+    limit = _ctx(request).max_payload
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge
+    return bytes(body)
+
+
+def _clock(request: Request, device: Device) -> ServerClock:
+    clocks: dict[int, ServerClock] = request.app.state.device_clocks
+    clock = clocks.get(device.key)
+    if clock is None:
+        clock = clocks[device.key] = ServerClock()
+    return clock
+
+
+def _too_large(request: Request) -> JSONResponse:
+    limit = _ctx(request).max_payload
+    return error(413, f"the payload is over the {limit}-byte limit", 31)
+
+
+@router.post("/telemetry", summary="Post telemetry")
+async def post_telemetry(token: str, request: Request) -> Response:
+    """Telemetry in any ThingsBoard shape; 200 once it is committed."""
+    device = await _device(request, token)
+    try:
+        body = await _body(request)
+    except PayloadTooLarge:
+        return _too_large(request)
+    readings = telemetry_from_json(parse_json(body), device.key, _clock(request, device).next())
+    await _ctx(request).pipeline.commit(readings)
+    return Response(status_code=200)
+
+
+@router.post("/attributes", summary="Post client attributes")
+async def post_attributes(token: str, request: Request) -> Response:
+    device = await _device(request, token)
+    try:
+        body = await _body(request)
+    except PayloadTooLarge:
+        return _too_large(request)
+    ts = _clock(request, device).next()
+    rows: list[AttributeRow] = [
+        (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()
+    ]
+    await _ctx(request).pipeline.commit([], rows)
+    return Response(status_code=200)
+
+
+@router.get("/attributes", summary="Get client and shared attributes")
+async def get_attributes(
+    token: str,
+    request: Request,
+    clientKeys: str | None = None,
+    sharedKeys: str | None = None,
+) -> dict[str, dict[str, Value]]:
+    device = await _device(request, token)
+    doc = {k: v for k, v in (("clientKeys", clientKeys), ("sharedKeys", sharedKeys)) if v}
+    client_keys, shared_keys = parse_attribute_request(doc)
+    return await _ctx(request).attributes.read_for_device(device, client_keys, shared_keys)
+
+
+@router.get("/attributes/updates", summary="Wait for a shared-attribute update")
+async def attribute_updates(
+    token: str,
+    request: Request,
+    timeout: int = Query(DEFAULT_TIMEOUT_MS, ge=1, le=MAX_TIMEOUT_MS),
+) -> Any:
+    """Long poll: the next shared-attribute update, or 408 after `timeout` ms."""
+    device = await _device(request, token)
+    return await _poll(request, device, PollSession(attributes=True), timeout)
+
+
+@router.get("/rpc", summary="Wait for a server-side RPC request")
+async def rpc_poll(
+    token: str,
+    request: Request,
+    timeout: int = Query(DEFAULT_TIMEOUT_MS, ge=1, le=MAX_TIMEOUT_MS),
+) -> Any:
+    """Long poll: `{"id": n, "method": ..., "params": ...}`, or 408 after `timeout` ms."""
+    device = await _device(request, token)
+    return await _poll(request, device, PollSession(rpc=True), timeout)
+
+
+async def _poll(request: Request, device: Device, session: PollSession, timeout_ms: int) -> Any:
+    hub = _ctx(request).hub
+    hub.add(device, session)
+    try:
+        return await asyncio.wait_for(asyncio.shield(session.result), timeout_ms / 1000)
+    except TimeoutError:
+        return error(408, f"nothing arrived within {timeout_ms} ms; poll again")
+    finally:
+        hub.remove(device, session)
+
+
+@router.post("/rpc/{request_id}", summary="Reply to a server-side RPC request")
+async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
+    device = await _device(request, token)
+    try:
+        body = await _body(request)
+    except PayloadTooLarge:
+        return _too_large(request)
+    _ctx(request).rpc.resolve(device.id, request_id, parse_json(body) if body else None)
+    return Response(status_code=200)
+
+
+@router.post("/rpc", summary="Client-side RPC")
+async def client_rpc(token: str, request: Request) -> Any:
+    await _device(request, token)
+    try:
+        body = await _body(request)
+    except PayloadTooLarge:
+        return _too_large(request)
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
+        return error(400, 'a client-side RPC is {"method": "...", "params": {...}}', 31)
+    return answer_client_rpc(RpcRequest(doc["method"], doc.get("params")))

@@ -1,0 +1,72 @@
+"""Errors in ThingsBoard's REST shape: {"status", "message", "errorCode", "timestamp"}."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tinyboard.core.rpc import DeviceOffline, RpcTimeout
+from tinyboard.errors import ConflictError, NotFoundError, PayloadError, TinyboardError
+from tinyboard.web.tokens import AuthError
+
+# ThingsBoard's errorCode values (ThingsboardErrorCode).
+GENERAL, AUTHENTICATION, BAD_REQUEST, ITEM_NOT_FOUND, TOO_MANY_REQUESTS = 2, 10, 31, 32, 33
+
+
+def error_body(status: int, message: str, code: int = GENERAL) -> dict[str, object]:
+    return {
+        "status": status,
+        "message": message,
+        "errorCode": code,
+        "timestamp": int(time.time() * 1000),
+    }
+
+
+def error(status: int, message: str, code: int = GENERAL) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
+
+
+class TooManyRequests(TinyboardError):
+    """Login attempts over the limit (HTTP 429)."""
+
+
+_STATUS: tuple[tuple[type[Exception], int, int], ...] = (
+    (AuthError, 401, AUTHENTICATION),
+    (TooManyRequests, 429, TOO_MANY_REQUESTS),
+    (NotFoundError, 404, ITEM_NOT_FOUND),
+    (ConflictError, 409, BAD_REQUEST),
+    (PayloadError, 400, BAD_REQUEST),
+    (DeviceOffline, 409, GENERAL),
+    (RpcTimeout, 504, GENERAL),
+    (TinyboardError, 400, BAD_REQUEST),
+)
+
+
+def install(app: FastAPI) -> None:
+    """Map every error to one JSON shape; unexpected ones to 500 without details."""
+
+    @app.exception_handler(TinyboardError)
+    async def tinyboard_error(_: Request, exc: Exception) -> JSONResponse:
+        for kind, status, code in _STATUS:
+            if isinstance(exc, kind):
+                return error(status, str(exc), code)
+        return error(400, str(exc), BAD_REQUEST)  # pragma: no cover - TinyboardError is last
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return error(400, f"invalid request: {problems}", BAD_REQUEST)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = ITEM_NOT_FOUND if exc.status_code == 404 else GENERAL
+        return error(exc.status_code, str(exc.detail), code)

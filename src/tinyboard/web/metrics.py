@@ -1,0 +1,78 @@
+"""`/metrics` in Prometheus' text format.
+
+Strategy: nothing is counted per message for metrics' sake. The collector reads the
+counters the server keeps anyway (client registry, pipeline stats) when it is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tinyboard.web.context import WebContext
+
+router = APIRouter(tags=["metrics"])
+
+
+class TinyboardCollector(Collector):
+    def __init__(self, ctx: WebContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self.ctx.registry.totals()
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "connections": GaugeMetricFamily(
+                "tinyboard_connections", "Open connections", labels=["transport"]
+            ),
+            "messages_in": CounterMetricFamily(
+                "tinyboard_messages_in", "Messages received", labels=["transport"]
+            ),
+            "messages_out": CounterMetricFamily(
+                "tinyboard_messages_out", "Messages sent", labels=["transport"]
+            ),
+            "bytes_in": CounterMetricFamily(
+                "tinyboard_received_bytes", "Bytes received", labels=["transport"]
+            ),
+        }
+        for transport, t in sorted(totals.items()):
+            families["connections"].add_metric([transport], t.connections)
+            families["messages_in"].add_metric([transport], t.messages_in)
+            families["messages_out"].add_metric([transport], t.messages_out)
+            families["bytes_in"].add_metric([transport], t.bytes_in)
+        yield from families.values()
+        stats = self.ctx.pipeline.stats
+        yield CounterMetricFamily("tinyboard_commits", "Transactions committed", stats.commits)
+        yield CounterMetricFamily("tinyboard_readings_stored", "Readings committed", stats.readings)
+        yield CounterMetricFamily(
+            "tinyboard_commit_errors", "Transactions that failed", stats.errors
+        )
+        yield GaugeMetricFamily(
+            "tinyboard_queue_depth", "Readings waiting for the writer", self.ctx.pipeline.depth
+        )
+        yield GaugeMetricFamily(
+            "tinyboard_largest_batch", "Most readings in one transaction", stats.largest_batch
+        )
+        yield CounterMetricFamily(
+            "tinyboard_backpressure_pauses", "Times a source paused on a full queue", stats.pauses
+        )
+        yield GaugeMetricFamily(
+            "tinyboard_live_subscribers",
+            "WebSocket subscriptions",
+            self.ctx.live.subscriber_count(),
+        )
+
+
+def registry_for(ctx: WebContext) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TinyboardCollector(ctx))
+    return registry
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Counters in Prometheus' text format (no login needed, as scrapers expect)."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

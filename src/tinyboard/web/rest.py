@@ -1,0 +1,318 @@
+"""The REST API for people and scripts, on ThingsBoard's paths where ThingsBoard has one.
+
+Every route here needs a JWT (`auth.User`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from tinyboard.core.ingest import attributes_from_json
+from tinyboard.core.models import AGGREGATIONS, Aggregation, Device, Scope, Value
+from tinyboard.errors import NotFoundError, TinyboardError
+from tinyboard.web.auth import User
+from tinyboard.web.context import WebContext
+from tinyboard.web.models import (
+    AttributeOut,
+    ClientOut,
+    Credentials,
+    DeviceIn,
+    DeviceOut,
+    DevicePage,
+    EntityId,
+    RpcIn,
+    TsPoint,
+)
+
+router = APIRouter(tags=["REST API"])
+
+ScopeName = Literal["CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"]
+SCOPE_OF: dict[str, Scope] = {
+    "CLIENT_SCOPE": "CLIENT",
+    "SHARED_SCOPE": "SHARED",
+    "SERVER_SCOPE": "SERVER",
+}
+EXPORT_PAGE = 5000
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.ctx
+    return ctx
+
+
+async def _device(request: Request, device_id: str) -> Device:
+    return await _ctx(request).store.get_device(device_id)
+
+
+def _keys(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+def _text(value: Value, strict: bool) -> Any:
+    """ThingsBoard answers values as strings unless useStrictDataTypes=true."""
+    if strict:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+# -- devices -------------------------------------------------------------------------------
+@router.post("/api/device", response_model=DeviceOut)
+async def create_device(
+    body: DeviceIn,
+    request: Request,
+    _: User,
+    accessToken: str | None = None,
+) -> DeviceOut:
+    """Create a device (optionally with a chosen access token)."""
+    device = await _ctx(request).store.create_device(
+        body.name, type=body.type, label=body.label, token=accessToken
+    )
+    return DeviceOut.of(device)
+
+
+@router.get("/api/tenant/devices", response_model=DevicePage | DeviceOut)
+async def list_devices(
+    request: Request,
+    _: User,
+    pageSize: int = Query(10, ge=1, le=1000),
+    page: int = Query(0, ge=0),
+    textSearch: str = "",
+    deviceName: str | None = None,
+) -> DevicePage | DeviceOut:
+    """A page of devices by name, or the one device called `deviceName`."""
+    store = _ctx(request).store
+    if deviceName is not None:
+        device = await store.get_device(deviceName)
+        if device.name != deviceName:
+            raise NotFoundError(f"no device named {deviceName!r}")
+        return DeviceOut.of(device)
+    total = await store.count_devices(text_search=textSearch)
+    devices = await store.list_devices(
+        text_search=textSearch, limit=pageSize, offset=page * pageSize
+    )
+    return DevicePage(
+        data=[DeviceOut.of(d) for d in devices],
+        totalPages=math.ceil(total / pageSize),
+        totalElements=total,
+        hasNext=(page + 1) * pageSize < total,
+    )
+
+
+@router.get("/api/device/{device_id}", response_model=DeviceOut)
+async def get_device(device_id: str, request: Request, _: User) -> DeviceOut:
+    return DeviceOut.of(await _device(request, device_id))
+
+
+@router.delete("/api/device/{device_id}")
+async def delete_device(device_id: str, request: Request, _: User) -> Response:
+    """Delete a device with all its data; its open connections are closed."""
+    ctx = _ctx(request)
+    device = await ctx.store.delete_device(device_id)
+    for session in ctx.hub.for_device(device.id):
+        session.close()
+    return Response(status_code=200)
+
+
+@router.get("/api/device/{device_id}/credentials", response_model=Credentials)
+async def credentials(device_id: str, request: Request, _: User) -> Credentials:
+    device = await _device(request, device_id)
+    return Credentials(deviceId=EntityId(id=device.id), credentialsId=device.token)
+
+
+# -- telemetry -----------------------------------------------------------------------------
+@router.get("/api/plugins/telemetry/DEVICE/{device_id}/keys/timeseries")
+async def ts_keys(device_id: str, request: Request, _: User) -> list[str]:
+    device = await _device(request, device_id)
+    return await _ctx(request).store.ts_keys(device.key)
+
+
+@router.get(
+    "/api/plugins/telemetry/DEVICE/{device_id}/values/timeseries",
+    response_model=dict[str, list[TsPoint]],
+)
+async def timeseries(
+    device_id: str,
+    request: Request,
+    _: User,
+    keys: str | None = None,
+    startTs: int | None = Query(None, ge=0),
+    endTs: int | None = Query(None, ge=0),
+    interval: int = Query(0, ge=0),
+    agg: Aggregation = "NONE",
+    limit: int = Query(100, ge=1, le=100_000),
+    orderBy: Literal["ASC", "DESC"] = "DESC",
+    useStrictDataTypes: bool = False,
+) -> dict[str, list[TsPoint]]:
+    """Latest values (no `startTs`/`endTs`), or history with optional aggregation done by the
+    database: `agg` over `interval`-ms buckets between `startTs` and `endTs`."""
+    store = _ctx(request).store
+    device = await _device(request, device_id)
+    wanted = _keys(keys)
+    if startTs is None or endTs is None:
+        latest = await store.latest(device.key, wanted)
+        return {
+            k: [TsPoint(ts=ts, value=_text(v, useStrictDataTypes))] for k, (ts, v) in latest.items()
+        }
+    if agg != "NONE" and interval <= 0:
+        raise TinyboardError("an aggregation needs interval > 0 (milliseconds per bucket)")
+    out: dict[str, list[TsPoint]] = {}
+    for key in wanted if wanted is not None else await store.ts_keys(device.key):
+        points = await store.aggregate(
+            device.key,
+            key,
+            start_ts=startTs,
+            end_ts=endTs,
+            interval=interval,
+            agg=agg,
+            limit=limit,
+            descending=orderBy == "DESC",
+        )
+        if points:
+            out[key] = [TsPoint(ts=ts, value=_text(v, useStrictDataTypes)) for ts, v in points]
+    return out
+
+
+@router.get("/api/plugins/telemetry/DEVICE/{device_id}/export.csv")
+async def export_csv(
+    device_id: str,
+    request: Request,
+    _: User,
+    keys: str | None = None,
+    startTs: int = Query(0, ge=0),
+    endTs: int = Query(2**62, ge=0),
+) -> StreamingResponse:
+    """The device's time series in [startTs, endTs) as CSV (ts, key, value), streamed in
+    pages so a year of data never sits in memory."""
+    store = _ctx(request).store
+    device = await _device(request, device_id)
+    wanted = _keys(keys) or await store.ts_keys(device.key)
+
+    async def rows() -> AsyncIterator[str]:
+        yield "ts,key,value\r\n"
+        for key in wanted:
+            start = startTs
+            while True:
+                points = await store.history(
+                    device.key,
+                    key,
+                    start_ts=start,
+                    end_ts=endTs,
+                    limit=EXPORT_PAGE,
+                    descending=False,
+                )
+                if not points:
+                    break
+                buf = io.StringIO()
+                writer = csv.writer(buf)
+                for ts, value in points:
+                    writer.writerow((ts, key, _text(value, strict=False)))
+                yield buf.getvalue()
+                if len(points) < EXPORT_PAGE:
+                    break
+                start = points[-1][0] + 1
+
+    filename = f"{device.name}.csv".replace('"', "")
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# -- attributes ----------------------------------------------------------------------------
+@router.get(
+    "/api/plugins/telemetry/DEVICE/{device_id}/values/attributes",
+    response_model=list[AttributeOut],
+)
+async def all_attributes(
+    device_id: str, request: Request, _: User, keys: str | None = None
+) -> list[AttributeOut]:
+    return await _attributes(request, device_id, tuple(SCOPE_OF.values()), _keys(keys))
+
+
+@router.get(
+    "/api/plugins/telemetry/DEVICE/{device_id}/values/attributes/{scope}",
+    response_model=list[AttributeOut],
+)
+async def scope_attributes(
+    device_id: str, scope: ScopeName, request: Request, _: User, keys: str | None = None
+) -> list[AttributeOut]:
+    return await _attributes(request, device_id, (SCOPE_OF[scope],), _keys(keys))
+
+
+async def _attributes(
+    request: Request, device_id: str, scopes: tuple[Scope, ...], keys: list[str] | None
+) -> list[AttributeOut]:
+    store = _ctx(request).store
+    device = await _device(request, device_id)
+    out: list[AttributeOut] = []
+    for scope in scopes:
+        values = await store.attributes(device.key, scope, keys)
+        out += [AttributeOut(key=k, value=v, lastUpdateTs=ts) for k, (ts, v) in values.items()]
+    return out
+
+
+@router.post("/api/plugins/telemetry/DEVICE/{device_id}/attributes/{scope}")
+async def save_attributes(
+    device_id: str, scope: ScopeName, body: dict[str, Any], request: Request, _: User
+) -> Response:
+    """Write SERVER or SHARED attributes; SHARED ones are pushed to the connected device."""
+    ctx = _ctx(request)
+    device = await _device(request, device_id)
+    if not body:
+        raise TinyboardError("send a JSON object of attribute key/values")
+    if scope == "CLIENT_SCOPE":
+        raise TinyboardError("client attributes are written by the device, not over REST")
+    values = attributes_from_json(body)
+    if scope == "SHARED_SCOPE":
+        await ctx.attributes.update_shared(device, values)
+    else:
+        await ctx.attributes.update_server(device, values)
+    return Response(status_code=200)
+
+
+# -- RPC -----------------------------------------------------------------------------------
+@router.post("/api/rpc/oneway/{device_id}")
+@router.post("/api/plugins/rpc/oneway/{device_id}", include_in_schema=False)
+async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> Response:
+    """Send a command; 200 once the device has it. 409 if it is not connected to receive RPC,
+    504 if it did not take the command in time."""
+    device = await _device(request, device_id)
+    await _ctx(request).rpc.call(
+        device.id, body.method, body.params, oneway=True, timeout=body.timeout / 1000
+    )
+    return Response(status_code=200)
+
+
+@router.post("/api/rpc/twoway/{device_id}")
+@router.post("/api/plugins/rpc/twoway/{device_id}", include_in_schema=False)
+async def rpc_twoway(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
+    """Send a command and return the device's answer; 409 not connected, 504 timeout."""
+    device = await _device(request, device_id)
+    return await _ctx(request).rpc.call(
+        device.id, body.method, body.params, timeout=body.timeout / 1000
+    )
+
+
+# -- the client registry -------------------------------------------------------------------
+@router.get("/api/clients", response_model=list[ClientOut])
+async def clients(request: Request, _: User) -> list[dict[str, object]]:
+    """Every live connection of every transport (course milestone 1's client list)."""
+    return [c.as_dict() for c in _ctx(request).registry]
+
+
+__all__ = ["AGGREGATIONS", "router"]
