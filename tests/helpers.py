@@ -25,9 +25,8 @@ class ServerThread:
     """A real tinyboard `Server` on 127.0.0.1 (ports chosen by the OS), on its own loop."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        self.config = Config(
-            data_dir=data_dir, bind="127.0.0.1", line_port=0, mqtt_port=0, **overrides
-        )
+        ports = {"line_port": 0, "mqtt_port": 0, "http_port": 0}
+        self.config = Config(data_dir=data_dir, bind="127.0.0.1", **{**ports, **overrides})
         self.server = Server(self.config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -200,10 +199,16 @@ class ServeProcess:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 20) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, "".join(self.output) + out, err
+        """Exit code, all of stdout and stderr. (Not `communicate`: it reads the raw pipe and
+        would miss what `readline` already buffered.)"""
+        code = self.proc.wait(timeout)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        out, err = self.proc.stdout.read(), self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return code, "".join(self.output) + out, err
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+        self.wait()

@@ -97,9 +97,9 @@ class Server:
 
     async def serve(self, *, handle_signals: bool = True) -> None:
         self._should_exit = asyncio.Event()
-        await self.start()
-        if handle_signals:
+        if handle_signals:  # before start: a signal during start-up still shuts down cleanly
             self._install_signal_handlers()
+        await self.start()
         self.ready.set()
         try:
             await self._should_exit.wait()

@@ -1,0 +1,22 @@
+"""Helpers for tests of the HTTP side."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import ServerThread
+
+
+def login(server: ServerThread) -> dict[str, str]:
+    """Headers with a fresh JWT of the admin created on first start."""
+    email, password = server.admin
+    response = httpx.post(
+        f"{server.base_url}/api/auth/login", json={"username": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    return {"X-Authorization": f"Bearer {response.json()['token']}"}
+
+
+def api(server: ServerThread) -> httpx.Client:
+    """An httpx client logged in as the admin."""
+    return httpx.Client(base_url=server.base_url, headers=login(server), timeout=30)
