@@ -323,7 +323,7 @@ def test_admin_password_can_be_changed_with_the_cli(tmp_path: Path) -> None:
         assert "admin@tinyboard.local" in listed
     finally:
         server.signal(15)
-        code, out, _ = server.wait()
+        code, _, _ = server.wait()
     assert code == 0
     again = ServeProcess(data)
     again.signal(15)
