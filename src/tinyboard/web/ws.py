@@ -32,6 +32,7 @@ from tinyboard.web.tokens import AuthError
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1000
+CLOSE_WAIT = 10.0
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 HISTORY_LIMIT = 100
@@ -218,6 +219,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _drop_slow(session: Session) -> None:
+    """Stop feeding a client that fell behind, then close it once its socket drains (the
+    close frame queues behind what it has not read yet)."""
+    log.info("WebSocket client too slow; disconnecting it")
+    session.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(
+            session.websocket.close(code=TRY_AGAIN_LATER, reason="too slow"), CLOSE_WAIT
+        )
+
+
 @router.websocket("/api/ws/plugins/telemetry")
 async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
     ctx: WebContext = websocket.app.state.ctx
@@ -239,8 +251,7 @@ async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
             if receive not in done:
                 receive.cancel()
                 if slow in done:
-                    log.info("WebSocket client too slow; disconnecting it")
-                    await websocket.close(code=TRY_AGAIN_LATER, reason="too slow")
+                    await _drop_slow(session)
                 break
             await session.handle(receive.result())
     except WebSocketDisconnect:
