@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from tinyboard.core.users import verify_password
 from tinyboard.web.errors import TooManyRequests
+from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError, Claims
 
 LOGIN_ATTEMPTS = 10
@@ -81,7 +82,7 @@ def current_user(request: Request) -> Claims:
 
 User = Annotated[Claims, Depends(current_user)]
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], responses=errors(400, 401, 429))
 
 
 @router.post("/api/auth/login", response_model=TokenPair)

@@ -18,12 +18,13 @@ from tinyboard.core.models import AttributeRow, Device, Value
 from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
 from tinyboard.web.context import WebContext
 from tinyboard.web.errors import error
+from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
 
 DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 300_000
 
-router = APIRouter(prefix="/api/v1/{token}", tags=["device API"])
+router = APIRouter(prefix="/api/v1/{token}", tags=["device API"], responses=errors(400, 401, 413))
 
 
 class PayloadTooLarge(Exception):
@@ -102,7 +103,7 @@ def _too_large(request: Request) -> JSONResponse:
     return error(413, f"the payload is over the {limit}-byte limit", 31)
 
 
-@router.post("/telemetry", summary="Post telemetry")
+@router.post("/telemetry", summary="Post telemetry", response_class=Response)
 async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
     device = await _device(request, token)
@@ -115,7 +116,7 @@ async def post_telemetry(token: str, request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/attributes", summary="Post client attributes")
+@router.post("/attributes", summary="Post client attributes", response_class=Response)
 async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
     try:
@@ -143,7 +144,9 @@ async def get_attributes(
     return await _ctx(request).attributes.read_for_device(device, client_keys, shared_keys)
 
 
-@router.get("/attributes/updates", summary="Wait for a shared-attribute update")
+@router.get(
+    "/attributes/updates", summary="Wait for a shared-attribute update", responses=errors(408)
+)
 async def attribute_updates(
     token: str,
     request: Request,
@@ -154,7 +157,7 @@ async def attribute_updates(
     return await _poll(request, device, PollSession(attributes=True), timeout)
 
 
-@router.get("/rpc", summary="Wait for a server-side RPC request")
+@router.get("/rpc", summary="Wait for a server-side RPC request", responses=errors(408))
 async def rpc_poll(
     token: str,
     request: Request,
@@ -176,7 +179,9 @@ async def _poll(request: Request, device: Device, session: PollSession, timeout_
         hub.remove(device, session)
 
 
-@router.post("/rpc/{request_id}", summary="Reply to a server-side RPC request")
+@router.post(
+    "/rpc/{request_id}", summary="Reply to a server-side RPC request", response_class=Response
+)
 async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
     device = await _device(request, token)
     try:

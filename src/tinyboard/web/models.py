@@ -80,3 +80,17 @@ class ClientOut(BaseModel):
     bytesOut: int
     messagesIn: int
     messagesOut: int
+
+
+class ErrorOut(BaseModel):
+    """Every error, in ThingsBoard's shape."""
+
+    status: int
+    message: str
+    errorCode: int
+    timestamp: int
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer with."""
+    return {status: {"model": ErrorOut} for status in statuses}

@@ -30,9 +30,10 @@ from tinyboard.web.models import (
     EntityId,
     RpcIn,
     TsPoint,
+    errors,
 )
 
-router = APIRouter(tags=["REST API"])
+router = APIRouter(tags=["REST API"], responses=errors(400, 401, 404, 409))
 
 ScopeName = Literal["CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE"]
 SCOPE_OF: dict[str, Scope] = {
@@ -41,6 +42,8 @@ SCOPE_OF: dict[str, Scope] = {
     "SERVER_SCOPE": "SERVER",
 }
 EXPORT_PAGE = 5000
+MAX_TS = 2**62
+"""Largest timestamp accepted in queries (SQLite integers are 64-bit)."""
 
 
 def _ctx(request: Request) -> WebContext:
@@ -89,7 +92,7 @@ async def list_devices(
     request: Request,
     _: User,
     pageSize: int = Query(10, ge=1, le=1000),
-    page: int = Query(0, ge=0),
+    page: int = Query(0, ge=0, le=10_000_000),
     textSearch: str = "",
     deviceName: str | None = None,
 ) -> DevicePage | DeviceOut:
@@ -117,7 +120,7 @@ async def get_device(device_id: str, request: Request, _: User) -> DeviceOut:
     return DeviceOut.of(await _device(request, device_id))
 
 
-@router.delete("/api/device/{device_id}")
+@router.delete("/api/device/{device_id}", response_class=Response)
 async def delete_device(device_id: str, request: Request, _: User) -> Response:
     """Delete a device with all its data; its open connections are closed."""
     ctx = _ctx(request)
@@ -149,9 +152,9 @@ async def timeseries(
     request: Request,
     _: User,
     keys: str | None = None,
-    startTs: int | None = Query(None, ge=0),
-    endTs: int | None = Query(None, ge=0),
-    interval: int = Query(0, ge=0),
+    startTs: int | None = Query(None, ge=0, le=MAX_TS),
+    endTs: int | None = Query(None, ge=0, le=MAX_TS),
+    interval: int = Query(0, ge=0, le=MAX_TS),
     agg: Aggregation = "NONE",
     limit: int = Query(100, ge=1, le=100_000),
     orderBy: Literal["ASC", "DESC"] = "DESC",
@@ -192,8 +195,8 @@ async def export_csv(
     request: Request,
     _: User,
     keys: str | None = None,
-    startTs: int = Query(0, ge=0),
-    endTs: int = Query(2**62, ge=0),
+    startTs: int = Query(0, ge=0, le=MAX_TS),
+    endTs: int = Query(MAX_TS, ge=0, le=MAX_TS),
 ) -> StreamingResponse:
     """The device's time series in [startTs, endTs) as CSV (ts, key, value), streamed in
     pages so a year of data never sits in memory."""
@@ -266,7 +269,9 @@ async def _attributes(
     return out
 
 
-@router.post("/api/plugins/telemetry/DEVICE/{device_id}/attributes/{scope}")
+@router.post(
+    "/api/plugins/telemetry/DEVICE/{device_id}/attributes/{scope}", response_class=Response
+)
 async def save_attributes(
     device_id: str, scope: ScopeName, body: dict[str, Any], request: Request, _: User
 ) -> Response:
@@ -286,7 +291,7 @@ async def save_attributes(
 
 
 # -- RPC -----------------------------------------------------------------------------------
-@router.post("/api/rpc/oneway/{device_id}")
+@router.post("/api/rpc/oneway/{device_id}", responses=errors(504), response_class=Response)
 @router.post("/api/plugins/rpc/oneway/{device_id}", include_in_schema=False)
 async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> Response:
     """Send a command; 200 once the device has it. 409 if it is not connected to receive RPC,
@@ -298,7 +303,7 @@ async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> 
     return Response(status_code=200)
 
 
-@router.post("/api/rpc/twoway/{device_id}")
+@router.post("/api/rpc/twoway/{device_id}", responses=errors(504))
 @router.post("/api/plugins/rpc/twoway/{device_id}", include_in_schema=False)
 async def rpc_twoway(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
     """Send a command and return the device's answer; 409 not connected, 504 timeout."""
