@@ -161,6 +161,12 @@ async def test_aggregation_in_buckets(store: Store) -> None:
     assert partial == [(2500, 7), (6000, 2)]
     none = await store.aggregate(d.key, "t", agg="NONE", limit=2, descending=True, **args)
     assert none == [(9000, 9), (8000, 8)]
+    # Many tiny buckets (over the bucket-by-bucket limit) give the same answer.
+    tiny = await store.aggregate(
+        d.key, "t", start_ts=0, end_ts=1_000_000, interval=1, agg="MAX", limit=3
+    )
+    assert tiny == [(0, 0), (1000, 1), (2000, 2)]
+    assert await store.aggregate(d.key, "missing", agg="AVG", **args) == []
 
 
 async def test_device_counts(store: Store) -> None:
