@@ -10,28 +10,23 @@ See docs/protocols.md for the exact protocol.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import cast
 
 from tinyboard.core.ingest import ServerClock, parse_line
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError
-from tinyboard.registry import Client, Registry
+from tinyboard.registry import Registry
 from tinyboard.storage.base import Store
-from tinyboard.transports.base import TransportServer
-from tinyboard.transports.outbox import Outbox, Slot
+from tinyboard.transports.base import StreamProtocol, TransportServer
+from tinyboard.transports.outbox import Slot
 
 log = logging.getLogger(__name__)
 
 CLOSE = "CLOSE SOCKET"
-MAX_OUTPUT = 1 << 20
-"""Bytes of replies a client may leave unread before it is disconnected."""
-
 MAX_JOB = 100
 """Readings per pipeline job; a long burst is split so backpressure applies within it."""
 TOO_LONG = None
@@ -46,49 +41,29 @@ class LineServer(TransportServer):
     def __init__(
         self, *, store: Store, pipeline: Pipeline, registry: Registry, max_line: int = 8192
     ) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.store = store
         self.pipeline = pipeline
-        self.registry = registry
         self.max_line = max_line
 
     def __call__(self) -> LineProtocol:
         return LineProtocol(self)
 
 
-class LineProtocol(asyncio.Protocol):
+class LineProtocol(StreamProtocol):
     def __init__(self, server: LineServer) -> None:
+        super().__init__(server)
         self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._client: Client | None = None
         self._device: Device | None = None
         self._buf = b""
         self._skipping = False
         self._blocked = ""
         """Why lines are held instead of processed: "token" lookup or full "pipeline"."""
         self._held: deque[bytes | None] = deque()
-        self._out = Outbox(self._write)
-        self._pauses: set[str] = set()
         self._clock = ServerClock()
-        self._done = False
         self._eof = False
 
     # -- asyncio callbacks ---------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._client = self._server.registry.add("line", where, self)
-        self._server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._done = True
-        self._server.connections.discard(self)
-        if self._client is not None:
-            self._server.registry.remove(self._client)
-        if exc is not None:
-            log.debug("line client %s went away: %s", self._client and self._client.peer, exc)
-
     def data_received(self, data: bytes) -> None:
         client = self._client
         assert client is not None
@@ -187,21 +162,6 @@ class LineProtocol(asyncio.Protocol):
         self._out.ready(slot)
         self._close_if_finished()
 
-    def _write(self, slot: Slot) -> None:
-        transport = self._transport
-        client = self._client
-        assert transport is not None and client is not None
-        if transport.is_closing():
-            return
-        client.bytes_out += len(slot.data)
-        client.messages_out += slot.count
-        transport.write(slot.data)
-        if slot.close_after:
-            transport.close()
-        elif transport.get_write_buffer_size() > MAX_OUTPUT:
-            log.warning("line client %s does not read its replies; disconnecting it", client.peer)
-            self.abort()
-
     def _close_if_finished(self) -> None:
         if self._eof and not (self._out or self._blocked or self._held) and self._transport:
             self._transport.close()
@@ -252,23 +212,3 @@ class LineProtocol(asyncio.Protocol):
         slot.data = reply.encode()
         self._out.ready(slot)
         self._unblock()
-
-    # -- flow control --------------------------------------------------------------------
-    def pause(self, reason: str) -> None:
-        if not self._pauses and self._transport and not self._transport.is_closing():
-            self._transport.pause_reading()
-        self._pauses.add(reason)
-
-    def resume(self, reason: str) -> None:
-        self._pauses.discard(reason)
-        if not self._pauses and self._transport and not self._transport.is_closing():
-            self._transport.resume_reading()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        self._done = True
-        if self._transport is not None:
-            self._transport.abort()

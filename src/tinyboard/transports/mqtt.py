@@ -49,16 +49,14 @@ from tinyboard.mqtt.packets import (
 from tinyboard.mqtt.properties import NO_PROPERTIES, Properties
 from tinyboard.mqtt.reasons import SUBACK_FAILURE, ConnectReturn, Reason
 from tinyboard.mqtt.state import Role, State
-from tinyboard.registry import Client, Registry
+from tinyboard.registry import Registry
 from tinyboard.storage.base import Store
 from tinyboard.transports import thingsboard as tb
-from tinyboard.transports.base import TransportServer
-from tinyboard.transports.outbox import Outbox, Slot
+from tinyboard.transports.base import StreamProtocol, TransportServer
+from tinyboard.transports.outbox import Slot
 
 log = logging.getLogger(__name__)
 
-MAX_OUTPUT = 1 << 20
-"""Bytes a client may leave unread before it is disconnected."""
 CONNECT_TIMEOUT = 10.0
 """Seconds a new connection has to send CONNECT."""
 SWEEP_INTERVAL = 0.5
@@ -80,10 +78,9 @@ class MQTTServer(TransportServer):
         attributes: AttributeService,
         max_packet_size: int = 65536,
     ) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.store = store
         self.pipeline = pipeline
-        self.registry = registry
         self.hub = hub
         self.rpc = rpc
         self.attributes = attributes
@@ -110,23 +107,19 @@ class MQTTServer(TransportServer):
             cast(MQTTProtocol, conn).check_alive(now)
 
 
-class MQTTProtocol(asyncio.Protocol):
+class MQTTProtocol(StreamProtocol):
     def __init__(self, server: MQTTServer) -> None:
+        super().__init__(server)
         self._server = server
         self._conn = Connection(Role.SERVER, max_packet_size=server.max_packet_size)
-        self._transport: asyncio.Transport | None = None
-        self._client: Client | None = None
         self.device: Device | None = None
         self._client_id = ""
-        self._out = Outbox(self._write)
         self._clock = ServerClock()
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
         self._deadline = server.connect_timeout
         self._feeds: dict[tb.Feed, int] = {}
         self._blocked = False
-        self._pauses: set[str] = set()
-        self._closing = False
         self._connacked = False
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
@@ -137,18 +130,9 @@ class MQTTProtocol(asyncio.Protocol):
         self._attributes: list[AttributeRow] = []
 
     # -- asyncio callbacks ---------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self._client = self._server.registry.add("mqtt", where, self)
-        self._server.connections.add(self)
-
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         server = self._server
-        server.connections.discard(self)
-        if self._client is not None:
-            server.registry.remove(self._client)
         if self.device is not None:
             server.hub.remove(self.device, self)
         if server.by_client_id.get(self._client_id) is self:
@@ -157,13 +141,12 @@ class MQTTProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the device disconnected"))
         self._inflight.clear()
-        self._closing = True
 
     def data_received(self, data: bytes) -> None:
         assert self._client is not None
         self._client.bytes_in += len(data)
         self._last_seen = self._loop.time()
-        if self._closing:
+        if self._done:
             return
         self._conn.receive_data(data)
         self._process()
@@ -180,7 +163,7 @@ class MQTTProtocol(asyncio.Protocol):
         client = self._client
         assert client is not None
         try:
-            while not (self._blocked or self._closing):
+            while not (self._blocked or self._done):
                 event = conn.next_event()
                 if event is NEED_DATA:
                     break
@@ -240,7 +223,7 @@ class MQTTProtocol(asyncio.Protocol):
             log.error("token lookup failed: %s", exc)
             self._connack(ConnectReturn.SERVER_UNAVAILABLE, Reason.SERVER_UNAVAILABLE)
             return
-        if self._closing:
+        if self._done:
             return
         if device is None:
             self._connack(ConnectReturn.NOT_AUTHORIZED, Reason.BAD_USERNAME_OR_PASSWORD)
@@ -421,7 +404,7 @@ class MQTTProtocol(asyncio.Protocol):
     def publish(self, topic: str, document: Any, *, qos: int) -> asyncio.Future[None]:
         """Send JSON to the device; the future completes when it has it (PUBACK for QoS 1)."""
         delivered: asyncio.Future[None] = self._loop.create_future()
-        if self._closing or self._conn.state is not State.CONNECTED:
+        if self._done or self._conn.state is not State.CONNECTED:
             delivered.set_exception(ConnectionError("the device is not connected"))
             return delivered
         packet_id = self._new_packet_id() if qos else None
@@ -448,24 +431,9 @@ class MQTTProtocol(asyncio.Protocol):
     def _send(self, packet: Packet) -> None:
         self._out.put(Slot(self._conn.send(packet), True))
 
-    def _write(self, slot: Slot) -> None:
-        transport = self._transport
-        client = self._client
-        assert transport is not None and client is not None
-        if transport.is_closing():
-            return
-        client.bytes_out += len(slot.data)
-        client.messages_out += slot.count
-        transport.write(slot.data)
-        if slot.close_after:
-            transport.close()
-        elif transport.get_write_buffer_size() > MAX_OUTPUT:
-            log.warning("MQTT client %s does not read; disconnecting it", client.peer)
-            self.abort()
-
     def _close_after_replies(self, final: bytes = b"") -> None:
         """Stop reading; close once every reply queued before now has been written."""
-        self._closing = True
+        self._done = True
         self._out.put(Slot(final, True, 0, close_after=True))
 
     def _finish(self) -> None:
@@ -498,36 +466,12 @@ class MQTTProtocol(asyncio.Protocol):
         self._close_after_replies(final)
 
     def check_alive(self, now: float) -> None:
-        if self._deadline and now - self._last_seen > self._deadline and not self._closing:
+        if self._deadline and now - self._last_seen > self._deadline and not self._done:
             log.info("MQTT client %s: keep-alive expired", self._peer)
             final = b""
             if self._conn.is_v5 and self._connacked:
                 final = encode(Disconnect(reason=Reason.KEEP_ALIVE_TIMEOUT), MQTT_5)
             self._close_after_replies(final)
-
-    # -- flow control --------------------------------------------------------------------
-    def pause(self, reason: str) -> None:
-        if not self._pauses and self._transport and not self._transport.is_closing():
-            self._transport.pause_reading()
-        self._pauses.add(reason)
-
-    def resume(self, reason: str) -> None:
-        self._pauses.discard(reason)
-        if not self._pauses and self._transport and not self._transport.is_closing():
-            self._transport.resume_reading()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        self._closing = True
-        if self._transport is not None:
-            self._transport.abort()
-
-    @property
-    def _peer(self) -> str:
-        return self._client.peer if self._client else "?"
 
 
 _HANDLERS: dict[PacketType, Callable[[MQTTProtocol, Any], None]] = {
