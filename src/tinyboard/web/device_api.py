@@ -10,14 +10,13 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from tinyboard.core.attributes import parse_attribute_request
 from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
 from tinyboard.core.models import AttributeRow, Device, Value
 from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
 from tinyboard.web.context import WebContext
-from tinyboard.web.errors import error
+from tinyboard.web.errors import PayloadTooLarge, error
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
 
@@ -25,10 +24,6 @@ DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 300_000
 
 router = APIRouter(prefix="/api/v1/{token}", tags=["device API"], responses=errors(400, 401, 413))
-
-
-class PayloadTooLarge(Exception):
-    pass
 
 
 class PollSession:
@@ -80,13 +75,14 @@ async def _body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes the size limit."""
     limit = _ctx(request).max_payload
     declared = request.headers.get("content-length")
+    too_large = PayloadTooLarge(f"the payload is over the {limit}-byte limit")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge
+            raise too_large
     return bytes(body)
 
 
@@ -98,19 +94,11 @@ def _clock(request: Request, device: Device) -> ServerClock:
     return clock
 
 
-def _too_large(request: Request) -> JSONResponse:
-    limit = _ctx(request).max_payload
-    return error(413, f"the payload is over the {limit}-byte limit", 31)
-
-
 @router.post("/telemetry", summary="Post telemetry", response_class=Response)
 async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
     device = await _device(request, token)
-    try:
-        body = await _body(request)
-    except PayloadTooLarge:
-        return _too_large(request)
+    body = await _body(request)
     readings = telemetry_from_json(parse_json(body), device.key, _clock(request, device).next())
     await _ctx(request).pipeline.commit(readings)
     return Response(status_code=200)
@@ -119,10 +107,7 @@ async def post_telemetry(token: str, request: Request) -> Response:
 @router.post("/attributes", summary="Post client attributes", response_class=Response)
 async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
-    try:
-        body = await _body(request)
-    except PayloadTooLarge:
-        return _too_large(request)
+    body = await _body(request)
     ts = _clock(request, device).next()
     rows: list[AttributeRow] = [
         (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()
@@ -184,10 +169,7 @@ async def _poll(request: Request, device: Device, session: PollSession, timeout_
 )
 async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
     device = await _device(request, token)
-    try:
-        body = await _body(request)
-    except PayloadTooLarge:
-        return _too_large(request)
+    body = await _body(request)
     _ctx(request).rpc.resolve(device.id, request_id, parse_json(body) if body else None)
     return Response(status_code=200)
 
@@ -195,10 +177,7 @@ async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
 @router.post("/rpc", summary="Client-side RPC")
 async def client_rpc(token: str, request: Request) -> Any:
     await _device(request, token)
-    try:
-        body = await _body(request)
-    except PayloadTooLarge:
-        return _too_large(request)
+    body = await _body(request)
     doc = parse_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
         return error(400, 'a client-side RPC is {"method": "...", "params": {...}}', 31)

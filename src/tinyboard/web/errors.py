@@ -35,9 +35,14 @@ class TooManyRequests(TinyboardError):
     """Login attempts over the limit (HTTP 429)."""
 
 
+class PayloadTooLarge(TinyboardError):
+    """A device message over --max-packet (HTTP 413)."""
+
+
 _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (AuthError, 401, AUTHENTICATION),
     (TooManyRequests, 429, TOO_MANY_REQUESTS),
+    (PayloadTooLarge, 413, BAD_REQUEST),
     (NotFoundError, 404, ITEM_NOT_FOUND),
     (ConflictError, 409, BAD_REQUEST),
     (PayloadError, 400, BAD_REQUEST),

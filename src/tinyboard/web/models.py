@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field
 
-from tinyboard.core.models import Device
+from tinyboard.core.models import Device, Value
+
+
+def as_text(value: Value, *, strict: bool = False) -> Any:
+    """A value as ThingsBoard's APIs answer it: a string, unless strict data types are asked
+    for (booleans as true/false, JSON as JSON text)."""
+    if strict:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
 
 
 class EntityId(BaseModel):

@@ -11,12 +11,11 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tinyboard.core.ingest import attributes_from_json
-from tinyboard.core.models import AGGREGATIONS, Aggregation, Device, Scope, Value
+from tinyboard.core.models import AGGREGATIONS, Aggregation, Device, Scope
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
@@ -30,6 +29,7 @@ from tinyboard.web.models import (
     EntityId,
     RpcIn,
     TsPoint,
+    as_text,
     errors,
 )
 
@@ -59,17 +59,6 @@ def _keys(raw: str | None) -> list[str] | None:
     if raw is None:
         return None
     return [k.strip() for k in raw.split(",") if k.strip()]
-
-
-def _text(value: Value, strict: bool) -> Any:
-    """ThingsBoard answers values as strings unless useStrictDataTypes=true."""
-    if strict:
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
 
 
 # -- devices -------------------------------------------------------------------------------
@@ -168,7 +157,8 @@ async def timeseries(
     if startTs is None or endTs is None:
         latest = await store.latest(device.key, wanted)
         return {
-            k: [TsPoint(ts=ts, value=_text(v, useStrictDataTypes))] for k, (ts, v) in latest.items()
+            k: [TsPoint(ts=ts, value=as_text(v, strict=useStrictDataTypes))]
+            for k, (ts, v) in latest.items()
         }
     if agg != "NONE" and interval <= 0:
         raise TinyboardError("an aggregation needs interval > 0 (milliseconds per bucket)")
@@ -185,7 +175,9 @@ async def timeseries(
             descending=orderBy == "DESC",
         )
         if points:
-            out[key] = [TsPoint(ts=ts, value=_text(v, useStrictDataTypes)) for ts, v in points]
+            out[key] = [
+                TsPoint(ts=ts, value=as_text(v, strict=useStrictDataTypes)) for ts, v in points
+            ]
     return out
 
 
@@ -222,7 +214,7 @@ async def export_csv(
                 buf = io.StringIO()
                 writer = csv.writer(buf)
                 for ts, value in points:
-                    writer.writerow((ts, key, _text(value, strict=False)))
+                    writer.writerow((ts, key, as_text(value)))
                 yield buf.getvalue()
                 if len(points) < EXPORT_PAGE:
                     break

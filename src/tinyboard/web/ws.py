@@ -23,9 +23,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from tinyboard.core.models import AGGREGATIONS, AttributeRow, Device, Reading, Scope, Value
+from tinyboard.core.models import AGGREGATIONS, AttributeRow, Device, Reading, Scope
 from tinyboard.errors import TinyboardError
 from tinyboard.web.context import WebContext
+from tinyboard.web.models import as_text
 from tinyboard.web.rest import SCOPE_OF
 from tinyboard.web.tokens import AuthError
 
@@ -37,14 +38,6 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 HISTORY_LIMIT = 100
 router = APIRouter()
-
-
-def _text(value: Value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
 
 
 def _update(cmd_id: int, data: dict[str, list[list[Any]]]) -> bytes:
@@ -71,11 +64,11 @@ class Subscription:
         if self.attributes is None:
             for _, key, ts, value in readings:
                 if keys is None or key in keys:
-                    data.setdefault(key, []).append([ts, _text(value)])
+                    data.setdefault(key, []).append([ts, as_text(value)])
         else:
             for _, scope, key, ts, value in rows:
                 if scope == self.attributes and (keys is None or key in keys):
-                    data.setdefault(key, []).append([ts, _text(value)])
+                    data.setdefault(key, []).append([ts, as_text(value)])
         if data:
             self.session.send(_update(self.cmd_id, data))
 
@@ -149,7 +142,7 @@ class Session:
             data = await self._history_data(device, keys, start, now + 1, cmd)
         else:
             latest = await self.ctx.store.latest(device.key, sorted(keys) if keys else None)
-            data = {k: [[ts, _text(v)]] for k, (ts, v) in latest.items()}
+            data = {k: [[ts, as_text(v)]] for k, (ts, v) in latest.items()}
         self.send(_update(cmd_id, data))
 
     async def _history(self, cmd_id: int, cmd: dict[str, Any]) -> None:
@@ -182,7 +175,7 @@ class Session:
                 descending=False,
             )
             if points:
-                data[key] = [[ts, _text(v)] for ts, v in points]
+                data[key] = [[ts, as_text(v)] for ts, v in points]
         return data
 
     async def _attr_sub(self, cmd_id: int, cmd: dict[str, Any]) -> None:
@@ -198,7 +191,7 @@ class Session:
         self.subscriptions[cmd_id] = sub
         self.ctx.live.subscribe(device.key, sub)
         values = await self.ctx.store.attributes(device.key, scope, sorted(keys) if keys else None)
-        self.send(_update(cmd_id, {k: [[ts, _text(v)]] for k, (ts, v) in values.items()}))
+        self.send(_update(cmd_id, {k: [[ts, as_text(v)]] for k, (ts, v) in values.items()}))
 
     def close(self) -> None:
         for cmd_id in list(self.subscriptions):
