@@ -213,3 +213,12 @@ def test_graceful_shutdown_acknowledges_everything_it_read(tmp_path: Path) -> No
     # Everything the server read before it stopped reading was committed and echoed: the
     # newest stored reading is exactly the last one acknowledged.
     assert (latest["n"]["value"] if "n" in latest else None) == (acked[-1] if acked else None)
+
+
+def test_sigterm_works_when_whoever_started_the_server_is_gone(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path / "data")
+    assert server.proc.stdout is not None and server.proc.stderr is not None
+    server.proc.stdout.close()  # the parent's pipes are gone: every print now fails
+    server.proc.stderr.close()
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0

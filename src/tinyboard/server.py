@@ -8,6 +8,7 @@ replies flush), close the store. Signals only set a flag; a second Ctrl+C forces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -199,14 +200,10 @@ class Server:
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals > 1:
-            print("tinyboard: forced exit", file=sys.stderr, flush=True)
+            _say("tinyboard: forced exit")
             os._exit(130)
-        print(
-            f"tinyboard: {sig.name} received, shutting down (again to force)",
-            file=sys.stderr,
-            flush=True,
-        )
-        self.request_shutdown()
+        self.request_shutdown()  # first: printing may fail if whoever started us is gone
+        _say(f"tinyboard: {sig.name} received, shutting down (again to force)")
 
     def request_shutdown(self) -> None:
         """Ask `serve` to stop; call from the event loop thread."""
@@ -259,6 +256,12 @@ def run(config: Config) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say(message: str) -> None:
+    """A line on stderr; a closed or broken stderr must not stop a shutdown."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
 
 
 async def _until(condition: Callable[[], bool], seconds: float) -> bool:
