@@ -113,9 +113,17 @@ def text_value(raw: str) -> Value:
     return raw
 
 
+_KEPT_AS_IS = frozenset({bool, str, float, dict, list})
+
+
 def json_value(key: object, value: object) -> Value:
     """Check a decoded JSON value is one ThingsBoard stores; big integers become floats."""
-    if isinstance(value, bool | str | float | dict | list):
+    kind = type(value)  # exact types: orjson makes no subclasses, and this is the hot path
+    if kind in _KEPT_AS_IS:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return value if INT64_MIN <= value <= INT64_MAX else float(value)  # type: ignore[operator,arg-type,return-value]
+    if isinstance(value, bool | str | float | dict | list):  # subclasses, from API callers
         return value
     if isinstance(value, int):
         return value if INT64_MIN <= value <= INT64_MAX else float(value)
