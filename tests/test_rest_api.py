@@ -13,7 +13,7 @@ import jwt
 import orjson
 import pytest
 
-from tests.helpers import ServerThread
+from tests.helpers import LineClient, ServerThread
 from tests.mqtt_clients import Device as MqttDevice
 from tests.web_helpers import api, login
 
@@ -124,7 +124,12 @@ def test_devices(server: ServerThread) -> None:
         assert (
             creds["credentialsType"] == "ACCESS_TOKEN" and creds["credentialsId"] == "my-token-123"
         )
+        line = LineClient(server.line_port)
+        token = client.get(f"/api/device/{device_id}/credentials").json()["credentialsId"]
+        assert line.ask(f"TOKEN {token}") == "OK kitchen"
         assert client.delete(f"/api/device/{device_id}").status_code == 200
+        assert line.at_eof()  # the deleted device's connections are closed
+        line.close()
         missing = client.get(f"/api/device/{device_id}")
         assert missing.status_code == 404 and missing.json()["errorCode"] == 32
 

@@ -105,16 +105,8 @@ class Registry:
             t.bytes_out += c.bytes_out
         return out
 
-    def get(self, client_id: int) -> Client | None:
-        return self._clients.get(client_id)
-
     def for_device(self, device_id: str) -> list[Client]:
         return [c for c in self._clients.values() if c.device and c.device.id == device_id]
-
-    def count(self, transport: str | None = None) -> int:
-        if transport is None:
-            return len(self._clients)
-        return sum(1 for c in self._clients.values() if c.transport == transport)
 
     def __iter__(self) -> Iterator[Client]:
         return iter(list(self._clients.values()))

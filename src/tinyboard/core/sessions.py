@@ -52,6 +52,3 @@ class SessionHub:
 
     def is_connected(self, device_id: str) -> bool:
         return device_id in self._by_device
-
-    def count(self) -> int:
-        return sum(len(s) for s in self._by_device.values())

@@ -215,10 +215,6 @@ class SQLiteStore:
                 conn.close()
             self._connections.clear()
 
-    def schema_version(self) -> int:
-        (version,) = self._conn().execute("PRAGMA user_version").fetchone()
-        return int(version)
-
     # -- devices -------------------------------------------------------------------------
     async def create_device(
         self, name: str, *, type: str = "default", label: str = "", token: str | None = None
