@@ -1,5 +1,8 @@
 """Start-up time and idle memory of `tinyboard serve` (DESIGN §7: ≤ 1 s to listening).
 
+First start on a fresh data directory: creates the database and the admin user (an argon2
+hash), then listens on the line, MQTT and HTTP ports.
+
 Baseline in the same run: a bare `python -c pass`, the floor any Python server pays.
 Usage: python benchmarks/startup.py [--runs 7]
 """
@@ -36,6 +39,10 @@ def tinyboard_once() -> tuple[float, float]:
                 "--bind",
                 "127.0.0.1",
                 "--line-port",
+                "0",
+                "--mqtt-port",
+                "0",
+                "--http-port",
                 "0",
                 "--data-dir",
                 str(Path(tmp) / "data"),

@@ -431,21 +431,32 @@ class SQLiteStore:
             return []
         if buckets <= BUCKET_WALK_LIMIT:
             # One indexed range scan per bucket: rows come in ts order and no GROUP BY sorter
-            # is needed (3× faster than GROUP BY on 1M points).
-            rows = conn.execute(
-                "WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < ?) "
-                f"SELECT i, a FROM (SELECT i, (SELECT {value} FROM ts_kv WHERE device = ? "
-                "AND key = ? AND ts >= ? + i * ? AND ts < min(? + (i + 1) * ?, ?) "
-                f"{numeric}) AS a FROM b) WHERE a IS NOT NULL ORDER BY i {order} LIMIT ?",
-                (buckets, device, key_id, start, interval, start, interval, end, limit),
-            )
+            # is needed. Each bucket's bounds are computed once, in the CTE, not per row
+            # scanned; empty buckets are dropped here, not by an outer SQL WHERE, which would
+            # make SQLite evaluate the correlated subquery twice.
+            walked = conn.execute(
+                "WITH RECURSIVE b(i, lo, hi) AS (SELECT 0, :start, min(:start + :step, :end) "
+                "UNION ALL SELECT i + 1, hi, min(hi + :step, :end) FROM b WHERE i + 1 < :n) "
+                f"SELECT i, (SELECT {value} FROM ts_kv WHERE device = :device AND key = :key "
+                f"AND ts >= b.lo AND ts < b.hi {numeric}) FROM b",
+                {
+                    "start": start,
+                    "step": interval,
+                    "end": end,
+                    "n": buckets,
+                    "device": device,
+                    "key": key_id,
+                },
+            ).fetchall()
+            found = [row for row in walked if row[1] is not None]
+            rows = (found[::-1] if descending else found)[:limit]
         else:
             rows = conn.execute(
                 f"SELECT (ts - ?) / ? AS bucket, {value} FROM ts_kv "
                 f"WHERE device = ? AND key = ? AND ts >= ? AND ts < ? {numeric} "
                 f"GROUP BY bucket ORDER BY bucket {order} LIMIT ?",
                 (start, interval, device, key_id, start, end, limit),
-            )
+            ).fetchall()
         out: list[TsValue] = []
         for bucket, result in rows:
             first = start + bucket * interval
