@@ -89,6 +89,8 @@ import psutil
 import uvloop
 
 T = TypeVar("T")
+from common import percentile, revision  # noqa: E402 - benchmarks/ is on sys.path
+
 HERE = Path(__file__).resolve().parent
 NULL_APP = HERE / "baselines" / "http_null_app.py"
 LIVE_LOAD = HERE / "live_load.py"
@@ -823,12 +825,6 @@ class LivePoint:
     server_exit: int | None = None
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 async def _read_ready(proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     assert proc.stdout is not None
@@ -1073,25 +1069,6 @@ def live_table(points: list[LivePoint], markdown: bool = False) -> str:
         for p in points
     ]
     return table(heads, rows, markdown)
-
-
-def revision() -> str:
-    repo = HERE.parent
-
-    def git(*a: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *a], check=False, capture_output=True, text=True, timeout=10
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "src")
-    except (OSError, subprocess.SubprocessError):
-        return "source revision unknown"
-    if not commit:
-        return "source revision unknown"
-    return f"tinyboard at {commit}" + (" + uncommitted changes in src/" if dirty else "")
 
 
 def machine() -> str:

@@ -58,6 +58,8 @@ from typing import Any
 import psutil
 import uvloop
 
+from common import percentile, revision
+
 HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baselines" / "threaded_server.py"
 HOST = "127.0.0.1"
@@ -349,12 +351,6 @@ class Point:
     server_exit: int | None = None
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 async def run_point(
     mode: str, n: int, seconds: float, warmup: float, tinyboard: str, keep: bool
 ) -> Point:
@@ -490,26 +486,6 @@ def ratios(points: list[Point]) -> list[str]:
                     f"  ({p.msgs_per_s:,.0f} / {base.msgs_per_s:,.0f})"
                 )
     return out
-
-
-def revision() -> str:
-    """The tinyboard source measured: git commit, and whether src/ had uncommitted edits."""
-    repo = HERE.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], check=False, capture_output=True, text=True, timeout=10
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "src")
-    except (OSError, subprocess.SubprocessError):
-        return "source revision unknown"
-    if not commit:
-        return "source revision unknown"
-    return f"tinyboard at {commit}" + (" + uncommitted changes in src/" if dirty else "")
 
 
 def machine() -> str:

@@ -80,6 +80,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mqtt_load  # the generator worker, a sibling module
+from common import percentile, revision
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -373,12 +374,6 @@ def sleep_until(t: float) -> None:
     delay = t - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 @dataclass
@@ -796,26 +791,6 @@ def checks(points: list[Point]) -> list[str]:
             f"{c.missing:,} (on {c.devices_short} devices); server exit {p.server_exit}"
         )
     return out
-
-
-def revision() -> str:
-    """The tinyboard source measured: git commit, and whether src/ had uncommitted edits."""
-    repo = HERE.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], check=False, capture_output=True, text=True, timeout=10
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "src")
-    except (OSError, subprocess.SubprocessError):
-        return "source revision unknown"
-    if not commit:
-        return "source revision unknown"
-    return f"tinyboard at {commit}" + (" + uncommitted changes in src/" if dirty else "")
 
 
 def machine() -> str:
