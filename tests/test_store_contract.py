@@ -194,3 +194,29 @@ async def test_users(store: Store) -> None:
 async def test_settings_keep_the_first_value(store: Store) -> None:
     assert await store.setting("jwt", "first") == "first"
     assert await store.setting("jwt", "second") == "first"
+
+
+async def test_long_aggregations_split_across_readers_give_the_same_answer(store: Store) -> None:
+    d = await store.create_device("split")
+    await store.write([(d.key, "t", ts, ts % 7) for ts in range(0, 5000, 3)], [])
+    interval = 10  # 500 buckets: enough to be split
+    expected = []
+    for first in range(0, 5000, interval):
+        values = [ts % 7 for ts in range(0, 5000, 3) if first <= ts < first + interval]
+        if values:
+            expected.append((first + interval // 2, max(values)))
+    got = await store.aggregate(
+        d.key, "t", start_ts=0, end_ts=5000, interval=interval, agg="MAX", limit=10_000
+    )
+    assert got == expected
+    newest = await store.aggregate(
+        d.key,
+        "t",
+        start_ts=0,
+        end_ts=5000,
+        interval=interval,
+        agg="MAX",
+        limit=300,
+        descending=True,
+    )
+    assert newest == expected[::-1][:300]

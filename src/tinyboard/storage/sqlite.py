@@ -43,6 +43,8 @@ UPSERT_TS = (
     "INSERT INTO ts_kv (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (device, key, ts) DO UPDATE SET kind = excluded.kind, v = excluded.v"
 )
+SPLIT_BUCKETS = 200
+"""From this many buckets on, an aggregation is split across the reader threads."""
 BUCKET_WALK_LIMIT = 100_000
 """Up to this many buckets, aggregate bucket by bucket; beyond it, one GROUP BY scan."""
 _SQL_AGGREGATE = {
@@ -149,6 +151,7 @@ class SQLiteStore:
         self._sync = "FULL" if sync == "full" else "NORMAL"
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="tinyboard-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="tinyboard-reader")
+        self._reader_count = readers
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -405,8 +408,24 @@ class SQLiteStore:
             )
         if interval <= 0:
             raise ValueError("interval must be a positive number of milliseconds")
-        args = (device, key, start_ts, end_ts, interval, agg, limit, descending)
-        return await self._read_op(self._aggregate, *args)
+        buckets = -(-(end_ts - start_ts) // interval)
+        parts = self._reader_count if buckets >= SPLIT_BUCKETS else 1
+        # A long range is cut at bucket boundaries and the parts run on the reader threads at
+        # once: SQLite releases the GIL while it scans, so a big query uses every core.
+        step = -(-buckets // parts) * interval
+        bounds = [(lo, min(lo + step, end_ts)) for lo in range(start_ts, end_ts, step)]
+        results = await asyncio.gather(
+            *(
+                self._read_op(
+                    self._aggregate, device, key, lo, hi, interval, agg, limit, descending
+                )
+                for lo, hi in bounds
+            )
+        )
+        merged = [
+            point for part in (reversed(results) if descending else results) for point in part
+        ]
+        return merged[:limit]
 
     def _aggregate(
         self,

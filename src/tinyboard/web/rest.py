@@ -11,6 +11,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -136,7 +137,8 @@ async def ts_keys(device_id: str, request: Request, _: User) -> list[str]:
 
 @router.get(
     "/api/plugins/telemetry/DEVICE/{device_id}/values/timeseries",
-    response_model=dict[str, list[TsPoint]],
+    response_class=Response,
+    responses={200: {"model": dict[str, list[TsPoint]]}},
 )
 async def timeseries(
     device_id: str,
@@ -150,21 +152,26 @@ async def timeseries(
     limit: int = Query(100, ge=1, le=100_000),
     orderBy: Literal["ASC", "DESC"] = "DESC",
     useStrictDataTypes: bool = False,
-) -> dict[str, list[TsPoint]]:
+) -> Response:
     """Latest values (no `startTs`/`endTs`), or history with optional aggregation done by the
-    database: `agg` over `interval`-ms buckets between `startTs` and `endTs`."""
+    database: `agg` over `interval`-ms buckets between `startTs` and `endTs`.
+
+    Serialised with orjson straight from tuples: for 1,000 buckets, building a model per
+    point cost more than the query's own margin."""
     store = _ctx(request).store
     device = await _device(request, device_id)
     wanted = _keys(keys)
     if startTs is None or endTs is None:
         latest = await store.latest(device.key, wanted)
-        return {
-            k: [TsPoint(ts=ts, value=as_text(v, strict=useStrictDataTypes))]
-            for k, (ts, v) in latest.items()
-        }
+        return _json(
+            {
+                k: [{"ts": ts, "value": as_text(v, strict=useStrictDataTypes)}]
+                for k, (ts, v) in latest.items()
+            }
+        )
     if agg != "NONE" and interval <= 0:
         raise TinyboardError("an aggregation needs interval > 0 (milliseconds per bucket)")
-    out: dict[str, list[TsPoint]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for key in wanted if wanted is not None else await store.ts_keys(device.key):
         points = await store.aggregate(
             device.key,
@@ -178,9 +185,13 @@ async def timeseries(
         )
         if points:
             out[key] = [
-                TsPoint(ts=ts, value=as_text(v, strict=useStrictDataTypes)) for ts, v in points
+                {"ts": ts, "value": as_text(v, strict=useStrictDataTypes)} for ts, v in points
             ]
-    return out
+    return _json(out)
+
+
+def _json(document: Any) -> Response:
+    return Response(orjson.dumps(document), media_type="application/json")
 
 
 @router.get("/api/plugins/telemetry/DEVICE/{device_id}/export.csv")
