@@ -222,3 +222,24 @@ def test_sigterm_works_when_whoever_started_the_server_is_gone(tmp_path: Path) -
     server.proc.stderr.close()
     server.signal(signal.SIGTERM)
     assert server.proc.wait(10) == 0
+
+
+def test_device_removed_from_another_process_is_disconnected(tmp_path: Path) -> None:
+    import httpx
+
+    data = tmp_path / "data"
+    token = tinyboard("device", "add", "doomed", "--data-dir", str(data)).stdout.strip()
+    server = ServeProcess(data)
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/api/v1/{token}/telemetry"
+        assert httpx.post(url, json={"a": 1}).status_code == 200  # the token is now cached
+        with LineClient(server.line_port) as client:
+            assert client.ask(f"TOKEN {token}") == "OK doomed"
+            removed = tinyboard("device", "rm", "doomed", "--yes", "--data-dir", str(data))
+            assert removed.returncode == 0
+            client.sock.settimeout(5)
+            assert client.at_eof()  # closed by the server's device watcher
+        assert httpx.post(url, json={"a": 2}).status_code == 401
+    finally:
+        server.signal(signal.SIGTERM)
+        assert server.wait()[0] == 0

@@ -220,3 +220,13 @@ async def test_long_aggregations_split_across_readers_give_the_same_answer(store
         descending=True,
     )
     assert newest == expected[::-1][:300]
+
+
+async def test_device_generation_moves_on_every_device_change(store: Store) -> None:
+    first = await store.device_generation()
+    device = await store.create_device("gen")
+    second = await store.device_generation()
+    await store.write([(device.key, "t", 1, 1)], [])  # telemetry is not a device change
+    assert await store.device_generation() == second != first
+    await store.delete_device(device.id)
+    assert await store.device_generation() not in (first, second)

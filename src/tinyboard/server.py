@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.attributes import AttributeService
+from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.models import User
 from tinyboard.core.pipeline import Pipeline
@@ -67,19 +68,20 @@ class Server:
         self.pipeline = Pipeline(
             self.store, queue_limit=config.queue_limit, batch_limit=config.batch_limit
         )
+        self.directory = DeviceDirectory(self.store)
         self.live = LiveHub()
         self.pipeline.on_commit(self.live.publish)
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
         self.line = LineServer(
-            store=self.store,
+            directory=self.directory,
             pipeline=self.pipeline,
             registry=self.registry,
             max_line=config.max_line,
         )
         self.mqtt = MQTTServer(
-            store=self.store,
+            directory=self.directory,
             pipeline=self.pipeline,
             registry=self.registry,
             hub=self.hub,
@@ -92,6 +94,7 @@ class Server:
         self.http: HttpServer | None = None
         self.created_admin: tuple[User, str] | None = None
         self._listeners: list[asyncio.Server] = []
+        self._watcher: asyncio.Task[None] | None = None
         self._should_exit: asyncio.Event | None = None
         self._signals = 0
         self.ready = asyncio.Event()
@@ -121,11 +124,26 @@ class Server:
             await self.shutdown()
             raise
         self.mqtt.start()
+        self._watcher = asyncio.get_running_loop().create_task(
+            self.directory.watch(self._connected_devices, self.disconnect_device)
+        )
         self._announce()
+
+    def _connected_devices(self) -> set[str]:
+        return {c.device.id for c in self.registry if c.device is not None}
+
+    def disconnect_device(self, device_id: str) -> None:
+        """Close every connection and waiting poll of a device (it was deleted)."""
+        for client in self.registry.for_device(device_id):
+            client.connection.close()
+        for session in self.hub.for_device(device_id):
+            session.close()
 
     async def _web_context(self) -> WebContext:
         return WebContext(
             store=self.store,
+            directory=self.directory,
+            disconnect_device=self.disconnect_device,
             pipeline=self.pipeline,
             registry=self.registry,
             hub=self.hub,
@@ -211,6 +229,9 @@ class Server:
             self._should_exit.set()
 
     async def shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         for server in self._listeners:
             server.close()
         if self.http is not None:

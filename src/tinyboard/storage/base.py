@@ -46,6 +46,9 @@ class Store(Protocol):
     async def count_devices(self, *, text_search: str = "") -> int:
         """How many devices `list_devices` would page through."""
 
+    async def device_generation(self) -> int:
+        """A number that changes whenever any process adds, changes or deletes a device."""
+
     async def delete_device(self, ref: str) -> Device:
         """Delete a device and all its data; returns what was deleted."""
 

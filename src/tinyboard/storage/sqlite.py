@@ -292,6 +292,17 @@ class SQLiteStore:
         )
         return int(count)
 
+    async def device_generation(self) -> int:
+        return await self._read_op(self._device_generation)
+
+    def _device_generation(self) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT value FROM setting WHERE name = 'device_generation'")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
     async def delete_device(self, ref: str) -> Device:
         device = await self.get_device(ref)
         await self._write_op(self._delete_device, device.key)

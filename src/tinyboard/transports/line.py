@@ -15,12 +15,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import partial
 
+from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.ingest import ServerClock, parse_line
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError
 from tinyboard.registry import Registry
-from tinyboard.storage.base import Store
 from tinyboard.transports.base import StreamProtocol, TransportServer
 from tinyboard.transports.outbox import Slot
 
@@ -39,10 +39,15 @@ class LineServer(TransportServer):
     name = "line"
 
     def __init__(
-        self, *, store: Store, pipeline: Pipeline, registry: Registry, max_line: int = 8192
+        self,
+        *,
+        directory: DeviceDirectory,
+        pipeline: Pipeline,
+        registry: Registry,
+        max_line: int = 8192,
     ) -> None:
         super().__init__(registry)
-        self.store = store
+        self.directory = directory
         self.pipeline = pipeline
         self.max_line = max_line
 
@@ -194,7 +199,7 @@ class LineProtocol(StreamProtocol):
 
     async def _lookup(self, token: str, slot: Slot) -> None:
         try:
-            device = await self._server.store.device_by_token(token) if token else None
+            device = await self._server.directory.by_token(token) if token else None
         except StorageError as exc:
             log.error("token lookup failed: %s", exc)
             reply = "ERROR could not check the token right now; send TOKEN again\n"

@@ -19,6 +19,7 @@ from typing import Any, cast
 import orjson
 
 from tinyboard.core.attributes import AttributeService, parse_attribute_request
+from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
@@ -50,7 +51,6 @@ from tinyboard.mqtt.properties import NO_PROPERTIES, Properties
 from tinyboard.mqtt.reasons import SUBACK_FAILURE, ConnectReturn, Reason
 from tinyboard.mqtt.state import Role, State
 from tinyboard.registry import Registry
-from tinyboard.storage.base import Store
 from tinyboard.transports import thingsboard as tb
 from tinyboard.transports.base import StreamProtocol, TransportServer
 from tinyboard.transports.outbox import Slot
@@ -70,7 +70,7 @@ class MQTTServer(TransportServer):
     def __init__(
         self,
         *,
-        store: Store,
+        directory: DeviceDirectory,
         pipeline: Pipeline,
         registry: Registry,
         hub: SessionHub,
@@ -79,7 +79,7 @@ class MQTTServer(TransportServer):
         max_packet_size: int = 65536,
     ) -> None:
         super().__init__(registry)
-        self.store = store
+        self.directory = directory
         self.pipeline = pipeline
         self.hub = hub
         self.rpc = rpc
@@ -218,7 +218,7 @@ class MQTTProtocol(StreamProtocol):
 
     async def _authenticate(self, token: str, *, assigned: bool) -> None:
         try:
-            device = await self._server.store.device_by_token(token)
+            device = await self._server.directory.by_token(token)
         except StorageError as exc:
             log.error("token lookup failed: %s", exc)
             self._connack(ConnectReturn.SERVER_UNAVAILABLE, Reason.SERVER_UNAVAILABLE)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tinyboard.core.attributes import AttributeService
+from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
@@ -17,6 +19,8 @@ from tinyboard.web.tokens import TokenService
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebContext:
     store: Store
+    directory: DeviceDirectory
+    disconnect_device: Callable[[str], None]
     pipeline: Pipeline
     registry: Registry
     hub: SessionHub

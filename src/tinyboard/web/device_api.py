@@ -65,7 +65,7 @@ def _ctx(request: Request) -> WebContext:
 
 
 async def _device(request: Request, token: str) -> Device:
-    device = await _ctx(request).store.device_by_token(token)
+    device = await _ctx(request).directory.by_token(token)
     if device is None:
         raise AuthError("invalid device access token")
     return device

@@ -115,10 +115,8 @@ async def delete_device(device_id: str, request: Request, _: User) -> Response:
     """Delete a device with all its data; its open connections are closed."""
     ctx = _ctx(request)
     device = await ctx.store.delete_device(device_id)
-    for client in ctx.registry.for_device(device.id):  # line and MQTT connections
-        client.connection.close()
-    for session in ctx.hub.for_device(device.id):  # and waiting HTTP polls
-        session.close()
+    ctx.directory.forget(device)
+    ctx.disconnect_device(device.id)
     return Response(status_code=200)
 
 
