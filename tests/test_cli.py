@@ -243,3 +243,44 @@ def test_device_removed_from_another_process_is_disconnected(tmp_path: Path) -> 
     finally:
         server.signal(signal.SIGTERM)
         assert server.wait()[0] == 0
+
+
+def test_chat_prompts_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    server = ServeProcess(tmp_path / "data")
+    controller, terminal = pty.openpty()
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "tinyboard", "chat", "--port", str(server.line_port)],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+
+    def read_until(text: str) -> str:
+        seen = ""
+        deadline = time.monotonic() + 10
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} in {seen!r}"
+            if select.select([controller], [], [], 0.2)[0]:
+                seen += os.read(controller, 1024).decode(errors="replace")
+        return seen
+
+    try:
+        assert "connected to" in read_until("> ")  # greeting, then the prompt
+        os.write(controller, b"hello there\n")
+        assert "HELLO THERE" in read_until("> ")
+        os.write(controller, b"CLOSE SOCKET\n")
+        read_until("CLOSE SOCKET\r\nCLOSE SOCKET")  # the echo of the input, then the reply
+        assert chat.wait(10) == 0
+    finally:
+        os.close(controller)
+        if chat.poll() is None:
+            chat.kill()
+        server.signal(signal.SIGTERM)
+        server.wait()

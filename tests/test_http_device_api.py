@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import httpx
@@ -76,45 +77,39 @@ def test_attributes(server: ServerThread) -> None:
     assert everything == {"client": {"fw": "1.0"}, "shared": {"interval": 30, "mode": "eco"}}
 
 
-def test_long_poll_for_attribute_updates(server: ServerThread) -> None:
-    device = server.add_device("http-poll")
-    result: list[httpx.Response] = []
-    poller = threading.Thread(
-        target=lambda: result.append(
-            httpx.get(url(server, device, "attributes/updates"), params={"timeout": 10_000})
+def start_poll(server: ServerThread, device: Device, path: str) -> Future[httpx.Response]:
+    """A long poll in a thread; returns once the server holds it as a device session."""
+    response: Future[httpx.Response] = Future()
+    threading.Thread(
+        target=lambda: response.set_result(
+            httpx.get(url(server, device, path), params={"timeout": 10_000})
         )
-    )
-    poller.start()
+    ).start()
     deadline = time.monotonic() + 10
     while not server.on_loop(lambda: server.server.hub.is_connected(device.id)):
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "the poll never reached the server"
         time.sleep(0.01)
+    return response
+
+
+def test_long_poll_for_attribute_updates(server: ServerThread) -> None:
+    device = server.add_device("http-poll")
+    poll = start_poll(server, device, "attributes/updates")
     server.call(server.server.attributes.update_shared(device, {"interval": 5}))
-    poller.join(10)
-    assert result[0].status_code == 200 and result[0].json() == {"interval": 5}
+    update = poll.result(10)
+    assert update.status_code == 200 and update.json() == {"interval": 5}
     timed_out = httpx.get(url(server, device, "attributes/updates"), params={"timeout": 200})
     assert timed_out.status_code == 408
 
 
 def test_rpc_over_http(server: ServerThread) -> None:
     device = server.add_device("http-rpc")
-    polled: list[httpx.Response] = []
-    poller = threading.Thread(
-        target=lambda: polled.append(
-            httpx.get(url(server, device, "rpc"), params={"timeout": 10_000})
-        )
-    )
-    poller.start()
-    deadline = time.monotonic() + 10
-    while not server.on_loop(lambda: server.server.hub.is_connected(device.id)):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    poll = start_poll(server, device, "rpc")
     assert server.loop is not None
     call = asyncio.run_coroutine_threadsafe(
         server.server.rpc.call(device.id, "getReading", {"unit": "C"}), server.loop
     )
-    poller.join(10)
-    request = polled[0].json()
+    request = poll.result(10).json()
     assert request["method"] == "getReading" and request["params"] == {"unit": "C"}
     reply = httpx.post(url(server, device, f"rpc/{request['id']}"), json={"temperature": 22})
     assert reply.status_code == 200

@@ -13,7 +13,7 @@ import click
 import orjson
 
 from tinyboard import __version__
-from tinyboard.config import SERVE_SETTINGS, STORE_SETTINGS, Setting, config_from
+from tinyboard.config import SETTINGS, STORE_SETTINGS, Setting, config_from
 from tinyboard.errors import TinyboardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,7 +65,7 @@ def main() -> None:
 
 
 @main.command()
-@setting_options(SERVE_SETTINGS)
+@setting_options(SETTINGS)
 def serve(**options: Any) -> None:
     """Start the server (Ctrl+C or SIGTERM stops it gracefully; twice forces it)."""
     from tinyboard.server import run

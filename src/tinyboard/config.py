@@ -97,7 +97,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-SERVE_SETTINGS = SETTINGS
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})
 
 

@@ -42,7 +42,6 @@ class PipelineStats:
     largest_batch: int = 0
     deepest_queue: int = 0
     pauses: int = 0
-    waiting_sources: int = 0
 
 
 @dataclass(slots=True)
@@ -126,7 +125,6 @@ class Pipeline:
         """Call `resume` once the queue has drained below half its limit."""
         self._waiting_for_space.append(resume)
         self.stats.pauses += 1
-        self.stats.waiting_sources = len(self._waiting_for_space)
 
     def on_commit(self, listener: Committed) -> None:
         self._listeners.append(listener)
@@ -212,6 +210,5 @@ class Pipeline:
     def _release_waiters(self) -> None:
         if self._waiting_for_space and self._queued < self.queue_limit // 2:
             waiting, self._waiting_for_space = self._waiting_for_space, []
-            self.stats.waiting_sources = 0
             for resume in waiting:
                 resume()
