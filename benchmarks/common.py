@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,3 +37,61 @@ def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+# -- child processes ---------------------------------------------------------------------------
+# Children are started through this launcher: on Linux it asks the kernel to SIGTERM the child
+# when the benchmark dies, even by SIGKILL (PR_SET_PDEATHSIG), then execs the real command, so
+# the pid we watch is the child's own. A preexec_fn would do the same but is unsafe with threads.
+LAUNCHER = """
+import ctypes, ctypes.util, os, signal, sys
+parent = int(sys.argv[1])
+if sys.platform.startswith("linux") and (libc := ctypes.util.find_library("c")):
+    ctypes.CDLL(libc).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+if os.getppid() != parent:
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+children: set[subprocess.Popen[bytes]] = set()
+"""Processes started by `spawn`; `stop_all_children` stops them on the way out."""
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    launcher = [sys.executable, "-c", LAUNCHER, str(os.getpid())]
+    exe = shutil.which(argv[0]) or argv[0]
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.Popen([*launcher, exe, *argv[1:]], **kwargs)
+    children.add(proc)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+    """SIGTERM, wait, then SIGKILL. Returns the exit code (None if it had to be killed)."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                return None
+        return proc.returncode
+    finally:
+        children.discard(proc)
+
+
+def stop_all_children(timeout: float = 5.0) -> None:
+    for proc in list(children):
+        stop_process(proc, timeout)
+
+
+def serve_argv(tinyboard: str | list[str], data_dir: Path, *extra: str) -> list[str]:
+    """`tinyboard serve` on 127.0.0.1 with every listener on a free port (1883 and 8080 may be
+    taken on the benchmark machine). `tinyboard` is the program, or its argv prefix."""
+    program = [tinyboard] if isinstance(tinyboard, str) else tinyboard
+    return [
+        *program, "serve", "--bind", "127.0.0.1", "--line-port", "0", "--mqtt-port", "0",
+        "--http-port", "0", "--data-dir", str(data_dir), *extra,
+    ]  # fmt: skip

@@ -89,7 +89,14 @@ import psutil
 import uvloop
 
 T = TypeVar("T")
-from common import percentile, revision  # noqa: E402 - benchmarks/ is on sys.path
+from common import (  # noqa: E402 - benchmarks/ is on sys.path
+    percentile,
+    revision,
+    serve_argv,
+    spawn,
+    stop_all_children,
+    stop_process,
+)
 
 HERE = Path(__file__).resolve().parent
 NULL_APP = HERE / "baselines" / "http_null_app.py"
@@ -135,52 +142,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
-
-# Processes started by this script; all of them are stopped on the way out, whatever happens.
-_children: set[subprocess.Popen[bytes]] = set()
-
-# Children are started through this launcher: on Linux it asks the kernel to SIGTERM the child
-# when this script dies, even by SIGKILL (PR_SET_PDEATHSIG), then execs the real command, so
-# the pid we watch is the child's own.
-LAUNCHER = """
-import ctypes, ctypes.util, os, signal, sys
-parent = int(sys.argv[1])
-if sys.platform.startswith("linux") and (libc := ctypes.util.find_library("c")):
-    ctypes.CDLL(libc).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-if os.getppid() != parent:
-    sys.exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    launcher = [sys.executable, "-c", LAUNCHER, str(os.getpid())]
-    exe = shutil.which(argv[0]) or argv[0]
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    proc = subprocess.Popen([*launcher, exe, *argv[1:]], **kwargs)
-    _children.add(proc)
-    return proc
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM, wait, then SIGKILL. Returns the exit code (None if it had to be killed)."""
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-                return None
-        return proc.returncode
-    finally:
-        _children.discard(proc)
-
-
-def stop_all_children() -> None:
-    for proc in list(_children):
-        stop_process(proc, timeout=5)
 
 
 async def stop_async(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
@@ -347,22 +308,7 @@ async def _wait_ready(
 
 async def start_tinyboard(tinyboard: str, data_dir: Path, sync: str = "full") -> Server:
     log_path = data_dir / "server.log"
-    argv = [
-        tinyboard,
-        "serve",
-        "--bind",
-        HOST,
-        "--line-port",
-        "0",
-        "--mqtt-port",
-        "0",
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--sync",
-        sync,
-    ]
+    argv = serve_argv(tinyboard, data_dir, "--sync", sync)
     with log_path.open("wb") as out:
         proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     match = await _wait_ready(proc, log_path, TINYBOARD_READY, "tinyboard")

@@ -58,7 +58,14 @@ from typing import Any
 import psutil
 import uvloop
 
-from common import percentile, revision
+from common import (
+    percentile,
+    revision,
+    serve_argv,
+    spawn,
+    stop_all_children,
+    stop_process,
+)
 
 HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baselines" / "threaded_server.py"
@@ -90,32 +97,6 @@ async def main(path, n):
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
-# Processes started by this script; all of them are stopped on the way out, whatever happens.
-_children: set[subprocess.Popen[bytes]] = set()
-
-
-# -- server processes ------------------------------------------------------------------------
-# Children are started through this launcher: on Linux it asks the kernel to SIGTERM the child
-# when this script dies, even by SIGKILL (PR_SET_PDEATHSIG), then execs the real command, so
-# the pid we watch is the server's. A preexec_fn would do the same but is unsafe with threads.
-LAUNCHER = """
-import ctypes, ctypes.util, os, signal, sys
-parent = int(sys.argv[1])
-if sys.platform.startswith("linux") and (libc := ctypes.util.find_library("c")):
-    ctypes.CDLL(libc).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-if os.getppid() != parent:
-    sys.exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    launcher = [sys.executable, "-c", LAUNCHER, str(os.getpid())]
-    exe = shutil.which(argv[0]) or argv[0]
-    proc = subprocess.Popen([*launcher, exe, *argv[1:]], stdin=subprocess.DEVNULL, **kwargs)
-    _children.add(proc)
-    return proc
-
 
 @dataclass
 class ServerProcess:
@@ -136,25 +117,11 @@ async def start_server(mode: str, data_dir: Path, tinyboard: str) -> ServerProce
         argv = [sys.executable, str(BASELINE), "--host", HOST, "--port", "0"]
         ready = THREADED_READY
     else:
-        argv = [
-            tinyboard,
-            "serve",
-            "--bind",
-            HOST,
-            "--line-port",
-            "0",
-            # Other listeners on free ports too, so a busy 1883/8080 cannot stop a run.
-            "--mqtt-port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-        ]
+        argv = serve_argv(tinyboard, data_dir)
         ready = TINYBOARD_READY
     with log.open("wb") as out:
         # A new session: Ctrl+C reaches only us, and we stop the server ourselves.
-        proc = _spawn(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
@@ -168,27 +135,6 @@ async def start_server(mode: str, data_dir: Path, tinyboard: str) -> ServerProce
     raise RuntimeError(f"{mode} server did not become ready; its output:\n{tail}")
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM, wait, then SIGKILL. Returns the exit code (None if it had to be killed)."""
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-                return None
-        return proc.returncode
-    finally:
-        _children.discard(proc)
-
-
-def stop_all_children() -> None:
-    for proc in list(_children):
-        stop_process(proc, timeout=5)
-
-
 async def stop_server(server: ServerProcess) -> int | None:
     return await asyncio.get_running_loop().run_in_executor(None, stop_process, server.proc)
 
@@ -196,7 +142,7 @@ async def stop_server(server: ServerProcess) -> int | None:
 async def create_devices(data_dir: Path, n: int) -> list[str]:
     """N devices straight into the store (one process, before the server starts)."""
     argv = [sys.executable, "-c", CREATE_DEVICES, str(data_dir / "tinyboard.db"), str(n)]
-    proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         loop = asyncio.get_running_loop()
         out, err = await asyncio.wait_for(

@@ -71,6 +71,7 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -79,8 +80,9 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
 import mqtt_load  # the generator worker, a sibling module
-from common import percentile, revision
+from common import percentile, revision, serve_argv
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -90,6 +92,9 @@ STOP_TIMEOUT = 30.0
 SETUP_TIMEOUT = 300.0
 IDLE_KEEPALIVE = 300
 TINYBOARD_READY = re.compile(r"ready: line protocol on \S+, MQTT on [^\s:]+:(\d+)")
+
+spawn = partial(common.spawn, start_new_session=True)  # Ctrl+C reaches only us
+stop_process = partial(common.stop_process, timeout=STOP_TIMEOUT)
 
 CREATE_DEVICES = """
 import asyncio, sys
@@ -108,54 +113,12 @@ async def main(path, n):
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
-# Children are started through this launcher: on Linux it asks the kernel to SIGTERM the child
-# when this script dies, even by SIGKILL (PR_SET_PDEATHSIG), then execs the real command, so
-# the pid we watch is the program's own.
-LAUNCHER = """
-import ctypes, ctypes.util, os, signal, sys
-parent = int(sys.argv[1])
-if sys.platform.startswith("linux") and (libc := ctypes.util.find_library("c")):
-    ctypes.CDLL(libc).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-if os.getppid() != parent:
-    sys.exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
 
 class Stop(Exception):
     """SIGTERM or --max-time: unwind, stopping everything on the way."""
 
 
-# -- child processes ---------------------------------------------------------------------------
-_children: set[subprocess.Popen[bytes]] = set()
 _workers: set[BaseProcess] = set()
-
-
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    launcher = [sys.executable, "-c", LAUNCHER, str(os.getpid())]
-    exe = shutil.which(argv[0]) or argv[0]
-    # A new session: Ctrl+C reaches only us, and we stop the children ourselves.
-    proc = subprocess.Popen(
-        [*launcher, exe, *argv[1:]], stdin=subprocess.DEVNULL, start_new_session=True, **kwargs
-    )
-    _children.add(proc)
-    return proc
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM, wait, then SIGKILL. Returns the exit code (None if it had to be killed)."""
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-                return None
-        return proc.returncode
-    finally:
-        _children.discard(proc)
 
 
 def stop_workers(workers: list[tuple[BaseProcess, Pipe]]) -> None:
@@ -179,8 +142,7 @@ def stop_everything() -> None:
         if proc.is_alive():
             proc.kill()
         _workers.discard(proc)
-    for child in list(_children):
-        stop_process(child, timeout=10)
+    common.stop_all_children(timeout=10)
 
 
 @dataclass
@@ -194,23 +156,7 @@ class Server:
 
 def start_tinyboard(tinyboard: str, data_dir: Path, sync: str, extra: str = "") -> Server:
     log = data_dir / "server.log"
-    argv = [
-        tinyboard,
-        "serve",
-        "--bind",
-        HOST,
-        "--line-port",
-        "0",
-        "--mqtt-port",
-        "0",
-        "--http-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--sync",
-        sync,
-        *extra.split(),
-    ]
+    argv = serve_argv(tinyboard, data_dir, "--sync", sync, *extra.split())
     with log.open("wb") as out:
         proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + READY_TIMEOUT

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from common import serve_argv
+
 
 def python_floor() -> float:
     started = time.perf_counter()
@@ -31,22 +33,7 @@ def tinyboard_once() -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tinyboard",
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--line-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--http-port",
-                "0",
-                "--data-dir",
-                str(Path(tmp) / "data"),
-            ],
+            serve_argv([sys.executable, "-m", "tinyboard"], Path(tmp) / "data"),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
