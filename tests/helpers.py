@@ -25,7 +25,8 @@ class ServerThread:
     """A real tinyboard `Server` on 127.0.0.1 (ports chosen by the OS), on its own loop."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        ports = {"line_port": 0, "mqtt_port": 0, "http_port": 0}
+        # NiceGUI allows one dashboard per process; the browser tests start their own server.
+        ports = {"line_port": 0, "mqtt_port": 0, "http_port": 0, "dashboard": False}
         self.config = Config(data_dir=data_dir, bind="127.0.0.1", **{**ports, **overrides})
         self.server = Server(self.config)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -177,6 +178,8 @@ class ServeProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # as a user runs it: NiceGUI changes behaviour when it sees it is under pytest
+            env={k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"},
         )
         self.output: list[str] = []
         self.line_port, self.mqtt_port, self.http_port = self._wait_ready()
@@ -194,6 +197,21 @@ class ServeProcess:
         self.proc.kill()
         _, err = self.proc.communicate()
         raise RuntimeError(f"server did not start: {''.join(self.output)}{err}")
+
+    @property
+    def admin_password(self) -> str:
+        """The password printed for the admin created on first start (read on demand: it is
+        printed after the ready line)."""
+        pattern = re.compile(r"created the admin user \S+ with password (\S+)")
+        assert self.proc.stdout is not None
+        for line in self.output:
+            if match := pattern.search(line):
+                return match.group(1)
+        while line := self.proc.stdout.readline():
+            self.output.append(line)
+            if match := pattern.search(line):
+                return match.group(1)
+        raise AssertionError(f"no admin password in {self.output}")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -31,7 +31,7 @@ def setting_options(settings: tuple[Setting, ...]) -> Callable[[F], F]:
             elif s.choices:
                 kind = click.Choice(s.choices)
             f = click.option(
-                s.flag,
+                s.switch,
                 s.name,
                 type=kind,
                 default=s.default,

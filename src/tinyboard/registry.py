@@ -76,6 +76,8 @@ class Registry:
         self._ids = itertools.count(1)
         self._closed: dict[str, list[int]] = {}
         """Traffic of connections that have gone, per transport: so totals never go down."""
+        self._last_seen: dict[str, tuple[str, float]] = {}
+        """Device id → (transport, Unix time) of its last closed connection or HTTP request."""
 
     def add(self, transport: str, peer: str, connection: Connection) -> Client:
         client = Client(next(self._ids), transport, peer, connection)
@@ -84,6 +86,8 @@ class Registry:
 
     def remove(self, client: Client) -> None:
         if self._clients.pop(client.id, None) is not None:
+            if client.device is not None:
+                self._last_seen[client.device.id] = (client.transport, time.time())
             totals = self._closed.setdefault(client.transport, [0, 0, 0, 0, 0])
             totals[0] += client.messages_in
             totals[1] += client.messages_out
@@ -104,6 +108,14 @@ class Registry:
             t.bytes_in += c.bytes_in
             t.bytes_out += c.bytes_out
         return out
+
+    def seen(self, device: Device, transport: str) -> None:
+        """A device used a connectionless transport (HTTP) just now."""
+        self._last_seen[device.id] = (transport, time.time())
+
+    def last_seen(self, device_id: str) -> tuple[str, float] | None:
+        """How and when the device was last heard from outside a live connection."""
+        return self._last_seen.get(device_id)
 
     def for_device(self, device_id: str) -> list[Client]:
         return [c for c in self._clients.values() if c.device and c.device.id == device_id]

@@ -19,6 +19,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from fastapi import FastAPI
+
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.attributes import AttributeService
@@ -118,7 +120,7 @@ class Server:
             await self._listen(MQTT, self.mqtt, self.config.mqtt_port)
             http_socket = self._bind(HTTP, self.config.http_port)
             self.created_admin = await ensure_admin(self.store)
-            self.http = HttpServer(create_app(await self._web_context()), http_socket)
+            self.http = HttpServer(await self._web_app(), http_socket)
             await self.http.start()
         except BaseException:
             await self.shutdown()
@@ -138,6 +140,16 @@ class Server:
             client.connection.close()
         for session in self.hub.for_device(device_id):
             session.close()
+
+    async def _web_app(self) -> FastAPI:
+        ctx = await self._web_context()
+        if not self.config.dashboard:
+            return create_app(ctx)
+        from tinyboard.dashboard import mount  # NiceGUI takes ~0.5 s to import: only if used
+
+        app = create_app(ctx, home="/ui/devices")
+        mount(app, ctx, self.ports)
+        return app
 
     async def _web_context(self) -> WebContext:
         return WebContext(

@@ -16,7 +16,8 @@ People and scripts log in with `POST /api/auth/login` and send the JWT as
 """
 
 
-def create_app(ctx: WebContext) -> FastAPI:
+def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
+    """The API application; `/` sends a browser to `home` (the dashboard when it is on)."""
     app = FastAPI(title="tinyboard", version=__version__, description=DESCRIPTION)
     app.state.ctx = ctx
     app.state.login_limiter = auth.LoginLimiter()
@@ -27,7 +28,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def root() -> RedirectResponse:
+        return RedirectResponse(home)
 
     return app

@@ -65,9 +65,11 @@ def _ctx(request: Request) -> WebContext:
 
 
 async def _device(request: Request, token: str) -> Device:
-    device = await _ctx(request).directory.by_token(token)
+    ctx = _ctx(request)
+    device = await ctx.directory.by_token(token)
     if device is None:
         raise AuthError("invalid device access token")
+    ctx.registry.seen(device, "http")
     return device
 
 

@@ -5,10 +5,7 @@ Every route here needs a JWT (`auth.User`).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -20,6 +17,7 @@ from tinyboard.core.models import AGGREGATIONS, Aggregation, Device, Scope
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
+from tinyboard.web.export import csv_export
 from tinyboard.web.models import (
     AttributeOut,
     ClientOut,
@@ -42,7 +40,6 @@ SCOPE_OF: dict[str, Scope] = {
     "SHARED_SCOPE": "SHARED",
     "SERVER_SCOPE": "SERVER",
 }
-EXPORT_PAGE = 5000
 MAX_TS = 2**62
 """Largest timestamp accepted in queries (SQLite integers are 64-bit)."""
 
@@ -201,42 +198,9 @@ async def export_csv(
     startTs: int = Query(0, ge=0, le=MAX_TS),
     endTs: int = Query(MAX_TS, ge=0, le=MAX_TS),
 ) -> StreamingResponse:
-    """The device's time series in [startTs, endTs) as CSV (ts, key, value), streamed in
-    pages so a year of data never sits in memory."""
-    store = _ctx(request).store
+    """The device's time series in [startTs, endTs) as CSV (ts, key, value)."""
     device = await _device(request, device_id)
-    wanted = _keys(keys) or await store.ts_keys(device.key)
-
-    async def rows() -> AsyncIterator[str]:
-        yield "ts,key,value\r\n"
-        for key in wanted:
-            start = startTs
-            while True:
-                points = await store.history(
-                    device.key,
-                    key,
-                    start_ts=start,
-                    end_ts=endTs,
-                    limit=EXPORT_PAGE,
-                    descending=False,
-                )
-                if not points:
-                    break
-                buf = io.StringIO()
-                writer = csv.writer(buf)
-                for ts, value in points:
-                    writer.writerow((ts, key, as_text(value)))
-                yield buf.getvalue()
-                if len(points) < EXPORT_PAGE:
-                    break
-                start = points[-1][0] + 1
-
-    filename = f"{device.name}.csv".replace('"', "")
-    return StreamingResponse(
-        rows(),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_export(_ctx(request).store, device, _keys(keys), startTs, endTs)
 
 
 # -- attributes ----------------------------------------------------------------------------

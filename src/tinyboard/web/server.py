@@ -32,7 +32,7 @@ class HttpServer:
             log_config=None,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
         )
         self._server = _EmbeddedUvicorn(config)

@@ -44,11 +44,12 @@ class TokenService:
     def issue(self, user: User) -> dict[str, str]:
         """ThingsBoard's login answer: {"token": ..., "refreshToken": ...}."""
         return {
-            "token": self._encode(user, "access", self.access_seconds),
-            "refreshToken": self._encode(user, "refresh", REFRESH_SECONDS),
+            "token": self.encode(user, "access", self.access_seconds),
+            "refreshToken": self.encode(user, "refresh", REFRESH_SECONDS),
         }
 
-    def _encode(self, user: User, kind: str, seconds: int) -> str:
+    def encode(self, user: User, kind: str, seconds: int) -> str:
+        """A signed token of `kind` ("access", "refresh", the dashboard's "session")."""
         now = int(time.time())
         claims = {
             "sub": user.email,

@@ -1,0 +1,11 @@
+"""The dashboard's pages; importing this package registers them with NiceGUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyboard.dashboard.pages import connections, device, devices, login
+
+FAVICON = Path(__file__).parent.parent / "favicon.svg"
+
+__all__ = ["FAVICON", "connections", "device", "devices", "login"]

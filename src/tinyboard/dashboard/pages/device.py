@@ -1,0 +1,413 @@
+"""One device: latest values, live charts, attributes, an RPC console and CSV export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+from nicegui.client import Client
+
+from tinyboard.core.ingest import attributes_from_json
+from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, Value
+from tinyboard.dashboard.charts import (
+    MAX_POINTS,
+    RANGES,
+    LiveFold,
+    Window,
+    custom,
+    is_number,
+    preset,
+)
+from tinyboard.dashboard.pages.frame import ago, frame, notify_error, signed_in, to_login
+from tinyboard.dashboard.presence import presence_of
+from tinyboard.dashboard.state import current
+from tinyboard.errors import NotFoundError, TinyboardError
+from tinyboard.web.models import as_text
+
+FLUSH_SECONDS = 0.25
+"""Live readings wait this long, then go to the browser together."""
+STATUS_SECONDS = 2.0
+
+APPEND_JS = """<script>
+window.tinyboardAppend = (id, points, span) => {
+  const el = getElement(id);
+  if (!el || !el.chart) return;
+  const data = el.chart.getOption().series[0].data;
+  for (const p of points) {
+    const last = data[data.length - 1];
+    if (last && last[0] === p[0]) data[data.length - 1] = p; else data.push(p);
+  }
+  const cutoff = data.length ? data[data.length - 1][0] - span : 0;
+  let drop = 0;
+  while (drop < data.length && data[drop][0] < cutoff) drop++;
+  el.chart.setOption({series: [{data: drop ? data.slice(drop) : data}]});
+};
+</script>"""
+"""Appends live points in the browser: only the new points cross the wire, not the series."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@ui.page("/device/{device_id}", title="Device · tinyboard")
+async def device_page(request: Request, device_id: str, client: Client) -> RedirectResponse | None:
+    user = signed_in(request)
+    if user is None:
+        return to_login(request)
+    ctx = current().ctx
+    try:
+        device = await ctx.store.get_device(device_id)
+    except NotFoundError:
+        frame(user, "Device not found")
+        ui.label("This device does not exist (it may have been deleted).")
+        ui.link("Back to the devices", "/devices")
+        return None
+    ui.add_head_html(APPEND_JS)
+    frame(user, device.name)
+    status = Status(device)
+    cards = LatestCards(device)
+    charts = Charts(device, client)
+    attributes = Attributes(device)
+    RpcConsole(device)
+    await status.refresh()
+    await cards.load()
+    await charts.load(charts.window)
+    await attributes.refresh()
+    live = LiveFeed(cards, charts, attributes)
+    ctx.live.subscribe(device.key, live)
+    client.on_delete(lambda: live.close(device.key))
+    ui.timer(STATUS_SECONDS, status.refresh)
+    return None
+
+
+class Status:
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.label = ui.label().classes("text-sm text-gray-600").props("data-testid=status")
+
+    async def refresh(self) -> None:
+        ctx = current().ctx
+        latest = await ctx.store.latest(self.device.key)
+        newest = max((ts for ts, _ in latest.values()), default=None)
+        state = presence_of(ctx.registry, self.device, newest)
+        text = "online" if state.online else "offline"
+        if state.transport:
+            text += f" · {state.transport}"
+        self.label.set_text(f"{self.device.type} · {text} · last seen {ago(state.last_seen_ms)}")
+
+
+class LatestCards:
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.cards: dict[str, tuple[ui.label, ui.label]] = {}
+        ui.label("Latest values").classes("text-lg font-semibold mt-2")
+        with ui.row().classes("gap-2 w-full") as self.box:
+            self.none_yet = ui.label(
+                "No telemetry yet. Send some with the snippet shown when the device was "
+                "added, e.g. mosquitto_pub -t v1/devices/me/telemetry -u TOKEN "
+                "-m '{\"temperature\": 25}'."
+            ).classes("text-gray-500")
+
+    async def load(self) -> None:
+        latest = await current().ctx.store.latest(self.device.key)
+        for key, (ts, value) in sorted(latest.items()):
+            self.show(key, ts, value)
+
+    def show(self, key: str, ts: int, value: Value) -> None:
+        card = self.cards.get(key)
+        if card is None:
+            self.none_yet.set_visibility(False)
+            with self.box, ui.card().classes("min-w-[9rem] p-3 gap-0"):
+                ui.label(key).classes("text-xs text-gray-500")
+                value_label = ui.label().classes("text-2xl font-semibold break-all")
+                card = self.cards[key] = (
+                    value_label.props(f"data-testid=value-{key}"),
+                    ui.label().classes("text-xs text-gray-500"),
+                )
+        card[0].set_text(as_text(value))
+        card[1].set_text(_when(ts))
+
+
+class Charts:
+    """A line chart per numeric key over a range; preset ranges keep taking live points."""
+
+    def __init__(self, device: Device, client: Client) -> None:
+        self.device = device
+        self.client = client
+        self.window: Window = preset("1 h", _now_ms())
+        self.charts: dict[str, ui.echart] = {}
+        self.folds: dict[str, LiveFold] = {}
+        ui.label("Charts").classes("text-lg font-semibold mt-2")
+        with ui.row().classes("items-center gap-2 w-full"):
+            self.range = ui.toggle([*RANGES, "custom"], value="1 h", on_change=self.range_changed)
+            with ui.row().classes("items-center gap-2") as self.custom_box:
+                self.start = ui.input("From").props("type=datetime-local dense")
+                self.end = ui.input("To").props("type=datetime-local dense")
+                ui.button("Show", on_click=self.custom_range).props("dense")
+            self.custom_box.set_visibility(False)
+            ui.space()
+            ui.button("CSV", icon="download", on_click=self.download).props(
+                "outline dense"
+            ).tooltip("Download the shown range as CSV")
+        with ui.column().classes("w-full gap-2") as self.box:
+            self.none_yet = ui.label("No numeric telemetry in this range.").classes("text-gray-500")
+
+    def download(self) -> None:
+        w = self.window
+        ui.download(f"/export/{self.device.id}.csv?startTs={w.start_ts}&endTs={w.end_ts}")
+
+    async def range_changed(self) -> None:
+        self.custom_box.set_visibility(self.range.value == "custom")
+        if self.range.value != "custom":
+            await self.load(preset(self.range.value, _now_ms()))
+
+    async def custom_range(self) -> None:
+        try:
+            start = datetime.fromisoformat(self.start.value)
+            end = datetime.fromisoformat(self.end.value)
+            window = custom(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+        except (TypeError, ValueError) as exc:
+            notify_error(ValueError(f"choose a start and an end: {exc}"))
+            return
+        await self.load(window)
+
+    async def load(self, window: Window) -> None:
+        """History of every numeric key in `window`, averaged by the database into at most
+        MAX_POINTS buckets."""
+        self.window = window
+        self.folds = {}
+        store = current().ctx.store
+        latest = await store.latest(self.device.key)
+        for key in sorted(k for k, (_, v) in latest.items() if is_number(v)):
+            points = await store.aggregate(
+                self.device.key,
+                key,
+                start_ts=window.start_ts,
+                end_ts=window.end_ts,
+                interval=window.interval,
+                agg="AVG",
+                limit=MAX_POINTS + 1,
+            )
+            data: list[list[Any]] = [[ts, v] for ts, v in points]
+            chart = self.charts.get(key)
+            if chart is None:
+                self.add(key, data)
+            else:
+                chart.options["series"][0]["data"] = data
+                chart.update()
+        self.none_yet.set_visibility(not self.charts)
+
+    def add(self, key: str, data: list[list[Any]]) -> ui.echart:
+        self.none_yet.set_visibility(False)
+        with self.box:
+            chart = ui.echart(
+                {
+                    "animation": False,
+                    "title": {"text": key, "textStyle": {"fontSize": 14}},
+                    "grid": {"left": 50, "right": 16, "top": 36, "bottom": 28},
+                    "tooltip": {"trigger": "axis"},
+                    "xAxis": {"type": "time"},
+                    "yAxis": {"type": "value", "scale": True},
+                    "series": [{"type": "line", "name": key, "showSymbol": False, "data": data}],
+                }
+            ).classes("w-full h-64")
+        chart.props(f"data-testid=chart-{key}")
+        self.charts[key] = chart
+        return chart
+
+    def take(self, key: str, ts: int, value: float) -> None:
+        if self.window.live:
+            fold = self.folds.get(key)
+            if fold is None:
+                fold = self.folds[key] = LiveFold(self.window)
+            fold.add(ts, value)
+
+    def push(self) -> None:
+        """Send the buckets changed since the last push to the browser."""
+        span = self.window.end_ts - self.window.start_ts
+        for key, fold in self.folds.items():
+            points = fold.take()
+            if not points:
+                continue
+            chart = self.charts.get(key) or self.add(key, [])
+            data = chart.options["series"][0]["data"]  # in step, for a reconnecting browser
+            for ts, value in points:
+                if data and data[-1][0] == ts:
+                    data[-1] = [ts, value]
+                else:
+                    data.append([ts, value])
+            cutoff = data[-1][0] - span
+            while data and data[0][0] < cutoff:
+                del data[0]
+            self.client.run_javascript(
+                f"tinyboardAppend({chart.id}, {orjson.dumps(points).decode()}, {span})"
+            )
+
+
+class Attributes:
+    """Attributes by scope; shared ones can be edited, which pushes them to the device."""
+
+    COLUMNS: ClassVar[list[dict[str, Any]]] = [
+        {"name": "key", "label": "Key", "field": "key", "align": "left"},
+        {"name": "value", "label": "Value", "field": "value", "align": "left"},
+        {"name": "ts", "label": "Updated", "field": "ts", "align": "left"},
+    ]
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.tables: dict[str, ui.table] = {}
+        ui.label("Attributes").classes("text-lg font-semibold mt-2")
+        with ui.tabs().classes("w-full") as tabs:
+            tab_of = {scope: ui.tab(scope.capitalize()) for scope in SCOPES}
+        with ui.tab_panels(tabs, value=tab_of["SHARED"]).classes("w-full"):
+            for scope in SCOPES:
+                with ui.tab_panel(tab_of[scope]):
+                    table = ui.table(columns=self.COLUMNS, rows=[], row_key="key")
+                    table.props(f"flat dense data-testid=attributes-{scope.lower()}")
+                    self.tables[scope] = table.classes("w-full")
+                    if scope == "SHARED":
+                        self.editor()
+
+    def editor(self) -> None:
+        with ui.row().classes("items-end gap-2 w-full"):
+            self.key = ui.input("Key").props("dense").classes("w-40")
+            self.value = ui.input("Value (JSON or text)").props("dense")
+            self.value.classes("grow")
+            ui.button("Save and push to the device", on_click=self.save).props("dense")
+        ui.label(
+            "A connected device subscribed to v1/devices/me/attributes gets the change at once. "
+            "Click a row to edit it."
+        ).classes("text-xs text-gray-500")
+        self.tables["SHARED"].on("rowClick", self.pick)
+
+    def pick(self, event: Any) -> None:
+        row = event.args[1]
+        self.key.set_value(row["key"])
+        self.value.set_value(row["value"])
+
+    async def refresh(self) -> None:
+        store = current().ctx.store
+        for scope in SCOPES:
+            values = await store.attributes(self.device.key, scope)
+            self.tables[scope].rows = [
+                {"key": k, "value": as_text(v), "ts": _when(ts)}
+                for k, (ts, v) in sorted(values.items())
+            ]
+            self.tables[scope].update()
+
+    async def save(self) -> None:
+        key = (self.key.value or "").strip()
+        if not key:
+            ui.notify("Give the attribute a key", type="warning")
+            return
+        text = self.value.value or ""
+        try:
+            typed: object = json.loads(text)
+        except ValueError:
+            typed = text  # not JSON: a string attribute
+        try:
+            values = attributes_from_json({key: typed})
+            await current().ctx.attributes.update_shared(self.device, values)
+        except TinyboardError as exc:
+            notify_error(exc)
+            return
+        ui.notify(f"Saved {key}")
+        await self.refresh()
+
+
+class RpcConsole:
+    """Send a server-side RPC and show the reply, the delivery or why it failed."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        ui.label("RPC console").classes("text-lg font-semibold mt-2")
+        with ui.card().classes("w-full"):
+            with ui.row().classes("items-end gap-2 w-full"):
+                self.method = ui.input("Method", value="getValue").props("dense")
+                self.params = ui.input("Params (JSON)", value="{}").props("dense")
+                self.params.classes("grow")
+            with ui.row().classes("items-center gap-2 w-full"):
+                self.kind = ui.toggle(["two-way", "one-way"], value="two-way")
+                self.timeout = ui.number("Timeout (ms)", value=10_000, min=100, max=600_000)
+                self.timeout.props("dense").classes("w-32")
+                self.send_button = ui.button("Send", icon="send", on_click=self.send)
+            self.reply = ui.code("", language="json").classes("w-full")
+            self.reply.props("data-testid=rpc-reply").set_visibility(False)
+
+    async def send(self) -> None:
+        try:
+            params = json.loads(self.params.value or "null")
+        except ValueError as exc:
+            notify_error(ValueError(f"params must be JSON: {exc}"))
+            return
+        oneway = self.kind.value == "one-way"
+        self.send_button.props("loading")
+        try:
+            answer = await current().ctx.rpc.call(
+                self.device.id,
+                (self.method.value or "").strip(),
+                params,
+                oneway=oneway,
+                timeout=float(self.timeout.value or 10_000) / 1000,
+            )
+        except TinyboardError as exc:
+            self.reply.set_content(f"// error: {exc}")
+        else:
+            text = json.dumps(answer, indent=2)
+            self.reply.set_content("// delivered to the device" if oneway else text)
+        finally:
+            self.send_button.props(remove="loading")
+        self.reply.set_visibility(True)
+
+
+class LiveFeed:
+    """The page's LiveHub subscriber: batches what the pipeline commits and updates the
+    cards, charts and attributes every FLUSH_SECONDS."""
+
+    def __init__(self, cards: LatestCards, charts: Charts, attributes: Attributes) -> None:
+        self.cards = cards
+        self.charts = charts
+        self.refresh_attributes: Callable[[], Coroutine[Any, Any, None]] = attributes.refresh
+        self._readings: list[Reading] = []
+        self._attributes_changed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def deliver(self, readings: list[Reading], attributes: list[AttributeRow]) -> None:
+        self._readings += readings
+        self._attributes_changed |= bool(attributes)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        readings, self._readings = self._readings, []
+        newest: dict[str, tuple[int, Value]] = {}
+        for _, key, ts, value in readings:
+            if key not in newest or ts >= newest[key][0]:
+                newest[key] = (ts, value)
+            if is_number(value):
+                self.charts.take(key, ts, float(value))  # type: ignore[arg-type]
+        for key, (ts, value) in newest.items():
+            self.cards.show(key, ts, value)
+        self.charts.push()
+        if self._attributes_changed:
+            self._attributes_changed = False
+            asyncio.get_running_loop().create_task(self.refresh_attributes())
+
+    def close(self, device_key: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        current().ctx.live.unsubscribe(device_key, self)

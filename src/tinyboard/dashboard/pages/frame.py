@@ -1,0 +1,69 @@
+"""What every signed-in page shares: the sign-in check, the header and the navigation."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from tinyboard.dashboard.session import LOGIN_PATH
+from tinyboard.dashboard.state import current
+from tinyboard.web.tokens import Claims
+
+NAV: tuple[tuple[str, str, str], ...] = (
+    ("Devices", "devices", "/devices"),
+    ("Connections", "lan", "/connections"),
+)
+"""(label, Material icon, path) of each section; the alarms feature adds its own here.
+NiceGUI's links and navigation put the mount path (/ui) in front of paths like these."""
+
+
+def signed_in(request: Request) -> Claims | None:
+    return current().sessions.user(request)
+
+
+def to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"{LOGIN_PATH}?next={quote(request.url.path)}", status_code=303)
+
+
+def frame(user: Claims, title: str) -> None:
+    """Header, navigation drawer (a menu button on a phone) and the page title."""
+    ui.colors(primary="#305680")
+    with ui.header().classes("items-center gap-2 px-3 py-2"):
+        drawer_button = ui.button(icon="menu").props("flat round color=white aria-label=Menu")
+        drawer_button.classes("lg:hidden")
+        ui.link("tinyboard", "/devices").classes("text-white text-lg font-bold no-underline")
+        ui.space()
+        ui.label(user.email).classes("text-sm max-sm:hidden")
+        ui.button(icon="logout", on_click=lambda: ui.navigate.to("/logout")).props(
+            "flat round color=white aria-label='Log out'"
+        ).tooltip("Log out")
+    # value=False + show-if-above, not NiceGUI's value=None: that asks the browser for the
+    # drawer's state on connect and logs an error when a tab closes before it answers
+    drawer = ui.left_drawer(value=False, bordered=True)
+    with drawer.props("show-if-above width=200 breakpoint=1024"):
+        for label, icon, path in NAV:
+            link = ui.link(target=path).classes("no-underline text-inherit w-full")
+            with link, ui.row().classes("items-center gap-3 px-2 py-2 hover:bg-gray-100 w-full"):
+                ui.icon(icon)
+                ui.label(label)
+    drawer_button.on("click", drawer.toggle)
+    ui.label(title).classes("text-2xl font-semibold break-all")
+
+
+def notify_error(exc: Exception) -> None:
+    ui.notify(str(exc), type="negative", multi_line=True)
+
+
+def ago(ts_ms: int | None, now: float | None = None) -> str:
+    """'12 s ago', '3 min ago', ... or 'never'."""
+    if ts_ms is None:
+        return "never"
+    seconds = max(0, (time.time() if now is None else now) - ts_ms / 1000)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"

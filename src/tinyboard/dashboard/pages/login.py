@@ -1,0 +1,57 @@
+"""The login page: the users of the REST API, with the same failed-login limit."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from tinyboard.core.users import verify_password
+from tinyboard.dashboard.pages.frame import notify_error, signed_in
+from tinyboard.dashboard.session import LOGIN_PATH, local_path
+from tinyboard.dashboard.state import MOUNT, current
+from tinyboard.errors import TinyboardError
+
+
+@ui.page(LOGIN_PATH[len(MOUNT) :], title="Log in · tinyboard")
+def login_page(request: Request, next: str = "") -> RedirectResponse | None:
+    if signed_in(request) is not None:
+        return RedirectResponse(local_path(next or MOUNT + "/devices"), status_code=303)
+    who = request.client.host if request.client else "?"
+
+    async def attempt() -> None:
+        dash = current()
+        limiter = dash.login_limiter
+        try:
+            limiter.check(who)
+            user = await dash.ctx.store.user_by_email(email.value.strip())
+            valid = user is not None and await asyncio.to_thread(
+                verify_password, user, password.value
+            )
+            if user is None or not valid:
+                limiter.failed(who)
+                raise TinyboardError("wrong e-mail or password")
+        except TinyboardError as exc:
+            notify_error(exc)
+            return
+        ticket = dash.sessions.ticket_for(user)
+        target = local_path(next or MOUNT + "/devices")  # a full path: FastAPI redirects to it
+        ui.navigate.to(f"/session?ticket={ticket}&next={quote(target)}")
+
+    with ui.card().classes("absolute-center w-80 max-w-[90vw]"):
+        ui.label("tinyboard").classes("text-2xl font-bold")
+        email = ui.input("E-mail").props("autofocus autocomplete=username").classes("w-full")
+        password = (
+            ui.input("Password", password=True)
+            .props("autocomplete=current-password")
+            .classes("w-full")
+            .on("keydown.enter", attempt)
+        )
+        ui.button("Log in", on_click=attempt).classes("w-full")
+        ui.label(
+            "First start printed the admin's password; `tinyboard user passwd` sets a new one."
+        ).classes("text-xs text-gray-500")
+    return None
