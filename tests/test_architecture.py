@@ -45,12 +45,19 @@ FORBIDDEN_INTERNAL = {
         "tinyboard.registry",
     ),
     "transports": ("tinyboard.cli", "tinyboard.server", "tinyboard.web", "tinyboard.dashboard"),
+    "web": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports", "tinyboard.dashboard"),
+    "dashboard": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports"),
     "registry": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports"),
     "server": ("tinyboard.cli",),
 }
 FORBIDDEN_EXTERNAL = {
     "mqtt": ("asyncio", "socket", "sqlite3", "asyncpg", "fastapi", "uvicorn", "nicegui"),
     "core": ("sqlite3", "asyncpg", "fastapi", "uvicorn", "nicegui", "starlette", "socket"),
+    # NiceGUI costs ~0.5 s to import: only the dashboard, imported when it is on, may use it
+    "web": ("nicegui",),
+    "server": ("nicegui",),
+    "cli": ("nicegui",),
+    "transports": ("nicegui",),
 }
 
 

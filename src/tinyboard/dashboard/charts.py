@@ -18,6 +18,8 @@ RANGES: dict[str, int] = {
     "7 d": 7 * 86_400_000,
 }
 """Preset ranges (ending now) and their length in ms."""
+RANGE_PARAMS: dict[str, str] = {"5m": "5 min", "1h": "1 h", "24h": "24 h", "7d": "7 d"}
+"""`?range=` values of the device page (bookmarkable) and the preset each opens."""
 
 
 @dataclass(frozen=True, slots=True)

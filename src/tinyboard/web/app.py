@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from tinyboard import __version__
 from tinyboard.web import auth, device_api, errors, metrics, rest, ws
@@ -18,7 +19,11 @@ People and scripts log in with `POST /api/auth/login` and send the JWT as
 
 def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     """The API application; `/` sends a browser to `home` (the dashboard when it is on)."""
-    app = FastAPI(title="tinyboard", version=__version__, description=DESCRIPTION)
+    # FastAPIOffline: Swagger UI at /docs served from the package, not a CDN (works on a LAN).
+    # No ReDoc: its page still loads a logo from cdn.redoc.ly.
+    app = FastAPIOffline(
+        title="tinyboard", version=__version__, description=DESCRIPTION, redoc_url=None
+    )
     app.state.ctx = ctx
     app.state.login_limiter = auth.LoginLimiter()
     app.state.device_clocks = {}

@@ -19,6 +19,7 @@ from tinyboard.core.ingest import attributes_from_json
 from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, Value
 from tinyboard.dashboard.charts import (
     MAX_POINTS,
+    RANGE_PARAMS,
     RANGES,
     LiveFold,
     Window,
@@ -63,7 +64,9 @@ def _when(ts: int) -> str:
 
 
 @ui.page("/device/{device_id}", title="Device · tinyboard")
-async def device_page(request: Request, device_id: str, client: Client) -> RedirectResponse | None:
+async def device_page(
+    request: Request, device_id: str, client: Client, range: str = "1h"
+) -> RedirectResponse | None:
     user = signed_in(request)
     if user is None:
         return to_login(request)
@@ -79,7 +82,7 @@ async def device_page(request: Request, device_id: str, client: Client) -> Redir
     frame(user, device.name)
     status = Status(device)
     cards = LatestCards(device)
-    charts = Charts(device, client)
+    charts = Charts(device, client, RANGE_PARAMS.get(range, "1 h"))
     attributes = Attributes(device)
     RpcConsole(device)
     await status.refresh()
@@ -144,15 +147,15 @@ class LatestCards:
 class Charts:
     """A line chart per numeric key over a range; preset ranges keep taking live points."""
 
-    def __init__(self, device: Device, client: Client) -> None:
+    def __init__(self, device: Device, client: Client, shown: str) -> None:
         self.device = device
         self.client = client
-        self.window: Window = preset("1 h", _now_ms())
+        self.window: Window = preset(shown, _now_ms())
         self.charts: dict[str, ui.echart] = {}
         self.folds: dict[str, LiveFold] = {}
         ui.label("Charts").classes("text-lg font-semibold mt-2")
         with ui.row().classes("items-center gap-2 w-full"):
-            self.range = ui.toggle([*RANGES, "custom"], value="1 h", on_change=self.range_changed)
+            self.range = ui.toggle([*RANGES, "custom"], value=shown, on_change=self.range_changed)
             with ui.row().classes("items-center gap-2") as self.custom_box:
                 self.start = ui.input("From").props("type=datetime-local dense")
                 self.end = ui.input("To").props("type=datetime-local dense")

@@ -1,0 +1,144 @@
+"""The dashboard's plain parts, without a browser: chart windows and live folding, the
+connection snippets, the login redirect guard and device presence."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyboard.core.models import Device
+from tinyboard.dashboard import snippets
+from tinyboard.dashboard.charts import MAX_POINTS, RANGES, LiveFold, custom, preset
+from tinyboard.dashboard.presence import INACTIVITY_SECONDS, presence_of
+from tinyboard.dashboard.session import local_path
+from tinyboard.registry import Registry
+
+NOW = 1_800_000_000_000
+
+
+@pytest.mark.parametrize("name", list(RANGES))
+def test_every_preset_stays_under_the_point_budget(name: str) -> None:
+    window = preset(name, NOW)
+    assert window.live and window.end_ts > NOW
+    buckets = -(-(window.end_ts - window.start_ts) // window.interval)
+    assert buckets <= MAX_POINTS
+
+
+def test_a_custom_range_must_end_after_it_starts() -> None:
+    assert not custom(NOW - 1000, NOW).live
+    with pytest.raises(ValueError, match="after its start"):
+        custom(NOW, NOW)
+
+
+def test_the_bucket_middle_matches_the_database_s() -> None:
+    window = custom(0, 2_000_000)  # 1,000 ms buckets
+    assert window.interval == 1000
+    assert window.bucket_middle(0) == 500
+    assert window.bucket_middle(999) == 500
+    assert window.bucket_middle(1000) == 1500
+
+
+def test_live_points_in_one_bucket_are_averaged_and_replace_each_other() -> None:
+    fold = LiveFold(custom(0, 2_000_000))
+    fold.add(100, 10.0)
+    fold.add(200, 20.0)
+    assert fold.take() == [(500, 15.0)]
+    fold.add(300, 30.0)  # same bucket, next flush: the running average over all three
+    fold.add(1100, 5.0)
+    assert fold.take() == [(500, 20.0), (1500, 5.0)]
+    assert fold.take() == []
+
+
+def test_a_late_point_does_not_reopen_a_drawn_bucket() -> None:
+    fold = LiveFold(custom(0, 2_000_000))
+    fold.add(1100, 5.0)
+    fold.add(100, 99.0)
+    assert fold.take() == [(1500, 5.0)]
+
+
+@given(st.lists(st.integers(0, 7 * 86_400_000), min_size=1, max_size=300))
+def test_folding_any_week_of_points_sends_at_most_one_point_per_bucket(
+    offsets: list[int],
+) -> None:
+    window = preset("7 d", NOW)
+    fold = LiveFold(window)
+    for offset in sorted(offsets):
+        fold.add(window.start_ts + offset, 1.0)
+    sent = fold.take()
+    middles = [ts for ts, _ in sent]
+    assert middles == sorted(set(middles))
+    assert len(sent) <= MAX_POINTS
+    assert all(value == 1.0 for _, value in sent)
+
+
+def test_snippets_carry_the_token_host_and_ports() -> None:
+    token = "it's-a-token"
+    sketch = snippets.arduino("10.0.0.5", 1884, token)
+    assert 'THINGSBOARD_SERVER[] = "10.0.0.5";' in sketch
+    assert "THINGSBOARD_PORT = 1884U;" in sketch
+    assert 'TOKEN[] = "it\'s-a-token";' in sketch
+    words = shlex.split(snippets.mosquitto_pub("10.0.0.5", 1884, token))
+    assert words[words.index("-u") + 1] == token  # quoted for the shell
+    assert words[words.index("-p") + 1] == "1884"
+    assert words[words.index("-t") + 1] == "v1/devices/me/telemetry"
+    http = shlex.split(snippets.curl("10.0.0.5", 8080, token))
+    assert "http://10.0.0.5:8080/api/v1/it%27s-a-token/telemetry" in http
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent_to"),
+    [
+        ("/ui/device/abc", "/ui/device/abc"),
+        ("/ui/devices?x=1", "/ui/devices?x=1"),
+        ("https://evil.example/", "/ui/"),
+        ("//evil.example/ui/", "/ui/"),
+        ("/ui/\\\\evil.example", "/ui/"),
+        ("/api/device", "/ui/"),
+        ("", "/ui/"),
+    ],
+)
+def test_after_login_only_dashboard_paths_are_followed(asked: str, sent_to: str) -> None:
+    assert local_path(asked) == sent_to
+
+
+class _Connection:
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def _device(name: str = "d1") -> Device:
+    return Device(id=name, key=1, name=name, type="t", label="", token="x", created_ts=0)
+
+
+def test_presence_connected_then_recently_heard_then_offline() -> None:
+    registry = Registry()
+    device = _device()
+    now = time.time()  # the registry stamps closures with the real clock
+    assert presence_of(registry, device, None, now).online is False
+    assert presence_of(registry, device, None, now).last_seen_ms is None
+
+    client = registry.add("mqtt", "127.0.0.1:5000", _Connection())
+    client.device = device
+    state = presence_of(registry, device, None, now)
+    assert (state.online, state.transport) == (True, "mqtt")
+
+    registry.remove(client)
+    state = presence_of(registry, device, None, now + 1)
+    assert (state.online, state.transport) == (True, "mqtt")  # heard from a second ago
+    assert state.last_seen_ms is not None and abs(state.last_seen_ms - now * 1000) < 5000
+    later = now + INACTIVITY_SECONDS + 60
+    assert presence_of(registry, device, None, later).online is False
+
+    registry.seen(device, "http")
+    state = presence_of(registry, device, None, time.time())
+    assert (state.online, state.transport) == (True, "http")
+
+
+def test_presence_counts_a_stored_reading_as_being_heard_from() -> None:
+    state = presence_of(Registry(), _device(), NOW - 1000, NOW / 1000)
+    assert state.online and state.last_seen_ms == NOW - 1000 and state.transport == ""
