@@ -34,7 +34,8 @@ from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.models import as_text
 
 FLUSH_SECONDS = 0.25
-"""Live readings wait this long, then go to the browser together."""
+"""At most one push to the browser per this interval: a sparse sensor's reading goes out at
+once, a busy device's readings wait for the next slot and go together."""
 STATUS_SECONDS = 2.0
 
 APPEND_JS = """<script>
@@ -387,15 +388,19 @@ class LiveFeed:
         self._readings: list[Reading] = []
         self._attributes_changed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
 
     def deliver(self, readings: list[Reading], attributes: list[AttributeRow]) -> None:
         self._readings += readings
         self._attributes_changed |= bool(attributes)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._last_flush + FLUSH_SECONDS - loop.time())
+            self._timer = loop.call_later(delay, self.flush)
 
     def flush(self) -> None:
         self._timer = None
+        self._last_flush = asyncio.get_running_loop().time()
         readings, self._readings = self._readings, []
         newest: dict[str, tuple[int, Value]] = {}
         for _, key, ts, value in readings:
