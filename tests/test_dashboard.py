@@ -220,6 +220,10 @@ def test_add_a_device_then_watch_its_mqtt_telemetry_live(page: Page, served: Ser
     assert any(f"-p {served.mqtt_port}" in s and token in s for s in snippets)
     assert any(f":{served.http_port}/api/v1/{token}/telemetry" in s for s in snippets)
     shot(page, "add-device")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base(served))
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.get_by_text("Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == token
     page.get_by_role("button", name="Done").click()
     page.get_by_role("link", name="greenhouse").click()
     page.wait_for_url("**/ui/device/**")
