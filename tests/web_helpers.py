@@ -7,9 +7,9 @@ import httpx
 from tests.helpers import ServerThread
 
 
-def login(server: ServerThread) -> dict[str, str]:
-    """Headers with a fresh JWT of the admin created on first start."""
-    email, password = server.admin
+def login(server: ServerThread, admin: tuple[str, str] | None = None) -> dict[str, str]:
+    """Headers with a fresh JWT of the admin created on first start (or of `admin`)."""
+    email, password = admin or server.admin
     response = httpx.post(
         f"{server.base_url}/api/auth/login", json={"username": email, "password": password}
     )
@@ -17,6 +17,6 @@ def login(server: ServerThread) -> dict[str, str]:
     return {"X-Authorization": f"Bearer {response.json()['token']}"}
 
 
-def api(server: ServerThread) -> httpx.Client:
+def api(server: ServerThread, admin: tuple[str, str] | None = None) -> httpx.Client:
     """An httpx client logged in as the admin."""
-    return httpx.Client(base_url=server.base_url, headers=login(server), timeout=30)
+    return httpx.Client(base_url=server.base_url, headers=login(server, admin), timeout=30)

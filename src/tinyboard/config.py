@@ -58,6 +58,14 @@ class Config:
     queue_limit: int = 100_000
     batch_limit: int = 10_000
     dashboard: bool = True
+    alarm_webhook: str = ""
+
+    def webhook_urls(self) -> list[str]:
+        urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"--alarm-webhook {url!r}: give an http:// or https:// URL")
+        return urls
 
     def store_url(self) -> str:
         """The store to open: the explicit `--store`, or SQLite in the data directory."""
@@ -109,6 +117,12 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.dashboard,
         "Serve the web dashboard under /ui (off saves ~20 MB and half a second of start-up).",
     ),
+    Setting(
+        "alarm_webhook",
+        str,
+        _DEFAULT.alarm_webhook,
+        "URL(s), comma-separated, that get a JSON POST on every alarm change.",
+    ),
 )
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})
@@ -120,4 +134,6 @@ def config_from(values: dict[str, object]) -> Config:
     known = {k: v for k, v in values.items() if k in fields and v is not None}
     if known.get("sync", "full") not in ("full", "normal"):
         raise ConfigError("--sync must be 'full' or 'normal'")
-    return Config(**known)  # type: ignore[arg-type]
+    config = Config(**known)  # type: ignore[arg-type]
+    config.webhook_urls()  # refuse a malformed URL before anything starts
+    return config

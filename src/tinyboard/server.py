@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
+from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
@@ -42,6 +43,7 @@ from tinyboard.web.app import create_app
 from tinyboard.web.context import WebContext
 from tinyboard.web.server import HttpServer
 from tinyboard.web.tokens import TokenService
+from tinyboard.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ class Server:
         self.directory = DeviceDirectory(self.store)
         self.live = LiveHub()
         self.pipeline.on_commit(self.live.publish)
+        self.alarms = AlarmEngine(self.store)
+        self.pipeline.on_commit(self.alarms.on_commit)
+        self.webhooks = Webhooks(config.webhook_urls())
+        self.alarms.listeners.append(self.webhooks.notify)
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
@@ -114,6 +120,8 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.alarms.start()
+        self.webhooks.start()
         self.pipeline.start()
         try:
             await self._listen(LINE, self.line, self.config.line_port)
@@ -162,6 +170,8 @@ class Server:
             rpc=self.rpc,
             attributes=self.attributes,
             live=self.live,
+            alarms=self.alarms,
+            webhooks=self.webhooks,
             tokens=await TokenService.from_store(self.store),
             max_payload=self.config.max_packet,
         )
@@ -251,6 +261,8 @@ class Server:
         for transport in self.transports:
             transport.pause_all()
         await self.pipeline.stop()
+        await self.alarms.stop()
+        await self.webhooks.stop()
         for transport in self.transports:
             transport.close_all()
         if not await _until(lambda: not any(t.connections for t in self.transports), CLOSE_TIMEOUT):

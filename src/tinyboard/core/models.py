@@ -60,3 +60,57 @@ class User:
 
 Aggregation = Literal["MIN", "MAX", "AVG", "SUM", "COUNT", "NONE"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("MIN", "MAX", "AVG", "SUM", "COUNT", "NONE")
+
+Severity = Literal["CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE"]
+SEVERITIES: tuple[Severity, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE")
+"""Most severe first (ThingsBoard's order)."""
+
+AlarmStatus = Literal["ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK"]
+
+
+def more_severe(a: Severity, b: Severity) -> bool:
+    return SEVERITIES.index(a) < SEVERITIES.index(b)
+
+
+@dataclass(slots=True, kw_only=True)
+class Alarm:
+    """One alarm, as ThingsBoard keeps it: at most one not cleared per (device, type)."""
+
+    id: str
+    device_key: int
+    device_id: str
+    device_name: str
+    type: str
+    severity: Severity
+    acknowledged: bool = False
+    cleared: bool = False
+    start_ts: int
+    end_ts: int
+    ack_ts: int = 0
+    clear_ts: int = 0
+    details: dict[str, Any]
+
+    @property
+    def status(self) -> AlarmStatus:
+        if self.cleared:
+            return "CLEARED_ACK" if self.acknowledged else "CLEARED_UNACK"
+        return "ACTIVE_ACK" if self.acknowledged else "ACTIVE_UNACK"
+
+    def as_json(self) -> dict[str, Any]:
+        """ThingsBoard's alarm (AlarmInfo) JSON."""
+        return {
+            "id": {"entityType": "ALARM", "id": self.id},
+            "createdTime": self.start_ts,
+            "type": self.type,
+            "originator": {"entityType": "DEVICE", "id": self.device_id},
+            "originatorName": self.device_name,
+            "severity": self.severity,
+            "status": self.status,
+            "acknowledged": self.acknowledged,
+            "cleared": self.cleared,
+            "startTs": self.start_ts,
+            "endTs": self.end_ts,
+            "ackTs": self.ack_ts,
+            "clearTs": self.clear_ts,
+            "details": self.details,
+        }

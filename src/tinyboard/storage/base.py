@@ -7,10 +7,12 @@ All methods are coroutines so an async driver fits as well as a thread-backed on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from tinyboard.core.models import (
     Aggregation,
+    Alarm,
+    AlarmStatus,
     AttributeRow,
     Device,
     Reading,
@@ -106,3 +108,48 @@ class Store(Protocol):
 
     async def setting(self, name: str, default: str) -> str:
         """A stored server-wide value; the first caller stores `default` (atomically)."""
+
+    # -- alarms ----------------------------------------------------------------------------
+    async def alarm_rules(self) -> list[dict[str, Any]]:
+        """Every alarm rule document, oldest first."""
+
+    async def save_alarm_rule(self, rule_id: str, spec: dict[str, Any]) -> None:
+        """Insert or replace a rule document."""
+
+    async def delete_alarm_rule(self, rule_id: str) -> None:
+        """Delete a rule and its pending conditions; raises `NotFoundError`."""
+
+    async def save_alarm(self, alarm: Alarm) -> None:
+        """Insert or update an alarm by id; `ConflictError` for a second open alarm of the
+        same (device, type)."""
+
+    async def get_alarm(self, alarm_id: str) -> Alarm:
+        """An alarm by id; raises `NotFoundError`."""
+
+    async def open_alarms(self) -> list[Alarm]:
+        """Every alarm not cleared."""
+
+    async def list_alarms(
+        self,
+        *,
+        device: int | None = None,
+        statuses: Sequence[AlarmStatus] | None = None,
+        text_search: str = "",
+        start_ts: int = 0,
+        end_ts: int = 2**62,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Alarm], int]:
+        """A page of alarms, newest first, and how many match in all."""
+
+    async def delete_alarm(self, alarm_id: str) -> Alarm:
+        """Delete an alarm; raises `NotFoundError`."""
+
+    async def alarm_pending(self) -> list[tuple[str, int, int]]:
+        """(rule id, device key, since ts) of every pending duration condition."""
+
+    async def set_alarm_pending(self, rule_id: str, device: int, since_ts: int | None) -> None:
+        """Record (or with None, drop) a pending duration condition."""
+
+    async def last_telemetry(self) -> dict[int, int]:
+        """Device key → the newest telemetry timestamp it has stored."""

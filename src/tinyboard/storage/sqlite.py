@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from tinyboard.core.devices import check_name, check_token, new_token
 from tinyboard.core.models import (
     Aggregation,
+    Alarm,
+    AlarmStatus,
     AttributeRow,
     Device,
     Reading,
@@ -66,6 +68,18 @@ UPSERT_ATTRIBUTE = (
 )
 DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
 USER_COLUMNS = "id, email, password_hash, role, created_ts"
+ALARM_COLUMNS = (
+    "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
+    "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
+)
+ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
+STATUS_FLAGS: dict[str, tuple[int, int]] = {
+    "ACTIVE_UNACK": (0, 0),
+    "ACTIVE_ACK": (0, 1),
+    "CLEARED_UNACK": (1, 0),
+    "CLEARED_ACK": (1, 1),
+}
+"""Alarm status → (cleared, acknowledged)."""
 
 
 def encode(value: Value) -> tuple[int, object]:
@@ -113,6 +127,24 @@ def _device(row: tuple[object, ...]) -> Device:
         label=str(label),
         token=str(token),
         created_ts=int(created),  # type: ignore[call-overload]
+    )
+
+
+def _alarm(row: tuple[Any, ...]) -> Alarm:
+    return Alarm(
+        id=row[0],
+        device_key=row[1],
+        device_id=row[2],
+        device_name=row[3],
+        type=row[4],
+        severity=row[5],
+        acknowledged=bool(row[6]),
+        cleared=bool(row[7]),
+        start_ts=row[8],
+        end_ts=row[9],
+        ack_ts=row[10],
+        clear_ts=row[11],
+        details=orjson.loads(row[12]),
     )
 
 
@@ -312,7 +344,7 @@ class SQLiteStore:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("ts_kv", "ts_latest", "attribute"):
+            for table in ("ts_kv", "ts_latest", "attribute", "alarm", "alarm_pending"):
                 conn.execute(f"DELETE FROM {table} WHERE device = ?", (seq,))
             conn.execute("DELETE FROM device WHERE seq = ?", (seq,))
             conn.execute("COMMIT")
@@ -575,3 +607,166 @@ class SQLiteStore:
         conn.execute("INSERT OR IGNORE INTO setting (name, value) VALUES (?, ?)", (name, default))
         (value,) = conn.execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
         return str(value)
+
+    # -- alarms --------------------------------------------------------------------------
+    async def alarm_rules(self) -> list[dict[str, Any]]:
+        return await self._read_op(self._alarm_rules)
+
+    def _alarm_rules(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT spec FROM alarm_rule ORDER BY created_ts, id")
+        return [orjson.loads(spec) for (spec,) in rows]
+
+    async def save_alarm_rule(self, rule_id: str, spec: dict[str, Any]) -> None:
+        await self._write_op(self._save_alarm_rule, rule_id, orjson.dumps(spec).decode())
+
+    def _save_alarm_rule(self, rule_id: str, spec: str) -> None:
+        self._conn().execute(
+            "INSERT INTO alarm_rule (id, spec, created_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET spec = excluded.spec",
+            (rule_id, spec, int(time.time() * 1000)),
+        )
+
+    async def delete_alarm_rule(self, rule_id: str) -> None:
+        if not await self._write_op(self._delete_alarm_rule, rule_id):
+            raise NotFoundError(f"no alarm rule {rule_id!r}")
+
+    def _delete_alarm_rule(self, rule_id: str) -> bool:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM alarm_pending WHERE rule = ?", (rule_id,))
+            deleted = conn.execute("DELETE FROM alarm_rule WHERE id = ?", (rule_id,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return deleted > 0
+
+    async def save_alarm(self, alarm: Alarm) -> None:
+        row = (
+            alarm.id,
+            alarm.device_key,
+            alarm.type,
+            alarm.severity,
+            int(alarm.acknowledged),
+            int(alarm.cleared),
+            alarm.start_ts,
+            alarm.end_ts,
+            alarm.ack_ts,
+            alarm.clear_ts,
+            orjson.dumps(alarm.details).decode(),
+        )
+        await self._write_op(self._save_alarm, row)
+
+    def _save_alarm(self, row: tuple[object, ...]) -> None:
+        try:
+            self._conn().execute(
+                "INSERT INTO alarm (id, device, type, severity, acknowledged, cleared, "
+                "start_ts, end_ts, ack_ts, clear_ts, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "severity = excluded.severity, acknowledged = excluded.acknowledged, "
+                "cleared = excluded.cleared, end_ts = excluded.end_ts, "
+                "ack_ts = excluded.ack_ts, clear_ts = excluded.clear_ts, "
+                "details = excluded.details",
+                row,
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError("this device already has an open alarm of this type") from None
+
+    async def get_alarm(self, alarm_id: str) -> Alarm:
+        alarm = await self._read_op(self._get_alarm, alarm_id)
+        if alarm is None:
+            raise NotFoundError(f"no alarm {alarm_id!r}")
+        return alarm
+
+    def _get_alarm(self, alarm_id: str) -> Alarm | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.id = ?", (alarm_id,))
+            .fetchone()
+        )
+        return _alarm(row) if row else None
+
+    async def open_alarms(self) -> list[Alarm]:
+        return await self._read_op(self._open_alarms)
+
+    def _open_alarms(self) -> list[Alarm]:
+        rows = self._conn().execute(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.cleared = 0")
+        return [_alarm(r) for r in rows]
+
+    async def list_alarms(
+        self,
+        *,
+        device: int | None = None,
+        statuses: Sequence[AlarmStatus] | None = None,
+        text_search: str = "",
+        start_ts: int = 0,
+        end_ts: int = 2**62,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Alarm], int]:
+        where = ["a.start_ts >= ?", "a.start_ts < ?"]
+        args: list[object] = [start_ts, end_ts]
+        if device is not None:
+            where.append("a.device = ?")
+            args.append(device)
+        if statuses is not None:
+            pairs = [STATUS_FLAGS[s] for s in statuses]
+            if not pairs:
+                return [], 0
+            where.append(
+                "(" + " OR ".join("(a.cleared = ? AND a.acknowledged = ?)" for _ in pairs) + ")"
+            )
+            args += [flag for pair in pairs for flag in pair]
+        if text_search:
+            where.append("(a.type LIKE ? ESCAPE '\\' OR d.name LIKE ? ESCAPE '\\')")
+            args += [_like_prefix(text_search)] * 2
+        return await self._read_op(self._list_alarms, " AND ".join(where), args, limit, offset)
+
+    def _list_alarms(
+        self, where: str, args: list[object], limit: int, offset: int
+    ) -> tuple[list[Alarm], int]:
+        conn = self._conn()
+        (total,) = conn.execute(f"SELECT count(*) {ALARM_FROM} WHERE {where}", args).fetchone()
+        rows = conn.execute(
+            f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE {where} "
+            "ORDER BY a.start_ts DESC, a.id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [_alarm(r) for r in rows], int(total)
+
+    async def delete_alarm(self, alarm_id: str) -> Alarm:
+        alarm = await self.get_alarm(alarm_id)
+        await self._write_op(self._delete_alarm, alarm_id)
+        return alarm
+
+    def _delete_alarm(self, alarm_id: str) -> None:
+        self._conn().execute("DELETE FROM alarm WHERE id = ?", (alarm_id,))
+
+    async def alarm_pending(self) -> list[tuple[str, int, int]]:
+        return await self._read_op(self._alarm_pending)
+
+    def _alarm_pending(self) -> list[tuple[str, int, int]]:
+        rows = self._conn().execute("SELECT rule, device, since_ts FROM alarm_pending")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def set_alarm_pending(self, rule_id: str, device: int, since_ts: int | None) -> None:
+        await self._write_op(self._set_alarm_pending, rule_id, device, since_ts)
+
+    def _set_alarm_pending(self, rule_id: str, device: int, since_ts: int | None) -> None:
+        if since_ts is None:
+            self._conn().execute(
+                "DELETE FROM alarm_pending WHERE rule = ? AND device = ?", (rule_id, device)
+            )
+        else:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO alarm_pending (rule, device, since_ts) VALUES (?, ?, ?)",
+                (rule_id, device, since_ts),
+            )
+
+    async def last_telemetry(self) -> dict[int, int]:
+        return await self._read_op(self._last_telemetry)
+
+    def _last_telemetry(self) -> dict[int, int]:
+        rows = self._conn().execute("SELECT device, max(ts) FROM ts_latest GROUP BY device")
+        return {device: ts for device, ts in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
@@ -14,6 +15,7 @@ from tinyboard.core.sessions import SessionHub
 from tinyboard.registry import Registry
 from tinyboard.storage.base import Store
 from tinyboard.web.tokens import TokenService
+from tinyboard.webhooks import Webhooks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,5 +29,7 @@ class WebContext:
     rpc: RpcService
     attributes: AttributeService
     live: LiveHub
+    alarms: AlarmEngine
+    webhooks: Webhooks
     tokens: TokenService
     max_payload: int = 65536

@@ -64,6 +64,42 @@ class TinyboardCollector(Collector):
             "WebSocket subscriptions",
             self.ctx.live.subscriber_count(),
         )
+        yield from self._alarms()
+
+    def _alarms(self) -> Iterator[Metric]:
+        alarms = self.ctx.alarms.stats
+        yield CounterMetricFamily("tinyboard_alarms_created", "Alarms raised", alarms.created)
+        yield CounterMetricFamily(
+            "tinyboard_alarms_escalated", "Alarm severity escalations", alarms.escalated
+        )
+        yield CounterMetricFamily("tinyboard_alarms_cleared", "Alarms cleared", alarms.cleared)
+        yield CounterMetricFamily(
+            "tinyboard_alarm_write_errors", "Alarm changes the store refused", alarms.write_errors
+        )
+        counters = {
+            "delivered": "Webhook notifications delivered",
+            "failed": "Webhook notifications given up on after every retry",
+            "retries": "Webhook delivery attempts that failed and were retried",
+            "dropped": "Webhook notifications dropped from a full queue",
+        }
+        families = {
+            name: CounterMetricFamily(f"tinyboard_webhook_{name}", text, labels=["url"])
+            for name, text in counters.items()
+        }
+        pending = GaugeMetricFamily(
+            "tinyboard_webhook_pending", "Notifications waiting for delivery", labels=["url"]
+        )
+        failing = GaugeMetricFamily(
+            "tinyboard_webhook_failing", "1 while the last delivery attempt failed", labels=["url"]
+        )
+        for target in self.ctx.webhooks.targets:
+            for name, family in families.items():
+                family.add_metric([target.url], getattr(target, name))
+            pending.add_metric([target.url], len(target.queue))
+            failing.add_metric([target.url], int(target.failing))
+        yield from families.values()
+        yield pending
+        yield failing
 
 
 def registry_for(ctx: WebContext) -> CollectorRegistry:
