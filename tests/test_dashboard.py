@@ -8,6 +8,7 @@ Set TINYBOARD_SCREENSHOTS=docs/img to refresh the README's screenshots
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import time
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.helpers import LineClient, ServeProcess
+from tests.helpers import LineClient, ServeProcess, tinyboard
 from tests.mqtt_clients import Device
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -202,6 +203,14 @@ def test_a_new_server_explains_how_to_add_a_device(browser: Browser, tmp_path: P
         shot(tab, "devices-empty")
         tab.get_by_role("link", name="Connections").click()
         expect(tab.get_by_text("Nobody is connected.")).to_be_visible()
+        # a password change ends every dashboard session of that user
+        changed = tinyboard(
+            "user", "passwd", ADMIN, "--password", "a-new-long-password",
+            "--data-dir", str(tmp_path / "data"),
+        )  # fmt: skip
+        assert changed.returncode == 0, changed.stderr
+        tab.goto(base(fresh) + "/ui/devices")
+        tab.wait_for_url("**/ui/login?next=/ui/devices")
         context.close()
     finally:
         fresh.signal(15)
@@ -249,11 +258,35 @@ def test_add_a_device_then_watch_its_mqtt_telemetry_live(page: Page, served: Ser
                        return d[d.length - 1][1] !== 21.5; }"""
         )
         points = chart_points(page, "temperature")
+        times = [ts for ts, _ in points]
+        assert times == sorted(set(times))  # no point twice, none drawn backwards
         values = [v for _, v in points]
         assert min(values) >= 21.5 and max(values) <= 23.25
         assert page.evaluate("window.sameDocument") is True  # live: the page never reloaded
         expect(page.get_by_test_id("status")).to_contain_text("online · mqtt")
         shot(page, "device")
+    finally:
+        board.close()
+
+
+def test_device_input_is_shown_never_run(page: Page, served: ServeProcess) -> None:
+    """Telemetry keys and names come from devices: NiceGUI must never see them as props."""
+    device = add_device(served, "Grüße <b>board</b>")
+    hostile = 'x :title="window.pwned = 1" onmouseover="window.pwned = 2"'
+    board = Device(served.mqtt_port, device["token"])
+    try:
+        board.publish("v1/devices/me/telemetry", json.dumps({hostile: 7, "ok": 1.5}))
+        page.goto(f"{base(served)}/ui/device/{device['id']}")
+        expect(page.get_by_test_id(f"value-{hostile}")).to_have_text("7")
+        expect(page.get_by_text("Grüße <b>board</b>").first).to_be_visible()  # text, not HTML
+        page.get_by_test_id(f"value-{hostile}").hover()
+        assert page.evaluate("window.pwned") is None
+        with page.expect_download() as download:
+            page.get_by_role("button", name="CSV").click()
+        name = download.value.suggested_filename  # Chromium swaps < and > for _ on disk
+        assert name.startswith("Grüße ") and name.endswith("board__b_.csv")
+        rows = list(csv.reader(Path(download.value.path()).read_text().splitlines()))
+        assert [hostile, "7"] in [row[1:] for row in rows]
     finally:
         board.close()
 

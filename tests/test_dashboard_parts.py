@@ -94,11 +94,11 @@ def test_snippets_carry_the_token_host_and_ports() -> None:
     [
         ("/ui/device/abc", "/ui/device/abc"),
         ("/ui/devices?x=1", "/ui/devices?x=1"),
-        ("https://evil.example/", "/ui/"),
-        ("//evil.example/ui/", "/ui/"),
-        ("/ui/\\\\evil.example", "/ui/"),
-        ("/api/device", "/ui/"),
-        ("", "/ui/"),
+        ("https://evil.example/", "/ui/devices"),
+        ("//evil.example/ui/", "/ui/devices"),
+        ("/ui/\\\\evil.example", "/ui/devices"),
+        ("/api/device", "/ui/devices"),
+        ("", "/ui/devices"),
     ],
 )
 def test_after_login_only_dashboard_paths_are_followed(asked: str, sent_to: str) -> None:

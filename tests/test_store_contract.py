@@ -4,12 +4,14 @@ when its backend lands)."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tinyboard.core.models import Reading
+from tinyboard.core.models import Alarm, Device, Reading
 from tinyboard.errors import ConflictError, NotFoundError
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
@@ -230,3 +232,85 @@ async def test_device_generation_moves_on_every_device_change(store: Store) -> N
     assert await store.device_generation() == second != first
     await store.delete_device(device.id)
     assert await store.device_generation() not in (first, second)
+
+
+async def test_a_deleted_device_s_key_is_never_given_to_a_new_device(store: Store) -> None:
+    first = await store.create_device("first")
+    newest = await store.create_device("newest")
+    await store.delete_device(newest.id)
+    after = await store.create_device("after")
+    assert after.key not in (first.key, newest.key)
+
+
+def _alarm(device: Device, *, type: str = "Hot", **kw: object) -> Alarm:
+    fields: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "device_key": device.key,
+        "device_id": device.id,
+        "device_name": device.name,
+        "type": type,
+        "severity": "MAJOR",
+        "start_ts": 1000,
+        "end_ts": 1000,
+        "details": {"value": 31.5},
+        **kw,
+    }
+    return Alarm(**fields)
+
+
+async def test_alarms_are_saved_found_listed_and_deleted(store: Store) -> None:
+    d = await store.create_device("alarmed")
+    other = await store.create_device("calm")
+    hot = _alarm(d, start_ts=1000)
+    await store.save_alarm(hot)
+    assert await store.get_alarm(hot.id) == hot
+    assert await store.open_alarms() == [hot]
+    with pytest.raises(ConflictError):  # one open alarm per (device, type)
+        await store.save_alarm(_alarm(d))
+    hot.acknowledged, hot.ack_ts = True, 1500
+    hot.cleared, hot.clear_ts, hot.end_ts = True, 2000, 2000
+    await store.save_alarm(hot)
+    assert (await store.get_alarm(hot.id)).status == "CLEARED_ACK"
+    assert await store.open_alarms() == []
+    again = _alarm(d, start_ts=3000)  # the type is free again once cleared
+    await store.save_alarm(again)
+    await store.save_alarm(_alarm(other, type="Cold", start_ts=2500))
+    page, total = await store.list_alarms(limit=2)
+    assert total == 3 and [a.start_ts for a in page] == [3000, 2500]
+    mine, total = await store.list_alarms(device=d.key)
+    assert total == 2 and [a.id for a in mine] == [again.id, hot.id]
+    active, _ = await store.list_alarms(statuses=["ACTIVE_UNACK", "ACTIVE_ACK"])
+    assert {a.type for a in active} == {"Hot", "Cold"}
+    assert (await store.list_alarms(statuses=[]))[1] == 0
+    found, _ = await store.list_alarms(text_search="cal")  # by device name
+    assert [a.device_name for a in found] == ["calm"]
+    windowed, _ = await store.list_alarms(start_ts=2000, end_ts=2600)
+    assert [a.type for a in windowed] == ["Cold"]
+    assert (await store.delete_alarm(hot.id)).id == hot.id
+    with pytest.raises(NotFoundError):
+        await store.get_alarm(hot.id)
+    await store.delete_device(d.id)  # a device's alarms go with it
+    assert [a.type for a in await store.open_alarms()] == ["Cold"]
+
+
+async def test_alarm_rules_and_pending_conditions(store: Store) -> None:
+    d = await store.create_device("ruled")
+    await store.save_alarm_rule("r1", {"id": "r1", "key": "t"})
+    await store.save_alarm_rule("r2", {"id": "r2", "key": "h"})
+    await store.save_alarm_rule("r1", {"id": "r1", "key": "t2"})  # replaced in place
+    assert await store.alarm_rules() == [{"id": "r1", "key": "t2"}, {"id": "r2", "key": "h"}]
+    await store.set_alarm_pending("r1", d.key, 1234)
+    await store.set_alarm_pending("r2", d.key, 99)
+    await store.set_alarm_pending("r2", d.key, None)
+    assert await store.alarm_pending() == [("r1", d.key, 1234)]
+    await store.delete_alarm_rule("r1")  # its pending conditions go with it
+    assert await store.alarm_pending() == []
+    with pytest.raises(NotFoundError):
+        await store.delete_alarm_rule("r1")
+
+
+async def test_last_telemetry_is_each_device_s_newest_timestamp(store: Store) -> None:
+    a = await store.create_device("a")
+    b = await store.create_device("b")
+    await store.write([(a.key, "t", 5, 1), (a.key, "h", 9, 1), (b.key, "t", 7, 1)], ())
+    assert await store.last_telemetry() == {a.key: 9, b.key: 7}

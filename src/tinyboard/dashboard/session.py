@@ -1,7 +1,7 @@
 """Who is looking at the dashboard: a signed session cookie, set after a password check.
 
 The login page checks the password over NiceGUI's socket, which cannot set an HttpOnly
-cookie, so it hands the browser a one-use ticket (valid a few seconds) for `/ui/session`,
+cookie, so it hands the browser a one-use ticket (valid 30 s) for `/ui/session`,
 a plain HTTP route that swaps it for the cookie. The cookie holds a JWT from the same
 `TokenService` as the REST API, of its own kind, so REST tokens and cookies never mix.
 """
@@ -16,17 +16,20 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 
 from tinyboard.core.models import User
-from tinyboard.web.tokens import AuthError, Claims, TokenService
+from tinyboard.storage.base import Store
+from tinyboard.web.tokens import AuthError, Claims, TokenService, password_mark
 
 COOKIE = "tinyboard_session"
 SESSION_SECONDS = 7 * 24 * 3600
 TICKET_SECONDS = 30.0
 LOGIN_PATH = "/ui/login"
+HOME_PATH = "/ui/devices"
 
 
 @dataclass(slots=True)
 class Sessions:
     tokens: TokenService
+    store: Store
     _tickets: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def ticket_for(self, user: User) -> str:
@@ -35,7 +38,7 @@ class Sessions:
         for stale in [t for t, (expiry, _) in self._tickets.items() if expiry < now]:
             del self._tickets[stale]
         ticket = secrets.token_urlsafe(32)
-        token = self.tokens.encode(user, "session", SESSION_SECONDS)
+        token = self.tokens.encode(user, "session", SESSION_SECONDS, mark=True)
         self._tickets[ticket] = (now + TICKET_SECONDS, token)
         return ticket
 
@@ -49,19 +52,25 @@ class Sessions:
             entry[1],
             max_age=SESSION_SECONDS,
             httponly=True,
-            samesite="strict",
+            samesite="lax",
             path="/",
         )
         return response
 
-    def user(self, request: Request) -> Claims | None:
+    async def user(self, request: Request) -> Claims | None:
+        """The signed-in user, if the cookie is valid, the user still exists and has not
+        changed password since."""
         token = request.cookies.get(COOKIE)
         if not token:
             return None
         try:
-            return self.tokens.verify(token, kind="session")
+            claims = self.tokens.verify(token, kind="session")
         except AuthError:
             return None
+        user = await self.store.user_by_email(claims.email)
+        if user is None or password_mark(user) != claims.password_mark:
+            return None
+        return claims
 
 
 def logout() -> RedirectResponse:
@@ -73,5 +82,5 @@ def logout() -> RedirectResponse:
 def local_path(path: str) -> str:
     """Only paths on this server: a login link must not redirect elsewhere."""
     if not path.startswith("/ui/") or path.startswith("//") or "\\" in path:
-        return "/ui/"
+        return HOME_PATH
     return path

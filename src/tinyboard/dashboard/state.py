@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from tinyboard.dashboard.session import LOGIN_PATH, Sessions, logout
+from tinyboard.dashboard.session import HOME_PATH, LOGIN_PATH, Sessions, logout
 from tinyboard.web.auth import LoginLimiter
 from tinyboard.web.context import WebContext
 from tinyboard.web.export import csv_export
@@ -41,12 +41,12 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int]) -> None:
     global _current  # noqa: PLW0603 - NiceGUI itself is one per process
     if _current is not None:
         raise RuntimeError("this process already serves a dashboard (NiceGUI allows one)")
-    sessions = Sessions(ctx.tokens)
+    sessions = Sessions(ctx.tokens, ctx.store)
     _current = Dashboard(ctx, sessions, ports, app.state.login_limiter)
 
     @app.get(MOUNT + "/session", include_in_schema=False)
     async def session(
-        ticket: str = "", next_path: str = Query(MOUNT + "/", alias="next")
+        ticket: str = "", next_path: str = Query(HOME_PATH, alias="next")
     ) -> Response:
         return sessions.redeem(ticket, next_path)
 
@@ -61,7 +61,7 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int]) -> None:
         startTs: int = Query(0, ge=0, le=MAX_TS),
         endTs: int = Query(MAX_TS, ge=0, le=MAX_TS),
     ) -> Response:
-        if sessions.user(request) is None:
+        if await sessions.user(request) is None:
             return RedirectResponse(LOGIN_PATH, status_code=303)
         device = await ctx.store.get_device(device_id)
         return csv_export(ctx.store, device, None, startTs, endTs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
@@ -45,9 +46,15 @@ def csv_export(
                     break
                 start = points[-1][0] + 1
 
-    filename = f"{device.name}.csv".replace('"', "")
     return StreamingResponse(
         rows(),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": attachment(f"{device.name}.csv")},
     )
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any device name: an ASCII fallback plus RFC 6266's UTF-8
+    form (a raw non-Latin-1 or control character in a header would fail the response)."""
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

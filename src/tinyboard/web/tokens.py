@@ -6,6 +6,7 @@ restart and every node sharing the store accepts them.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ class Claims:
     user_id: str
     email: str
     role: str
+    password_mark: str = ""
+    """Set in dashboard sessions: a password change ends them (see `password_mark`)."""
+
+
+def password_mark(user: User) -> str:
+    """A short digest of the user's password hash: it changes when the password does."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
 class TokenService:
@@ -48,10 +56,11 @@ class TokenService:
             "refreshToken": self.encode(user, "refresh", REFRESH_SECONDS),
         }
 
-    def encode(self, user: User, kind: str, seconds: int) -> str:
-        """A signed token of `kind` ("access", "refresh", the dashboard's "session")."""
+    def encode(self, user: User, kind: str, seconds: int, *, mark: bool = False) -> str:
+        """A signed token of `kind` ("access", "refresh", the dashboard's "session");
+        `mark` adds the password mark."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "sub": user.email,
             "userId": user.id,
             "scopes": [user.role],
@@ -59,6 +68,8 @@ class TokenService:
             "iat": now,
             "exp": now + seconds,
         }
+        if mark:
+            claims["pwd"] = password_mark(user)
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str, kind: str = "access") -> Claims:
@@ -70,4 +81,5 @@ class TokenService:
             raise AuthError("the token is not valid; log in with POST /api/auth/login") from None
         if claims.get("typ") != kind:
             raise AuthError(f"a {kind} token is needed here")
-        return Claims(claims["userId"], claims["sub"], (claims.get("scopes") or [""])[0])
+        role = (claims.get("scopes") or [""])[0]
+        return Claims(claims["userId"], claims["sub"], role, claims.get("pwd", ""))

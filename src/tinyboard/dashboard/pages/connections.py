@@ -34,8 +34,8 @@ def _rows() -> list[dict[str, object]]:
 
 
 @ui.page("/connections", title="Connections · tinyboard")
-def connections_page(request: Request) -> RedirectResponse | None:
-    user = signed_in(request)
+async def connections_page(request: Request) -> RedirectResponse | None:
+    user = await signed_in(request)
     if user is None:
         return to_login(request)
     frame(user, "Connections")

@@ -6,13 +6,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, ClassVar
 
 import orjson
 from fastapi import Request
 from fastapi.responses import RedirectResponse
-from nicegui import ui
+from nicegui import background_tasks, ui
 from nicegui.client import Client
 
 from tinyboard.core.ingest import attributes_from_json
@@ -27,7 +27,14 @@ from tinyboard.dashboard.charts import (
     is_number,
     preset,
 )
-from tinyboard.dashboard.pages.frame import ago, frame, notify_error, signed_in, to_login
+from tinyboard.dashboard.pages.frame import (
+    ago,
+    browser_zone,
+    frame,
+    notify_error,
+    signed_in,
+    to_login,
+)
 from tinyboard.dashboard.presence import presence_of
 from tinyboard.dashboard.state import current
 from tinyboard.errors import NotFoundError, TinyboardError
@@ -60,15 +67,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts / 1000).strftime("%Y-%m-%d %H:%M:%S")
+def _when(ts: int, zone: tzinfo) -> str:
+    return datetime.fromtimestamp(ts / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @ui.page("/device/{device_id}", title="Device · tinyboard")
 async def device_page(
     request: Request, device_id: str, client: Client, range: str = "1h"
 ) -> RedirectResponse | None:
-    user = signed_in(request)
+    user = await signed_in(request)
     if user is None:
         return to_login(request)
     ctx = current().ctx
@@ -81,18 +88,19 @@ async def device_page(
         return None
     ui.add_head_html(APPEND_JS)
     frame(user, device.name)
+    zone = browser_zone(request)
     status = Status(device)
-    cards = LatestCards(device)
-    charts = Charts(device, client, RANGE_PARAMS.get(range, "1 h"))
-    attributes = Attributes(device)
+    cards = LatestCards(device, zone)
+    charts = Charts(device, client, RANGE_PARAMS.get(range, "1 h"), zone)
+    attributes = Attributes(device, zone)
     RpcConsole(device)
+    live = LiveFeed(cards, charts, attributes)
+    ctx.live.subscribe(device.key, live)  # before loading: nothing committed meanwhile is missed
+    client.on_delete(lambda: live.close(device.key))
     await status.refresh()
     await cards.load()
     await charts.load(charts.window)
     await attributes.refresh()
-    live = LiveFeed(cards, charts, attributes)
-    ctx.live.subscribe(device.key, live)
-    client.on_delete(lambda: live.close(device.key))
     ui.timer(STATUS_SECONDS, status.refresh)
     return None
 
@@ -114,8 +122,9 @@ class Status:
 
 
 class LatestCards:
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, zone: tzinfo) -> None:
         self.device = device
+        self.zone = zone
         self.cards: dict[str, tuple[ui.label, ui.label]] = {}
         ui.label("Latest values").classes("text-lg font-semibold mt-2")
         with ui.row().classes("gap-2 w-full") as self.box:
@@ -137,19 +146,20 @@ class LatestCards:
             with self.box, ui.card().classes("min-w-[9rem] p-3 gap-0"):
                 ui.label(key).classes("text-xs text-gray-500")
                 value_label = ui.label().classes("text-2xl font-semibold break-all")
-                card = self.cards[key] = (
-                    value_label.props(f"data-testid=value-{key}"),
-                    ui.label().classes("text-xs text-gray-500"),
-                )
+                # a dict write, never `.props(str)`: a key is device input, and NiceGUI parses
+                # a props string into attributes and `:bindings` that the browser evaluates
+                value_label.props["data-testid"] = f"value-{key}"
+                card = self.cards[key] = (value_label, ui.label().classes("text-xs text-gray-500"))
         card[0].set_text(as_text(value))
-        card[1].set_text(_when(ts))
+        card[1].set_text(_when(ts, self.zone))
 
 
 class Charts:
     """A line chart per numeric key over a range; preset ranges keep taking live points."""
 
-    def __init__(self, device: Device, client: Client, shown: str) -> None:
+    def __init__(self, device: Device, client: Client, shown: str, zone: tzinfo) -> None:
         self.device = device
+        self.zone = zone
         self.client = client
         self.window: Window = preset(shown, _now_ms())
         self.charts: dict[str, ui.echart] = {}
@@ -180,8 +190,8 @@ class Charts:
 
     async def custom_range(self) -> None:
         try:
-            start = datetime.fromisoformat(self.start.value)
-            end = datetime.fromisoformat(self.end.value)
+            start = datetime.fromisoformat(self.start.value).replace(tzinfo=self.zone)
+            end = datetime.fromisoformat(self.end.value).replace(tzinfo=self.zone)
             window = custom(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
         except (TypeError, ValueError) as exc:
             notify_error(ValueError(f"choose a start and an end: {exc}"))
@@ -228,7 +238,7 @@ class Charts:
                     "series": [{"type": "line", "name": key, "showSymbol": False, "data": data}],
                 }
             ).classes("w-full h-64")
-        chart.props(f"data-testid=chart-{key}")
+        chart.props["data-testid"] = f"chart-{key}"  # a dict write: see LatestCards.show
         self.charts[key] = chart
         return chart
 
@@ -246,16 +256,13 @@ class Charts:
             points = fold.take()
             if not points:
                 continue
-            chart = self.charts.get(key) or self.add(key, [])
-            data = chart.options["series"][0]["data"]  # in step, for a reconnecting browser
-            for ts, value in points:
-                if data and data[-1][0] == ts:
-                    data[-1] = [ts, value]
-                else:
-                    data.append([ts, value])
-            cutoff = data[-1][0] - span
-            while data and data[0][0] < cutoff:
-                del data[0]
+            chart = self.charts.get(key)
+            if chart is None:  # a new key: its first points are the chart's initial data
+                self.add(key, [list(p) for p in points])
+                continue
+            # Only the new points cross the wire. The server's copy of the options keeps the
+            # data the chart was loaded with (changing it would resend the whole series); a
+            # reload gets everything from the store.
             self.client.run_javascript(
                 f"tinyboardAppend({chart.id}, {orjson.dumps(points).decode()}, {span})"
             )
@@ -270,8 +277,9 @@ class Attributes:
         {"name": "ts", "label": "Updated", "field": "ts", "align": "left"},
     ]
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, zone: tzinfo) -> None:
         self.device = device
+        self.zone = zone
         self.tables: dict[str, ui.table] = {}
         ui.label("Attributes").classes("text-lg font-semibold mt-2")
         with ui.tabs().classes("w-full") as tabs:
@@ -300,14 +308,14 @@ class Attributes:
     def pick(self, event: Any) -> None:
         row = event.args[1]
         self.key.set_value(row["key"])
-        self.value.set_value(row["value"])
+        self.value.set_value(row["json"])  # JSON: the string "123" stays a string
 
     async def refresh(self) -> None:
         store = current().ctx.store
         for scope in SCOPES:
             values = await store.attributes(self.device.key, scope)
             self.tables[scope].rows = [
-                {"key": k, "value": as_text(v), "ts": _when(ts)}
+                {"key": k, "value": as_text(v), "json": json.dumps(v), "ts": _when(ts, self.zone)}
                 for k, (ts, v) in sorted(values.items())
             ]
             self.tables[scope].update()
@@ -322,9 +330,11 @@ class Attributes:
             typed: object = json.loads(text)
         except ValueError:
             typed = text  # not JSON: a string attribute
+        ctx = current().ctx
         try:
             values = attributes_from_json({key: typed})
-            await current().ctx.attributes.update_shared(self.device, values)
+            await ctx.store.get_device(self.device.id)  # not deleted since the page opened
+            await ctx.attributes.update_shared(self.device, values)
         except TinyboardError as exc:
             notify_error(exc)
             return
@@ -413,7 +423,7 @@ class LiveFeed:
         self.charts.push()
         if self._attributes_changed:
             self._attributes_changed = False
-            asyncio.get_running_loop().create_task(self.refresh_attributes())
+            background_tasks.create(self.refresh_attributes(), name="refresh attributes")
 
     def close(self, device_key: int) -> None:
         if self._timer is not None:

@@ -66,7 +66,7 @@ async def device_row(device: Device) -> dict[str, Any]:
 
 @ui.page("/devices", title="Devices · tinyboard")
 async def devices_page(request: Request) -> RedirectResponse | None:
-    user = signed_in(request)
+    user = await signed_in(request)
     if user is None:
         return to_login(request)
     frame(user, "Devices")

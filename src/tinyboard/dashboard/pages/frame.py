@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, tzinfo
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
@@ -21,16 +23,35 @@ NAV: tuple[tuple[str, str, str], ...] = (
 NiceGUI's links and navigation put the mount path (/ui) in front of paths like these."""
 
 
-def signed_in(request: Request) -> Claims | None:
-    return current().sessions.user(request)
+TZ_COOKIE = "tinyboard_tz"
+TZ_SCRIPT = f"""<script>
+document.cookie = "{TZ_COOKIE}=" + encodeURIComponent(Intl.DateTimeFormat().resolvedOptions()
+  .timeZone) + "; path=/; SameSite=Lax; max-age=31536000";
+</script>"""
+"""Tells the server the browser's time zone, so times are shown and read as the user's."""
+
+
+def browser_zone(request: Request) -> tzinfo:
+    """The browser's time zone (set by TZ_SCRIPT on the login page), else UTC."""
+    name = request.cookies.get(TZ_COOKIE, "")
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ValueError, ZoneInfoNotFoundError):
+        return UTC
+
+
+async def signed_in(request: Request) -> Claims | None:
+    return await current().sessions.user(request)
 
 
 def to_login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"{LOGIN_PATH}?next={quote(request.url.path)}", status_code=303)
+    wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{LOGIN_PATH}?next={quote(wanted)}", status_code=303)
 
 
 def frame(user: Claims, title: str) -> None:
     """Header, navigation drawer (a menu button on a phone) and the page title."""
+    ui.add_head_html(TZ_SCRIPT)
     ui.colors(primary="#305680")
     with ui.header().classes("items-center gap-2 px-3 py-2"):
         drawer_button = ui.button(icon="menu").props("flat round color=white aria-label=Menu")

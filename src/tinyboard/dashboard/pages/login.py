@@ -10,16 +10,17 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from tinyboard.core.users import verify_password
-from tinyboard.dashboard.pages.frame import notify_error, signed_in
+from tinyboard.dashboard.pages.frame import TZ_SCRIPT, notify_error, signed_in
 from tinyboard.dashboard.session import LOGIN_PATH, local_path
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.errors import TinyboardError
 
 
 @ui.page(LOGIN_PATH[len(MOUNT) :], title="Log in · tinyboard")
-def login_page(request: Request, next: str = "") -> RedirectResponse | None:
-    if signed_in(request) is not None:
+async def login_page(request: Request, next: str = "") -> RedirectResponse | None:
+    if await signed_in(request) is not None:
         return RedirectResponse(local_path(next or MOUNT + "/devices"), status_code=303)
+    ui.add_head_html(TZ_SCRIPT)
     who = request.client.host if request.client else "?"
 
     async def attempt() -> None:
