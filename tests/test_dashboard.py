@@ -41,6 +41,7 @@ CHROMIUM_FLAGS = [
 ]
 ADMIN = "admin@tinyboard.local"
 PHONE = {"width": 390, "height": 844}
+DEAD_WEBHOOK = "http://127.0.0.1:9/nobody-listens"
 SCREENSHOTS = os.environ.get("TINYBOARD_SCREENSHOTS")
 
 
@@ -60,7 +61,10 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    process = ServeProcess(tmp_path_factory.mktemp("dashboard") / "data")
+    # a webhook nobody answers: the Alarms page must say so
+    process = ServeProcess(
+        tmp_path_factory.mktemp("dashboard") / "data", "--alarm-webhook", DEAD_WEBHOOK
+    )
     process.admin_password  # noqa: B018 - read it now, before anyone else reads stdout
     yield process
     process.signal(15)
@@ -457,12 +461,69 @@ def test_the_api_docs_need_no_internet(browser: Browser, served: ServeProcess) -
     assert httpx.get(base(served) + "/redoc").status_code == 404  # ReDoc would fetch a CDN logo
 
 
+def test_rules_raise_alarms_that_people_see_acknowledge_and_clear(
+    page: Page, served: ServeProcess
+) -> None:
+    device = add_device(served, "alarm-board")
+    page.get_by_role("link", name="Rules").click()
+    page.wait_for_url("**/ui/rules")
+    expect(page.get_by_text("No rules yet.")).to_be_visible()
+    page.get_by_label("Applies to").click()
+    page.get_by_role("option", name="one device").click()
+    page.get_by_label("Device", exact=True).click()
+    page.get_by_role("option", name="alarm-board").click()
+    page.get_by_label("Telemetry key").fill("temperature")
+    page.get_by_label("Value", exact=True).fill("30")
+    page.get_by_label("Clear when (optional)").click()
+    page.get_by_role("option", name="<", exact=True).click()
+    page.get_by_label("Clear value").fill("28")
+    page.get_by_label("Alarm type").fill("Too hot")
+    page.get_by_role("button", name="Add rule").click()
+    rules = page.locator(".q-table")
+    expect(rules).to_contain_text('temperature > 30, clear when temperature < 28 → MAJOR "Too hot"')
+    expect(rules).to_contain_text("device alarm-board")
+    shot(page, "rules")
+
+    page.get_by_role("link", name="Alarms").click()
+    page.wait_for_url("**/ui/alarms")
+    board = Device(served.mqtt_port, device["token"])
+    try:
+        board.publish("v1/devices/me/telemetry", json.dumps({"temperature": 35.5}))
+        table = page.locator(".q-table")
+        expect(table).to_contain_text("alarm-board")  # appears live, no reload
+        expect(table).to_contain_text("temperature = 35.5")
+        expect(table).to_contain_text("active unack")
+        expect(page.get_by_test_id("webhook-failing")).to_contain_text(DEAD_WEBHOOK)
+        shot(page, "alarms")
+        page.get_by_role("button", name="Acknowledge Too hot on alarm-board").click()
+        expect(table).to_contain_text("active ack")
+
+        page.goto(base(served) + "/ui/devices")
+        page.get_by_placeholder("Search by name").fill("alarm-")
+        expect(page.locator(".q-table")).to_contain_text("MAJOR")
+        page.goto(f"{base(served)}/ui/device/{device['id']}")
+        device_alarms = page.locator(".q-table").last
+        expect(device_alarms).to_contain_text("Too hot")
+        page.get_by_role("button", name="Clear Too hot on alarm-board").click()
+        expect(device_alarms).to_contain_text("cleared ack")
+
+        board.publish("v1/devices/me/telemetry", json.dumps({"temperature": 20}))
+        board.publish("v1/devices/me/telemetry", json.dumps({"temperature": 40}))
+        expect(device_alarms).to_contain_text("active unack")  # a new episode, live
+    finally:
+        board.close()
+    page.goto(base(served) + "/ui/rules")
+    page.get_by_role("button", name="Delete Too hot").click()
+    expect(page.get_by_text("No rules yet.")).to_be_visible()
+
+
 def test_pages_fit_a_phone_screen(browser: Browser, served: ServeProcess) -> None:
     device = add_device(served, "phone-check")
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     tab = context.new_page()
     log_in(tab, served)
-    for path in ("/ui/connections", "/ui/devices", f"/ui/device/{device['id']}"):
+    pages = ("/ui/connections", "/ui/alarms", "/ui/rules", "/ui/devices")
+    for path in (*pages, f"/ui/device/{device['id']}"):
         tab.goto(base(served) + path)
         tab.wait_for_load_state("networkidle")
         overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")

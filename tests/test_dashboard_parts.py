@@ -142,3 +142,17 @@ def test_presence_connected_then_recently_heard_then_offline() -> None:
 def test_presence_counts_a_stored_reading_as_being_heard_from() -> None:
     state = presence_of(Registry(), _device(), NOW - 1000, NOW / 1000)
     assert state.online and state.last_seen_ms == NOW - 1000 and state.transport == ""
+
+
+def test_an_inactivity_rule_decides_online_even_while_connected() -> None:
+    registry = Registry()
+    device = _device()
+    client = registry.add("mqtt", "127.0.0.1:5000", _Connection())
+    client.device = device
+    silent = presence_of(registry, device, None, time.time(), inactive=True)
+    assert (silent.online, silent.transport) == (False, "mqtt")  # connected, but no telemetry
+    assert presence_of(registry, device, None, time.time(), inactive=False).online is True
+    registry.remove(client)
+    old = int((time.time() - 10 * INACTIVITY_SECONDS) * 1000)
+    # the rule says it is active although the default timeout would call it offline
+    assert presence_of(Registry(), device, old, time.time(), inactive=False).online is True

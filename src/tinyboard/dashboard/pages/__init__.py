@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyboard.dashboard.pages import connections, device, devices, login
+from tinyboard.dashboard.pages import alarms, connections, device, devices, login, rules
 
 FAVICON = Path(__file__).parent.parent / "favicon.svg"
 
-__all__ = ["FAVICON", "connections", "device", "devices", "login"]
+__all__ = ["FAVICON", "alarms", "connections", "device", "devices", "login", "rules"]

@@ -27,6 +27,7 @@ from tinyboard.dashboard.charts import (
     is_number,
     preset,
 )
+from tinyboard.dashboard.pages.alarm_table import AlarmTable
 from tinyboard.dashboard.pages.frame import (
     ago,
     browser_zone,
@@ -35,7 +36,7 @@ from tinyboard.dashboard.pages.frame import (
     signed_in,
     to_login,
 )
-from tinyboard.dashboard.presence import presence_of
+from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import current
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.models import as_text
@@ -94,6 +95,8 @@ async def device_page(
     charts = Charts(device, client, RANGE_PARAMS.get(range, "1 h"), zone)
     attributes = Attributes(device, zone)
     RpcConsole(device)
+    ui.label("Alarms").classes("text-lg font-semibold mt-2")
+    alarms = AlarmTable(client, zone, device_key=device.key, shown="ANY")
     live = LiveFeed(cards, charts, attributes)
     ctx.live.subscribe(device.key, live)  # before loading: nothing committed meanwhile is missed
     client.on_delete(lambda: live.close(device.key))
@@ -101,6 +104,7 @@ async def device_page(
     await cards.load()
     await charts.load(charts.window)
     await attributes.refresh()
+    await alarms.refresh()
     ui.timer(STATUS_SECONDS, status.refresh)
     return None
 
@@ -111,10 +115,7 @@ class Status:
         self.label = ui.label().classes("text-sm text-gray-600").props("data-testid=status")
 
     async def refresh(self) -> None:
-        ctx = current().ctx
-        latest = await ctx.store.latest(self.device.key)
-        newest = max((ts for ts, _ in latest.values()), default=None)
-        state = presence_of(ctx.registry, self.device, newest)
+        state, _ = await presence_now(current().ctx, self.device)
         text = "online" if state.online else "offline"
         if state.transport:
             text += f" · {state.transport}"

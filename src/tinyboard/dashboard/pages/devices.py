@@ -9,10 +9,11 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from tinyboard.core.models import Device
+from tinyboard.core.models import SEVERITIES, Device
 from tinyboard.dashboard import snippets
+from tinyboard.dashboard.pages.alarm_table import SEVERITY_COLORS
 from tinyboard.dashboard.pages.frame import ago, frame, notify_error, signed_in, to_login
-from tinyboard.dashboard.presence import presence_of
+from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.errors import TinyboardError
 from tinyboard.web.models import as_text
@@ -27,6 +28,7 @@ COLUMNS: list[dict[str, Any]] = [
     {"name": "status", "label": "Status", "field": "status", "align": "left"},
     {"name": "transport", "label": "Transport", "field": "transport", "align": "left"},
     {"name": "last_seen", "label": "Last seen", "field": "last_seen", "align": "left"},
+    {"name": "alarms", "label": "Alarms", "field": "alarms", "align": "left"},
     {"name": "latest", "label": "Latest values", "field": "latest", "align": "left"},
     {"name": "actions", "label": "", "field": "id", "align": "right"},
 ]
@@ -38,6 +40,10 @@ NAME_CELL = f"""<q-td :props="props">
 STATUS_CELL = """<q-td :props="props">
   <q-badge :color="props.value == 'online' ? 'positive' : 'grey'" :label="props.value" />
 </q-td>"""
+ALARMS_CELL = """<q-td :props="props">
+  <q-badge v-if="props.value" :color="props.row.color"
+           :label="props.row.severity + (props.value > 1 ? ' ×' + props.value : '')" />
+</q-td>"""
 ACTIONS_CELL = """<q-td :props="props">
   <q-btn flat dense round icon="delete" color="negative" :aria-label="'Delete ' + props.row.name"
          @click="$parent.$emit('delete', props.row)" />
@@ -45,10 +51,10 @@ ACTIONS_CELL = """<q-td :props="props">
 
 
 async def device_row(device: Device) -> dict[str, Any]:
-    dash = current()
-    latest = await dash.ctx.store.latest(device.key)
-    newest = max((ts for ts, _ in latest.values()), default=None)
-    state = presence_of(dash.ctx.registry, device, newest)
+    ctx = current().ctx
+    state, latest = await presence_now(ctx, device)
+    alarms = ctx.alarms.open_alarms(device.key)
+    worst = min((SEVERITIES.index(a.severity) for a in alarms), default=None)
     shown = sorted(latest.items())[:LATEST_SHOWN]
     values = ", ".join(f"{k}: {as_text(v)}" for k, (_, v) in shown)
     if len(latest) > LATEST_SHOWN:
@@ -61,6 +67,9 @@ async def device_row(device: Device) -> dict[str, Any]:
         "transport": state.transport or "—",
         "last_seen": ago(state.last_seen_ms),
         "latest": values or "—",
+        "alarms": len(alarms),
+        "severity": SEVERITIES[worst] if worst is not None else "",
+        "color": SEVERITY_COLORS.get(SEVERITIES[worst], "grey") if worst is not None else "",
     }
 
 
@@ -100,6 +109,7 @@ class DeviceList:
         self.table.props("hide-pagination flat bordered :rows-per-page-options=[0]")
         self.table.add_slot("body-cell-name", NAME_CELL)
         self.table.add_slot("body-cell-status", STATUS_CELL)
+        self.table.add_slot("body-cell-alarms", ALARMS_CELL)
         self.table.add_slot("body-cell-actions", ACTIONS_CELL)
         self.table.on("delete", lambda e: self.remover.ask(e.args["id"], e.args["name"]))
         with ui.row().classes("items-center gap-2") as self.pager:

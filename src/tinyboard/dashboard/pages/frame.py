@@ -17,9 +17,11 @@ from tinyboard.web.tokens import Claims
 
 NAV: tuple[tuple[str, str, str], ...] = (
     ("Devices", "devices", "/devices"),
+    ("Alarms", "notifications", "/alarms"),
+    ("Rules", "rule", "/rules"),
     ("Connections", "lan", "/connections"),
 )
-"""(label, Material icon, path) of each section; the alarms feature adds its own here.
+"""(label, Material icon, path) of each section.
 NiceGUI's links and navigation put the mount path (/ui) in front of paths like these."""
 
 
