@@ -94,6 +94,9 @@ class AlarmEngine:
         self._inactivity: list[Rule] = []
         self._devices: dict[int, Device] = {}
         self._state: dict[tuple[str, int], _State] = {}
+        self._watch: dict[tuple[int, str], list[tuple[Callable[[float], bool], Rule, _State]]] = {}
+        """(device, key) → its rules, each with its compiled raise test and its state: built
+        on the first reading, dropped whenever the rules change."""
         self._open: dict[int, dict[str, Alarm]] = {}
         self._heap: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()
@@ -212,6 +215,7 @@ class AlarmEngine:
             fired.discard(rule_id)
 
     def _reindex(self) -> None:
+        self._watch = {}
         self._by_key = {}
         self._by_alarm_type = {}
         self._inactivity = []
@@ -254,8 +258,22 @@ class AlarmEngine:
             value = reading[3]
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            for rule in rules.matching(device):
-                self._evaluate(rule, device_key, float(value), now)
+            watch = self._watch.get((device_key, reading[1]))
+            if watch is None:
+                watch = self._watch[(device_key, reading[1])] = [
+                    (r.raise_when.compiled(), r, self._state_of(r, device_key))  # type: ignore[union-attr]
+                    for r in rules.matching(device)
+                ]
+            x = float(value)
+            for test, rule, state in watch:
+                # the common cases decide here: nothing raised and nothing to raise, or
+                # already raised and still holding
+                if test(x):
+                    if state.raised:
+                        continue
+                elif not state.raised and state.pending_since is None:
+                    continue
+                self._evaluate(rule, device_key, x, now)
 
     def _evaluate(self, rule: Rule, device_key: int, x: float, now: float) -> None:
         state = self._state_of(rule, device_key)
