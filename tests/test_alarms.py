@@ -470,3 +470,16 @@ def test_a_value_stored_while_the_engine_was_away_clears_on_start(tmp_path: Path
             assert alarm["details"]["clearReason"] == "cleared while tinyboard was down"
     finally:
         second.stop()
+
+
+def test_a_deleted_device_raises_nothing_more(server: ServerThread, rest: httpx.Client) -> None:
+    device_id, board = new_device(server, "short-lived", type="ephemeral")
+    rest.post(
+        "/api/alarmRule",
+        json={"kind": "inactivity", "deviceType": "ephemeral", "inactivitySeconds": 1},
+    ).raise_for_status()
+    send(board, t=1)  # its silence would raise an alarm a second from now
+    board.close()
+    assert rest.delete(f"/api/device/{device_id}").status_code == 200
+    time.sleep(2)
+    assert server.on_loop(lambda: server.server.alarms.stats.created) == 0

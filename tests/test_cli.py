@@ -97,6 +97,13 @@ def test_busy_port_fails_fast_naming_the_flag(tmp_path: Path) -> None:
     assert "--line-port" in result.stderr and "TINYBOARD_LINE_PORT" in result.stderr
 
 
+def test_a_malformed_webhook_url_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = tinyboard("serve", "--alarm-webhook", "ftp://x", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "--alarm-webhook 'ftp://x': give an http:// or https:// URL" in result.stderr
+    assert not (tmp_path / "tinyboard.db").exists()
+
+
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -144,6 +144,7 @@ class Server:
 
     def disconnect_device(self, device_id: str) -> None:
         """Close every connection and waiting poll of a device (it was deleted)."""
+        self.alarms.forget_device(device_id)
         for client in self.registry.for_device(device_id):
             client.connection.close()
         for session in self.hub.for_device(device_id):

@@ -208,6 +208,20 @@ class AlarmEngine:
         self.rules.pop(rule_id, None)
         self._reindex()
 
+    def forget_device(self, device_id: str) -> None:
+        """A device was deleted (with its alarms): drop everything kept for it."""
+        gone = [key for key, device in self._devices.items() if device.id == device_id]
+        for key in gone:
+            del self._devices[key]
+            self._open.pop(key, None)
+            self._last_seen.pop(key, None)
+            self._inactive.pop(key, None)
+            self._armed.discard(key)
+            for state_key in [k for k in self._state if k[1] == key]:
+                del self._state[state_key]
+            for watch_key in [k for k in self._watch if k[0] == key]:
+                del self._watch[watch_key]
+
     def _forget_rule(self, rule_id: str) -> None:
         for key in [k for k in self._state if k[0] == rule_id]:
             del self._state[key]
@@ -411,7 +425,7 @@ class AlarmEngine:
         while heap and heap[0][0] <= now:
             _, _, rule_id, device_key = heapq.heappop(heap)
             rule = self.rules.get(rule_id)
-            if rule is None or not rule.enabled:
+            if rule is None or not rule.enabled or device_key not in self._devices:
                 continue
             if rule.kind == "inactivity":
                 last = self._last_seen.get(device_key, now)
