@@ -7,9 +7,10 @@ waits for `settled()` so a client sees its own changes and the ones before.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from tinyboard.core.alarms import AlarmEngine
@@ -138,56 +139,48 @@ def _engine(request: Request) -> AlarmEngine:
     return _ctx(request).alarms
 
 
-def _page(alarms: list[Alarm], total: int, page: int, size: int) -> dict[str, Any]:
-    return {
-        "data": [a.as_json() for a in alarms],
-        "totalPages": math.ceil(total / size),
-        "totalElements": total,
-        "hasNext": (page + 1) * size < total,
-    }
+@dataclass
+class AlarmQuery:
+    """ThingsBoard's alarm list parameters."""
+
+    pageSize: int = Query(10, ge=1, le=1000)
+    page: int = Query(0, ge=0, le=10_000_000)
+    searchStatus: SearchStatus = "ANY"
+    status: AlarmStatus | None = None
+    textSearch: str = ""
+    startTime: int = Query(0, ge=0, le=MAX_TS)
+    endTime: int = Query(MAX_TS, ge=0, le=MAX_TS)
+
+    async def run(self, request: Request, device: int | None) -> tuple[list[Alarm], int]:
+        statuses = [s for s in SEARCH[self.searchStatus] if self.status in (None, s)]
+        await _engine(request).settled()
+        return await _ctx(request).store.list_alarms(
+            device=device,
+            statuses=statuses,
+            text_search=self.textSearch,
+            start_ts=self.startTime,
+            end_ts=self.endTime,
+            limit=self.pageSize,
+            offset=self.page * self.pageSize,
+        )
+
+    async def page_of(self, request: Request, device: int | None) -> dict[str, Any]:
+        alarms, total = await self.run(request, device)
+        return {
+            "data": [a.as_json() for a in alarms],
+            "totalPages": math.ceil(total / self.pageSize),
+            "totalElements": total,
+            "hasNext": (self.page + 1) * self.pageSize < total,
+        }
 
 
-async def _list(
-    request: Request,
-    device: int | None,
-    page_size: int,
-    page: int,
-    search: SearchStatus,
-    status: AlarmStatus | None,
-    text: str,
-    start: int,
-    end: int,
-) -> dict[str, Any]:
-    statuses = [s for s in SEARCH[search] if status is None or s == status]
-    await _engine(request).settled()
-    alarms, total = await _ctx(request).store.list_alarms(
-        device=device,
-        statuses=statuses,
-        text_search=text,
-        start_ts=start,
-        end_ts=end,
-        limit=page_size,
-        offset=page * page_size,
-    )
-    return _page(alarms, total, page, page_size)
+Alarms = Annotated[AlarmQuery, Depends()]
 
 
 @router.get("/api/alarms", response_model=AlarmPage)
-async def all_alarms(
-    request: Request,
-    _: User,
-    pageSize: int = Query(10, ge=1, le=1000),
-    page: int = Query(0, ge=0, le=10_000_000),
-    searchStatus: SearchStatus = "ANY",
-    status: AlarmStatus | None = None,
-    textSearch: str = "",
-    startTime: int = Query(0, ge=0, le=MAX_TS),
-    endTime: int = Query(MAX_TS, ge=0, le=MAX_TS),
-) -> dict[str, Any]:
+async def all_alarms(request: Request, _: User, query: Alarms) -> dict[str, Any]:
     """Alarms of every device, newest first."""
-    return await _list(
-        request, None, pageSize, page, searchStatus, status, textSearch, startTime, endTime
-    )
+    return await query.page_of(request, None)
 
 
 @router.get("/api/alarm/info/{alarmId}", response_model=AlarmOut)
@@ -205,33 +198,25 @@ async def highest_severity(
 ) -> Severity | None:
     """The most severe alarm of the device among those matching `searchStatus`."""
     device = await _ctx(request).store.get_device(entityId)
-    found = await _list(request, device.key, 1000, 0, searchStatus, None, "", 0, MAX_TS)
+    query = AlarmQuery(1000, 0, searchStatus, None, "", 0, MAX_TS)
     highest: Severity | None = None
-    for alarm in found["data"]:
-        if highest is None or more_severe(alarm["severity"], highest):
-            highest = alarm["severity"]
-    return highest
+    while True:
+        alarms, total = await query.run(request, device.key)
+        for alarm in alarms:
+            if highest is None or more_severe(alarm.severity, highest):
+                highest = alarm.severity
+        query.page += 1
+        if query.page * query.pageSize >= total or highest == "CRITICAL":
+            return highest
 
 
 @router.get("/api/alarm/{entityType}/{entityId}", response_model=AlarmPage)
 async def device_alarms(
-    entityType: Literal["DEVICE"],
-    entityId: str,
-    request: Request,
-    _: User,
-    pageSize: int = Query(10, ge=1, le=1000),
-    page: int = Query(0, ge=0, le=10_000_000),
-    searchStatus: SearchStatus = "ANY",
-    status: AlarmStatus | None = None,
-    textSearch: str = "",
-    startTime: int = Query(0, ge=0, le=MAX_TS),
-    endTime: int = Query(MAX_TS, ge=0, le=MAX_TS),
+    entityType: Literal["DEVICE"], entityId: str, request: Request, _: User, query: Alarms
 ) -> dict[str, Any]:
     """One device's alarms, newest first."""
     device = await _ctx(request).store.get_device(entityId)
-    return await _list(
-        request, device.key, pageSize, page, searchStatus, status, textSearch, startTime, endTime
-    )
+    return await query.page_of(request, device.key)
 
 
 @router.get("/api/alarm/{alarmId}", response_model=AlarmOut)
