@@ -19,13 +19,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.conftest import IN_CI
 from tests.helpers import LineClient, ServeProcess, tinyboard
 from tests.mqtt_clients import Device
-
-playwright = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +49,7 @@ def browser() -> Iterator[Browser]:
         if IN_CI:
             pytest.fail("Chromium is missing at /usr/bin/chromium; .ci/run installs it")
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         launched = p.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
         )
