@@ -48,6 +48,17 @@ FORBIDDEN_INTERNAL = {
     "web": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports", "tinyboard.dashboard"),
     "dashboard": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports"),
     "registry": ("tinyboard.cli", "tinyboard.server", "tinyboard.transports"),
+    # the simulator is a device: it knows the wire protocols, nothing of the server's inside
+    "sim": (
+        "tinyboard.cli",
+        "tinyboard.server",
+        "tinyboard.web",
+        "tinyboard.dashboard",
+        "tinyboard.transports",
+        "tinyboard.storage",
+        "tinyboard.core",
+        "tinyboard.registry",
+    ),
     "server": ("tinyboard.cli",),
 }
 FORBIDDEN_EXTERNAL = {

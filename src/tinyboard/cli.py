@@ -79,6 +79,120 @@ def serve(**options: Any) -> None:
 
 
 @main.command()
+@setting_options(tuple(s for s in SETTINGS if s.name != "data_dir"))
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("tinyboard-demo"),
+    show_default=True,
+    help="Directory for the demo's own database (kept apart from `serve`'s).",
+)
+def demo(**options: Any) -> None:
+    """Start the server with two simulated boards and an alarm rule: the quickest look."""
+    from tinyboard.demo import run_demo
+    from tinyboard.server import new_loop
+
+    logging.basicConfig(level=logging.WARNING, format="tinyboard: %(levelname)s %(message)s")
+    try:
+        config = config_from(options)
+        new_loop()(run_demo(config))
+    except TinyboardError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The server to send to.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["mqtt", "line", "http"]),
+    default="mqtt",
+    show_default=True,
+    help="How the boards send, as the firmware would.",
+)
+@click.option("--port", type=int, help="Port of that protocol (default 1883, 12000 or 8080).")
+@click.option(
+    "--tokens",
+    "tokens_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='Devices to be: JSON [{"name": ..., "token": ...}] or one token per line.',
+)
+@click.option("--create", type=int, help="Instead, create this many devices over REST.")
+@click.option("--prefix", default="sim-", show_default=True, help="Name prefix for --create.")
+@click.option("--http-port", type=int, default=8080, show_default=True, help="REST API port.")
+@click.option("--username", default="admin@tinyboard.local", show_default=True)
+@click.option("--password", envvar="TINYBOARD_PASSWORD", help="For --create (or env).")
+@click.option("--interval", type=float, default=30.0, show_default=True, help="Seconds.")
+@click.option("--rate", type=float, help="Total readings per second instead (load tests).")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: never).")
+@click.option("--fault-after", type=float, help="Sensors jump by a step after this many s.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def simulate(
+    host: str,
+    protocol: str,
+    port: int | None,
+    tokens_file: Path | None,
+    create: int | None,
+    prefix: str,
+    http_port: int,
+    username: str,
+    password: str | None,
+    interval: float,
+    rate: float | None,
+    duration: float | None,
+    fault_after: float | None,
+    seed: int,
+) -> None:
+    """Simulated ESP8266 boards sending temperature, humidity or light readings.
+
+    They speak the device API exactly as the firmware does, so this works against
+    ThingsBoard too. Readings taken while the server is away are kept and sent later.
+    """
+    from tinyboard.sim.fleet import FleetError, create_devices, read_tokens
+    from tinyboard.sim.simulate import simulate as run_simulation
+
+    if (tokens_file is None) == (create is None):
+        fail("give --tokens FILE or --create N")
+    if (rate is not None and rate <= 0) or interval <= 0:
+        fail("--rate and --interval must be more than 0")
+    try:
+        if tokens_file is not None:
+            identities = read_tokens(tokens_file)
+        else:
+            if password is None:
+                fail("--create needs the REST password: --password or TINYBOARD_PASSWORD")
+            base = f"http://{host}:{http_port}"
+            identities = create_devices(base, username, password or "", create or 0, prefix)
+    except FleetError as exc:
+        fail(str(exc))
+    if not identities:
+        fail("no devices to simulate")
+    summary = new_loop_run(
+        run_simulation(
+            identities,
+            protocol=protocol,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            interval=len(identities) / rate if rate else interval,
+            jitter=0.0 if rate else None,
+            duration=duration,
+            fault_after=fault_after,
+            seed=seed,
+        )
+    )
+    for line in summary.lines():
+        click.echo(line)
+
+
+def new_loop_run(coro: Coroutine[Any, Any, T]) -> T:
+    from tinyboard.server import new_loop
+
+    try:
+        return new_loop()(coro)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@main.command()
 @click.argument("host", default="127.0.0.1")
 @click.option(
     "--port",
