@@ -265,15 +265,19 @@ class MqttLink:
             raise LinkError("not connected")
         async with self._window:
             packet_id = self._next_id()
-            acked = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            acked = loop.create_future()
             mqtt.waiting[packet_id] = acked
             mqtt.write(
                 Publish(topic=TELEMETRY, payload=payload(readings), qos=1, packet_id=packet_id)
             )
+            # one timer instead of wait_for: this runs for every reading
+            timer = loop.call_later(TIMEOUT, _expire, acked, "no PUBACK in time")
             try:
-                await asyncio.wait_for(acked, TIMEOUT)
-            except TimeoutError as exc:
-                raise LinkError("no PUBACK in time") from exc
+                await acked
+            finally:
+                timer.cancel()
+                mqtt.waiting.pop(packet_id, None)
 
     @property
     def lost(self) -> asyncio.Future[None] | None:
@@ -288,6 +292,11 @@ class MqttLink:
                 self._mqtt.write(Disconnect())
             self._mqtt.transport.close()
         self._mqtt = None
+
+
+def _expire(future: asyncio.Future[None], why: str) -> None:
+    if not future.done():
+        future.set_exception(LinkError(why))
 
 
 class HttpLink:
