@@ -96,6 +96,18 @@ def test_the_core_builds_for_the_esp8266_cpu(tmp_path: Path) -> None:
     assert "tinyboard::format_pairs" in symbols and "tinyboard::Backoff::next" in symbols
 
 
+def test_the_mqtt_sketch_compiles_against_the_libraries_interfaces() -> None:
+    """Arduino's ESP8266 core and PubSubClient are not on this machine: their interfaces are
+    (firmware/esp8266/host), so at least every call the sketch makes is checked."""
+    subprocess.run(
+        [
+            tool("g++"), *STRICT, "-fsyntax-only", f"-I{FIRMWARE / 'host'}", f"-I{CORE}",
+            "-x", "c++", str(FIRMWARE / "tinyboard_mqtt" / "tinyboard_mqtt.ino"),
+        ],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_the_tcp_sketch_sends_readings_that_are_stored(
     server: ServerThread, tmp_path: Path
 ) -> None:

@@ -201,6 +201,27 @@ def test_simulate_command_with_a_tokens_file(server: ServerThread, tmp_path: Pat
     assert stored_total == acked
 
 
+def test_simulate_creates_its_devices_over_rest(server: ServerThread) -> None:
+    _, password = server.admin
+    result = tinyboard(
+        "simulate", "--create", "2", "--prefix", "made-", "--password", password,
+        "--http-port", str(server.http_port), "--port", str(server.mqtt_port),
+        "--interval", "0.3", "--duration", "1.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(stored(server, "made-1", "temperature")) >= 3
+    assert len(stored(server, "made-2", "light")) >= 3
+    made = server.call(server.server.store.get_device("made-1"))
+    assert made.type == "esp8266-temperature"
+    again = tinyboard(  # the same names again: the devices are reused, not duplicated
+        "simulate", "--create", "2", "--prefix", "made-", "--password", password,
+        "--http-port", str(server.http_port), "--port", str(server.mqtt_port),
+        "--interval", "0.3", "--duration", "0.5",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert server.call(server.server.store.count_devices(text_search="made-")) == 2
+
+
 def test_simulate_says_what_is_missing() -> None:
     result = tinyboard("simulate")
     assert result.returncode == 1 and "give --tokens FILE or --create N" in result.stderr

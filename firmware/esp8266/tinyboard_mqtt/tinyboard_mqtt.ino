@@ -86,8 +86,9 @@ void on_message(char* topic, byte* payload, unsigned int length) {
 }
 
 bool connect_to_server() {
-  String client_id = "esp8266-" + String(ESP.getChipId(), HEX);
-  if (!mqtt.connect(client_id.c_str(), TOKEN, nullptr)) {
+  char client_id[24];
+  snprintf(client_id, sizeof client_id, "esp8266-%06x", static_cast<unsigned>(ESP.getChipId()));
+  if (!mqtt.connect(client_id, TOKEN, nullptr)) {
     Serial.print("MQTT connect failed, state ");
     Serial.println(mqtt.state());  // 4 or 5: a wrong token
     return false;
