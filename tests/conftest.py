@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import concurrent.futures
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +21,59 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
         yield running
     finally:
         running.stop()
+
+
+POSTGRES = os.environ.get("TINYBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL server for tests (this machine's: trust auth, database `test`)."""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[list[str]]:
+    """Checks that PostgreSQL answers (skip outside CI, fail under CI=true); yields the list of
+    schemas the tests made, and drops them at the end."""
+    import asyncpg
+
+    async def ping() -> None:
+        conn = await asyncpg.connect(POSTGRES, timeout=5)
+        await conn.close()
+
+    try:
+        _apart(ping())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {POSTGRES} is needed under CI=true: {exc}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES} ({exc}); set TINYBOARD_TEST_POSTGRES")
+    schemas: list[str] = []
+    yield schemas
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            for schema in schemas:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    _apart(drop())
+
+
+def _apart(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to the end on its own loop in another thread (this thread may be
+    inside a test's running loop)."""
+    import asyncio
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Makes store URLs, each with a schema of its own (a fresh database per test)."""
+
+    def make() -> str:
+        schemas: list[str] = request.getfixturevalue("postgres_server")
+        schema = f"tb_{uuid.uuid4().hex[:12]}"
+        schemas.append(schema)
+        return f"{POSTGRES}?schema={schema}"
+
+    return make

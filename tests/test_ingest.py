@@ -16,8 +16,10 @@ from tinyboard.errors import PayloadError
 NOW = 1_700_000_000_000
 DEV = 7
 
-keys = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+keys = st.text(  # any key but one holding NUL, which is refused (see below)
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=1,
+    max_size=40,
 )
 json_scalars = (
     st.booleans()
@@ -137,3 +139,8 @@ def test_any_text_line_parses_or_raises_payload_error(text: str) -> None:
 def test_any_bytes_parse_or_raise_payload_error(data: bytes) -> None:
     with contextlib.suppress(PayloadError):
         parse_telemetry(data, DEV, NOW)
+
+
+def test_a_key_holding_nul_is_refused_with_a_reason() -> None:
+    with pytest.raises(PayloadError, match="cannot contain NUL"):
+        parse_telemetry(b'{"a\\u0000b": 1}', DEV, 1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,15 @@ from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
 from tinyboard.storage.sqlite import SQLiteStore, migrations
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:{tmp_path / 'contract.db'}")
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: Callable[[], str]
+) -> AsyncIterator[Store]:
+    url = f"sqlite:{tmp_path / 'contract.db'}" if request.param == "sqlite" else postgres_url()
+    opened = open_store(url)
     await opened.open()
     try:
         yield opened

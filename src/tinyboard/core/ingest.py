@@ -149,6 +149,8 @@ def _number(text: str) -> int | float:
 def _key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
         raise PayloadError(f"telemetry keys need 1 to {MAX_KEY} characters, got {key!r}")
+    if "\x00" in key:  # PostgreSQL text cannot hold it, and no real sensor names one so
+        raise PayloadError(f"telemetry keys cannot contain NUL characters, got {key!r}")
     return key
 
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,10 +35,19 @@ from tinyboard.core.models import (
     Value,
 )
 from tinyboard.errors import ConflictError, NotFoundError, StorageError
+from tinyboard.storage import common
+from tinyboard.storage.common import (
+    KIND_BOOL,
+    KIND_DOUBLE,
+    KIND_JSON,
+    KIND_LONG,
+    KIND_STR,
+    STATUS_FLAGS,
+    like_prefix,
+)
 
 T = TypeVar("T")
 
-KIND_BOOL, KIND_LONG, KIND_DOUBLE, KIND_STR, KIND_JSON = range(5)
 
 UPSERT_TS = (
     "INSERT INTO ts_kv (device, key, ts, kind, v) VALUES (?, ?, ?, ?, ?) "
@@ -73,13 +81,6 @@ ALARM_COLUMNS = (
     "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
 )
 ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
-STATUS_FLAGS: dict[str, tuple[int, int]] = {
-    "ACTIVE_UNACK": (0, 0),
-    "ACTIVE_ACK": (0, 1),
-    "CLEARED_UNACK": (1, 0),
-    "CLEARED_ACK": (1, 1),
-}
-"""Alarm status → (cleared, acknowledged)."""
 
 
 def encode(value: Value) -> tuple[int, object]:
@@ -148,20 +149,8 @@ def _alarm(row: tuple[Any, ...]) -> Alarm:
     )
 
 
-def _like_prefix(text: str) -> str:
-    """A LIKE pattern matching names that start with `text` (wildcards escaped)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def migrations() -> list[tuple[int, str]]:
-    """(version, SQL) of every SQLite migration, in order."""
-    folder = resources.files("tinyboard.storage.migrations") / "sqlite"
-    steps = [
-        (int(f.name.split("_", 1)[0]), f.read_text())
-        for f in folder.iterdir()
-        if f.name.endswith(".sql")
-    ]
-    return sorted(steps)
+    return common.migrations("sqlite")
 
 
 def _statements(script: str) -> Iterable[str]:
@@ -306,7 +295,7 @@ class SQLiteStore:
         rows = self._conn().execute(
             f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE ? ESCAPE '\\' "
             "ORDER BY name LIMIT ? OFFSET ?",
-            (_like_prefix(text_search), limit, offset),
+            (like_prefix(text_search), limit, offset),
         )
         return [_device(r) for r in rows]
 
@@ -318,7 +307,7 @@ class SQLiteStore:
             self._conn()
             .execute(
                 "SELECT count(*) FROM device WHERE name LIKE ? ESCAPE '\\'",
-                (_like_prefix(text_search),),
+                (like_prefix(text_search),),
             )
             .fetchone()
         )
@@ -720,7 +709,7 @@ class SQLiteStore:
             args += [flag for pair in pairs for flag in pair]
         if text_search:
             where.append("(a.type LIKE ? ESCAPE '\\' OR d.name LIKE ? ESCAPE '\\')")
-            args += [_like_prefix(text_search)] * 2
+            args += [like_prefix(text_search)] * 2
         return await self._read_op(self._list_alarms, " AND ".join(where), args, limit, offset)
 
     def _list_alarms(

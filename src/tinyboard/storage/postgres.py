@@ -1,0 +1,644 @@
+"""`Store` on PostgreSQL through asyncpg: `--store postgresql://user@host/db[?schema=name]`.
+
+Strategy: one connection pool; every batch of the group-commit writer is one transaction of
+three statements whatever its size (time series, latest values and attributes each sent as
+arrays and unnested by the server), so a batch costs three round trips, not one per row.
+Duplicates inside a batch are folded first (the last write wins, as in SQLite) because one
+INSERT ... ON CONFLICT may not touch a row twice. A lost connection (a restarted server,
+`pg_terminate_backend`) is retried with backoff inside `write`; meanwhile the pipeline's
+queue fills and transports stop reading (backpressure), and nothing is acknowledged that is
+not committed. Several tinyboard nodes may share one database: migrations take an advisory
+lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+from tinyboard.core.devices import check_name, check_token, new_token
+from tinyboard.core.models import (
+    Aggregation,
+    Alarm,
+    AlarmStatus,
+    AttributeRow,
+    Device,
+    Reading,
+    Scope,
+    TsValue,
+    User,
+    Value,
+)
+from tinyboard.errors import ConflictError, NotFoundError, StorageError
+from tinyboard.storage import common
+from tinyboard.storage.common import (
+    KIND_BOOL,
+    KIND_DOUBLE,
+    KIND_JSON,
+    KIND_LONG,
+    KIND_STR,
+    STATUS_FLAGS,
+    like_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIGRATION_LOCK = 0x7469_6E79  # "tiny": one node migrates at a time
+POOL_SIZE = 8
+RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0)
+"""Waits between attempts of an operation whose connection was lost (~30 s in all)."""
+CONNECTION_ERRORS = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+_AGG = {"MIN": "min", "MAX": "max", "AVG": "avg", "SUM": "sum"}
+NUMBER = "coalesce(long_v::float8, dbl_v)"
+DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
+USER_COLUMNS = "id, email, password_hash, role, created_ts"
+ALARM_COLUMNS = (
+    "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
+    "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
+)
+ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
+UPSERT_TS = (
+    "INSERT INTO ts_kv (device, key, ts, kind, long_v, dbl_v, str_v) "
+    "SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::smallint[], "
+    "$5::bigint[], $6::float8[], $7::text[]) "
+    "ON CONFLICT (device, key, ts) DO UPDATE SET kind = excluded.kind, "
+    "long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v"
+)
+UPSERT_LATEST = (
+    "INSERT INTO ts_latest AS l (device, key, ts, kind, long_v, dbl_v, str_v) "
+    "SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::smallint[], "
+    "$5::bigint[], $6::float8[], $7::text[]) "
+    "ON CONFLICT (device, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
+    "long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v "
+    "WHERE excluded.ts >= l.ts"
+)
+UPSERT_ATTRIBUTES = (
+    "INSERT INTO attribute (device, scope, key, ts, kind, long_v, dbl_v, str_v) "
+    "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], "
+    "$5::smallint[], $6::bigint[], $7::float8[], $8::text[]) "
+    "ON CONFLICT (device, scope, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
+    "long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v"
+)
+
+Columns = tuple[int, int | None, float | None, str | None]
+KIND_STR_WITH_NUL = 5
+"""A string holding NUL, which PostgreSQL text cannot: kept as its JSON string literal."""
+
+
+def encode(value: Value) -> Columns:
+    """(kind, long_v, dbl_v, str_v) for a typed value; bool must be tested before int."""
+    if isinstance(value, bool):
+        return KIND_BOOL, int(value), None, None
+    if isinstance(value, int):
+        return KIND_LONG, value, None, None
+    if isinstance(value, float):
+        return KIND_DOUBLE, None, value, None
+    if isinstance(value, str):
+        if "\x00" in value:
+            return KIND_STR_WITH_NUL, None, None, orjson.dumps(value).decode()
+        return KIND_STR, None, None, value
+    return KIND_JSON, None, None, orjson.dumps(value).decode()
+
+
+def decode(kind: int, long_v: int | None, dbl_v: float | None, str_v: str | None) -> Value:
+    if kind == KIND_BOOL:
+        return bool(long_v)
+    if kind == KIND_LONG:
+        return int(long_v or 0)
+    if kind == KIND_DOUBLE:
+        return float(dbl_v or 0.0)
+    if kind in (KIND_JSON, KIND_STR_WITH_NUL):
+        result: Value = orjson.loads(str_v or "null")
+        return result
+    return str_v or ""
+
+
+def _device(row: asyncpg.Record) -> Device:
+    return Device(
+        key=row[0],
+        id=row[1],
+        name=row[2],
+        type=row[3],
+        label=row[4],
+        token=row[5],
+        created_ts=row[6],
+    )
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=row[0], email=row[1], password_hash=row[2], role=row[3], created_ts=row[4])
+
+
+def _alarm(row: asyncpg.Record) -> Alarm:
+    return Alarm(
+        id=row[0],
+        device_key=row[1],
+        device_id=row[2],
+        device_name=row[3],
+        type=row[4],
+        severity=row[5],
+        acknowledged=row[6],
+        cleared=row[7],
+        start_ts=row[8],
+        end_ts=row[9],
+        ack_ts=row[10],
+        clear_ts=row[11],
+        details=orjson.loads(row[12]),
+    )
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """The DSN for asyncpg, and the schema named by `?schema=` (asyncpg does not know it)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+class PostgresStore:
+    """`Store` on PostgreSQL. Create it, then `await open()`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._dsn, self._schema = split_url(url)
+        self._pool: asyncpg.Pool | None = None
+        self._key_ids: dict[str, int] = {}
+
+    # -- connections ---------------------------------------------------------------------
+    def _where(self) -> str:
+        parts = urlsplit(self._dsn)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+    async def open(self) -> None:
+        settings = {"search_path": self._schema} if self._schema else {}
+        try:
+            if self._schema:
+                conn = await asyncpg.connect(self._dsn)
+                try:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                finally:
+                    await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=POOL_SIZE, server_settings=settings
+            )
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {self._where()}: {exc}; check --store "
+                "(postgresql://user:password@host:5432/database)"
+            ) from exc
+        await self.migrate()
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations (one node at a time); returns the versions applied."""
+        applied: list[int] = []
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS tinyboard_migration "
+                "(version INTEGER PRIMARY KEY, applied_ts BIGINT NOT NULL)"
+            )
+            done = {r[0] for r in await conn.fetch("SELECT version FROM tinyboard_migration")}
+            for version, script in common.migrations("postgres"):
+                if version in done:
+                    continue
+                await conn.execute(script)
+                await conn.execute(
+                    "INSERT INTO tinyboard_migration VALUES ($1, $2)", version, _now_ms()
+                )
+                applied.append(version)
+        return applied
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _conn(self) -> Any:
+        if self._pool is None:
+            raise StorageError("the PostgreSQL store is not open")
+        return self._pool.acquire()
+
+    async def _run(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `op` on a pooled connection; on a lost connection, retry with backoff (the
+        caller waits: for the writer that is backpressure, never a lost reading)."""
+        for attempt, wait in enumerate((*RETRY_SECONDS, None)):
+            try:
+                async with self._conn() as conn:
+                    return await op(conn)
+            except CONNECTION_ERRORS as exc:
+                if wait is None:
+                    where = self._where()
+                    raise StorageError(f"PostgreSQL at {where} is unreachable: {exc}") from exc
+                log.warning(
+                    "PostgreSQL connection lost (%s); retry %d in %.1f s", exc, attempt + 1, wait
+                )
+                await asyncio.sleep(wait)
+            except asyncpg.PostgresError as exc:
+                raise StorageError(f"PostgreSQL error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
+        return await self._run(op)
+
+    async def _fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
+        async def op(conn: asyncpg.Connection) -> asyncpg.Record | None:
+            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+            return row
+
+        return await self._run(op)
+
+    async def _execute(self, sql: str, *args: object) -> str:
+        async def op(conn: asyncpg.Connection) -> str:
+            status: str = await conn.execute(sql, *args)
+            return status
+
+        return await self._run(op)
+
+    # -- devices -------------------------------------------------------------------------
+    async def create_device(
+        self, name: str, *, type: str = "default", label: str = "", token: str | None = None
+    ) -> Device:
+        name = check_name(name)
+        token = check_token(token) if token is not None else new_token()
+        try:
+            row = await self._fetchrow(
+                "INSERT INTO device (id, name, type, label, token, created_ts) "
+                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DEVICE_COLUMNS}",
+                str(uuid.uuid4()), name, type or "default", label, token, _now_ms(),
+            )  # fmt: skip
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                what = "token" if "token" in str(exc.__cause__) else "name"
+                raise ConflictError(f"a device with this {what} already exists") from None
+            raise
+        assert row is not None
+        return _device(row)
+
+    async def get_device(self, ref: str) -> Device:
+        row = await self._fetchrow(
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE id = $1 OR name = $1", ref
+        )
+        if row is None:
+            raise NotFoundError(f"no device with id or name {ref!r} (see `tinyboard device list`)")
+        return _device(row)
+
+    async def device_by_token(self, token: str) -> Device | None:
+        row = await self._fetchrow(f"SELECT {DEVICE_COLUMNS} FROM device WHERE token = $1", token)
+        return _device(row) if row else None
+
+    async def list_devices(
+        self, *, text_search: str = "", limit: int = 1000, offset: int = 0
+    ) -> list[Device]:
+        rows = await self._fetch(
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE $1 "
+            "ORDER BY name LIMIT $2 OFFSET $3",
+            like_prefix(text_search), min(limit, 2**62), offset,
+        )  # fmt: skip
+        return [_device(r) for r in rows]
+
+    async def count_devices(self, *, text_search: str = "") -> int:
+        row = await self._fetchrow(
+            "SELECT count(*) FROM device WHERE name LIKE $1", like_prefix(text_search)
+        )
+        return int(row[0]) if row else 0
+
+    async def device_generation(self) -> int:
+        row = await self._fetchrow("SELECT value FROM setting WHERE name = 'device_generation'")
+        return int(row[0]) if row else 0
+
+    async def delete_device(self, ref: str) -> Device:
+        device = await self.get_device(ref)
+
+        async def op(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                for table in ("ts_kv", "ts_latest", "attribute", "alarm", "alarm_pending"):
+                    await conn.execute(f"DELETE FROM {table} WHERE device = $1", device.key)
+                await conn.execute("DELETE FROM device WHERE seq = $1", device.key)
+
+        await self._run(op)
+        return device
+
+    # -- writes (the hot path) -----------------------------------------------------------
+    async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
+        rows: dict[tuple[int, str, int], Value] = {}
+        for device, key, ts, value in readings:
+            rows[device, key, ts] = value  # a later write of the same point wins
+        latest: dict[tuple[int, str], tuple[int, Value]] = {}
+        for (device, key, ts), value in rows.items():
+            newest = latest.get((device, key))
+            if newest is None or ts >= newest[0]:
+                latest[device, key] = (ts, value)
+        attrs: dict[tuple[int, str, str], tuple[int, Value]] = {}
+        for device, scope, key, ts, value in attributes:
+            attrs[device, scope, key] = (ts, value)
+
+        async def op(conn: asyncpg.Connection) -> None:
+            key_ids = await self._key_ids_for(conn, {k for _, k in latest})
+            async with conn.transaction():
+                if rows:
+                    await conn.execute(UPSERT_TS, *_columns(
+                        [(d, key_ids[k], ts, *encode(v)) for (d, k, ts), v in rows.items()]
+                    ))  # fmt: skip
+                    await conn.execute(UPSERT_LATEST, *_columns(
+                        [(d, key_ids[k], ts, *encode(v)) for (d, k), (ts, v) in latest.items()]
+                    ))  # fmt: skip
+                if attrs:
+                    await conn.execute(UPSERT_ATTRIBUTES, *_columns(
+                        [(d, s, k, ts, *encode(v)) for (d, s, k), (ts, v) in attrs.items()]
+                    ))  # fmt: skip
+
+        await self._run(op)
+
+    async def _key_ids_for(self, conn: asyncpg.Connection, keys: set[str]) -> dict[str, int]:
+        """Telemetry key ids, adding new keys in their own statement (committed at once, so
+        a failed batch never leaves the cache pointing at ids that do not exist)."""
+        missing = [k for k in keys if k not in self._key_ids]
+        if missing:
+            await conn.execute(
+                "INSERT INTO ts_key (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                missing,
+            )
+            for key, key_id in await conn.fetch(
+                "SELECT key, id FROM ts_key WHERE key = any($1::text[])", missing
+            ):
+                self._key_ids[key] = key_id
+        return self._key_ids
+
+    # -- reads ---------------------------------------------------------------------------
+    async def latest(self, device: int, keys: Sequence[str] | None = None) -> dict[str, TsValue]:
+        rows = await self._fetch(
+            "SELECT k.key, l.ts, l.kind, l.long_v, l.dbl_v, l.str_v FROM ts_latest l "
+            "JOIN ts_key k ON k.id = l.key WHERE l.device = $1",
+            device,
+        )
+        wanted = set(keys) if keys is not None else None
+        return {
+            r[0]: (r[1], decode(r[2], r[3], r[4], r[5]))
+            for r in rows
+            if wanted is None or r[0] in wanted
+        }
+
+    async def history(
+        self,
+        device: int,
+        key: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        limit: int = 100,
+        descending: bool = True,
+    ) -> list[TsValue]:
+        order = "DESC" if descending else "ASC"
+        rows = await self._fetch(
+            "SELECT ts, kind, long_v, dbl_v, str_v FROM ts_kv WHERE device = $1 "
+            "AND key = (SELECT id FROM ts_key WHERE key = $2) AND ts >= $3 AND ts < $4 "
+            f"ORDER BY ts {order} LIMIT $5",
+            device, key, start_ts, end_ts, limit,
+        )  # fmt: skip
+        return [(r[0], decode(r[1], r[2], r[3], r[4])) for r in rows]
+
+    async def aggregate(
+        self,
+        device: int,
+        key: str,
+        *,
+        start_ts: int,
+        end_ts: int,
+        interval: int,
+        agg: Aggregation,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> list[TsValue]:
+        if agg == "NONE":
+            return await self.history(
+                device, key, start_ts=start_ts, end_ts=end_ts, limit=limit, descending=descending
+            )
+        if interval <= 0:
+            raise ValueError("interval must be a positive number of milliseconds")
+        value = "count(*)" if agg == "COUNT" else f"{_AGG[agg]}({NUMBER})"
+        numeric = "" if agg == "COUNT" else f"AND kind IN ({KIND_LONG}, {KIND_DOUBLE})"
+        order = "DESC" if descending else "ASC"
+        rows = await self._fetch(
+            f"SELECT (ts - $3) / $5 AS bucket, {value} FROM ts_kv "
+            "WHERE device = $1 AND key = (SELECT id FROM ts_key WHERE key = $2) "
+            f"AND ts >= $3 AND ts < $4 {numeric} "
+            f"GROUP BY bucket ORDER BY bucket {order} LIMIT $6",
+            device, key, start_ts, end_ts, interval, limit,
+        )  # fmt: skip
+        out: list[TsValue] = []
+        for bucket, result in rows:
+            first = start_ts + bucket * interval
+            middle = (first + min(first + interval, end_ts)) // 2
+            out.append((middle, int(result) if agg == "COUNT" else float(result)))
+        return out
+
+    async def ts_keys(self, device: int) -> list[str]:
+        rows = await self._fetch(
+            "SELECT k.key FROM ts_latest l JOIN ts_key k ON k.id = l.key WHERE l.device = $1 "
+            "ORDER BY k.key",
+            device,
+        )
+        return [r[0] for r in rows]
+
+    async def attributes(
+        self, device: int, scope: Scope, keys: Sequence[str] | None = None
+    ) -> dict[str, TsValue]:
+        rows = await self._fetch(
+            "SELECT key, ts, kind, long_v, dbl_v, str_v FROM attribute "
+            "WHERE device = $1 AND scope = $2",
+            device, scope,
+        )  # fmt: skip
+        wanted = set(keys) if keys is not None else None
+        return {
+            r[0]: (r[1], decode(r[2], r[3], r[4], r[5]))
+            for r in rows
+            if wanted is None or r[0] in wanted
+        }
+
+    # -- users and settings --------------------------------------------------------------
+    async def create_user(self, email: str, password_hash: str, *, role: str) -> User:
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                f"RETURNING {USER_COLUMNS}",
+                str(uuid.uuid4()), email, password_hash, role, _now_ms(),
+            )  # fmt: skip
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise ConflictError(f"a user with e-mail {email} already exists") from None
+            raise
+        assert row is not None
+        return _user(row)
+
+    async def user_by_email(self, email: str) -> User | None:
+        row = await self._fetchrow(
+            f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
+        )
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        return [
+            _user(r) for r in await self._fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY email")
+        ]
+
+    async def set_password_hash(self, email: str, password_hash: str) -> None:
+        status = await self._execute(
+            "UPDATE users SET password_hash = $1 WHERE lower(email) = lower($2)",
+            password_hash, email,
+        )  # fmt: skip
+        if status == "UPDATE 0":
+            raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
+
+    async def setting(self, name: str, default: str) -> str:
+        await self._execute(
+            "INSERT INTO setting (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            name, default,
+        )  # fmt: skip
+        row = await self._fetchrow("SELECT value FROM setting WHERE name = $1", name)
+        assert row is not None
+        return str(row[0])
+
+    # -- alarms --------------------------------------------------------------------------
+    async def alarm_rules(self) -> list[dict[str, Any]]:
+        rows = await self._fetch("SELECT spec FROM alarm_rule ORDER BY created_ts, id")
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def save_alarm_rule(self, rule_id: str, spec: dict[str, Any]) -> None:
+        await self._execute(
+            "INSERT INTO alarm_rule (id, spec, created_ts) VALUES ($1, $2, $3) "
+            "ON CONFLICT (id) DO UPDATE SET spec = excluded.spec",
+            rule_id, orjson.dumps(spec).decode(), _now_ms(),
+        )  # fmt: skip
+
+    async def delete_alarm_rule(self, rule_id: str) -> None:
+        async def op(conn: asyncpg.Connection) -> str:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM alarm_pending WHERE rule = $1", rule_id)
+                status: str = await conn.execute("DELETE FROM alarm_rule WHERE id = $1", rule_id)
+                return status
+
+        if await self._run(op) == "DELETE 0":
+            raise NotFoundError(f"no alarm rule {rule_id!r}")
+
+    async def save_alarm(self, alarm: Alarm) -> None:
+        try:
+            await self._execute(
+                "INSERT INTO alarm (id, device, type, severity, acknowledged, cleared, "
+                "start_ts, end_ts, ack_ts, clear_ts, details) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO "
+                "UPDATE SET severity = excluded.severity, acknowledged = excluded.acknowledged, "
+                "cleared = excluded.cleared, end_ts = excluded.end_ts, ack_ts = excluded.ack_ts, "
+                "clear_ts = excluded.clear_ts, details = excluded.details",
+                alarm.id, alarm.device_key, alarm.type, alarm.severity, alarm.acknowledged,
+                alarm.cleared, alarm.start_ts, alarm.end_ts, alarm.ack_ts, alarm.clear_ts,
+                orjson.dumps(alarm.details).decode(),
+            )  # fmt: skip
+        except StorageError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise ConflictError("this device already has an open alarm of this type") from None
+            raise
+
+    async def get_alarm(self, alarm_id: str) -> Alarm:
+        row = await self._fetchrow(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.id = $1", alarm_id)
+        if row is None:
+            raise NotFoundError(f"no alarm {alarm_id!r}")
+        return _alarm(row)
+
+    async def open_alarms(self) -> list[Alarm]:
+        return [
+            _alarm(r)
+            for r in await self._fetch(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE NOT a.cleared")
+        ]
+
+    async def list_alarms(
+        self,
+        *,
+        device: int | None = None,
+        statuses: Sequence[AlarmStatus] | None = None,
+        text_search: str = "",
+        start_ts: int = 0,
+        end_ts: int = 2**62,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Alarm], int]:
+        where = ["a.start_ts >= $1", "a.start_ts < $2"]
+        args: list[object] = [start_ts, end_ts]
+        if device is not None:
+            args.append(device)
+            where.append(f"a.device = ${len(args)}")
+        if statuses is not None:
+            pairs = [STATUS_FLAGS[s] for s in statuses]
+            if not pairs:
+                return [], 0
+            terms = []
+            for cleared, acknowledged in pairs:
+                args += [bool(cleared), bool(acknowledged)]
+                terms.append(f"(a.cleared = ${len(args) - 1} AND a.acknowledged = ${len(args)})")
+            where.append("(" + " OR ".join(terms) + ")")
+        if text_search:
+            args.append(like_prefix(text_search))
+            where.append(f"(a.type LIKE ${len(args)} OR d.name LIKE ${len(args)})")
+        condition = " AND ".join(where)
+        total = await self._fetchrow(f"SELECT count(*) {ALARM_FROM} WHERE {condition}", *args)
+        rows = await self._fetch(
+            f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE {condition} "
+            f"ORDER BY a.start_ts DESC, a.id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            *args, limit, offset,
+        )  # fmt: skip
+        return [_alarm(r) for r in rows], int(total[0]) if total else 0
+
+    async def delete_alarm(self, alarm_id: str) -> Alarm:
+        alarm = await self.get_alarm(alarm_id)
+        await self._execute("DELETE FROM alarm WHERE id = $1", alarm_id)
+        return alarm
+
+    async def alarm_pending(self) -> list[tuple[str, int, int]]:
+        rows = await self._fetch("SELECT rule, device, since_ts FROM alarm_pending")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def set_alarm_pending(self, rule_id: str, device: int, since_ts: int | None) -> None:
+        if since_ts is None:
+            await self._execute(
+                "DELETE FROM alarm_pending WHERE rule = $1 AND device = $2", rule_id, device
+            )
+        else:
+            await self._execute(
+                "INSERT INTO alarm_pending (rule, device, since_ts) VALUES ($1, $2, $3) "
+                "ON CONFLICT (rule, device) DO UPDATE SET since_ts = excluded.since_ts",
+                rule_id, device, since_ts,
+            )  # fmt: skip
+
+    async def last_telemetry(self) -> dict[int, int]:
+        rows = await self._fetch("SELECT device, max(ts) FROM ts_latest GROUP BY device")
+        return {r[0]: r[1] for r in rows}
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows → one list per column, for `unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
