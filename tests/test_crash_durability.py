@@ -7,6 +7,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers import ServeProcess, tinyboard
-from tinyboard.storage.sqlite import SQLiteStore
+from tinyboard.storage import open_store
 
 DEVICES = 6
 WINDOW = 32  # readings in flight per device
@@ -56,8 +57,9 @@ async def _load_then_kill(server: ServeProcess, tokens: list[str]) -> list[list[
     return acked
 
 
-async def _stored(db: Path, device_names: list[str]) -> list[set[int]]:
-    store = SQLiteStore(db)
+async def _stored(url: str, device_names: list[str]) -> list[set[int]]:
+    """The seq values stored per device (read with the store itself)."""
+    store = open_store(url)
     await store.open()
     try:
         out = []
@@ -70,20 +72,36 @@ async def _stored(db: Path, device_names: list[str]) -> list[set[int]]:
         await store.close()
 
 
+def _store_args(store: str, data: Path, postgres_url: Callable[[], str]) -> tuple[str, list[str]]:
+    """The store's URL and the CLI arguments that select it."""
+    if store == "postgres":
+        url = postgres_url()
+        return url, ["--store", url]
+    return f"sqlite:{data / 'tinyboard.db'}", []
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sync", ["full", "normal"])
-def test_acknowledged_readings_survive_kill_9(tmp_path: Path, sync: str) -> None:
+@pytest.mark.parametrize(
+    ("store", "sync"), [("sqlite", "full"), ("sqlite", "normal"), ("postgres", "full")]
+)
+def test_acknowledged_readings_survive_kill_9(
+    tmp_path: Path, store: str, sync: str, postgres_url: Callable[[], str]
+) -> None:
     data = tmp_path / "data"
+    url, chosen = _store_args(store, data, postgres_url)
     names = [f"crash-{i}" for i in range(DEVICES)]
-    tokens = [tinyboard("device", "add", n, "--data-dir", str(data)).stdout.strip() for n in names]
+    tokens = [
+        tinyboard("device", "add", n, "--data-dir", str(data), *chosen).stdout.strip()
+        for n in names
+    ]
     total_acked = 0
     for _ in range(3):
-        server = ServeProcess(data, "--sync", sync)
+        server = ServeProcess(data, "--sync", sync, *chosen)
         acked = asyncio.run(_load_then_kill(server, tokens))
         assert server.wait()[0] == -signal.SIGKILL
         total_acked += sum(map(len, acked))
-        restarted = ServeProcess(data, "--sync", sync)  # the data dir opens again after a crash
-        stored = asyncio.run(_stored(data / "tinyboard.db", names))
+        restarted = ServeProcess(data, "--sync", sync, *chosen)  # opens again after a crash
+        stored = asyncio.run(_stored(url, names))
         restarted.signal(signal.SIGTERM)
         assert restarted.wait()[0] == 0
         for name, got, want in zip(names, stored, acked, strict=True):
@@ -172,14 +190,22 @@ async def _wire_round(server: ServeProcess, tokens: list[str], first: int) -> li
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("client", ["paho", "wire"])
-def test_pubacked_readings_survive_kill_9(tmp_path: Path, client: str) -> None:
+@pytest.mark.parametrize(
+    ("client", "store"), [("paho", "sqlite"), ("wire", "sqlite"), ("wire", "postgres")]
+)
+def test_pubacked_readings_survive_kill_9(
+    tmp_path: Path, client: str, store: str, postgres_url: Callable[[], str]
+) -> None:
     data = tmp_path / "data"
+    url, chosen = _store_args(store, data, postgres_url)
     names = [f"mqtt-crash-{i}" for i in range(DEVICES)]
-    tokens = [tinyboard("device", "add", n, "--data-dir", str(data)).stdout.strip() for n in names]
+    tokens = [
+        tinyboard("device", "add", n, "--data-dir", str(data), *chosen).stdout.strip()
+        for n in names
+    ]
     total = 0
     for round_ in range(3):
-        server = ServeProcess(data)
+        server = ServeProcess(data, *chosen)
         first = round_ * 10_000_000  # seq values never repeat across rounds
         if client == "paho":
             acked = _paho_round(server, tokens, first)
@@ -187,7 +213,7 @@ def test_pubacked_readings_survive_kill_9(tmp_path: Path, client: str) -> None:
             acked = asyncio.run(_wire_round(server, tokens, first))
         assert server.wait()[0] == -signal.SIGKILL
         total += sum(map(len, acked))
-        stored = asyncio.run(_stored(data / "tinyboard.db", names))
+        stored = asyncio.run(_stored(url, names))
         for name, got, want in zip(names, stored, acked, strict=True):
             missing = want - got
             assert not missing, f"{name}: {len(missing)} PUBACKed readings lost"
