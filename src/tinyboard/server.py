@@ -135,7 +135,9 @@ class Server:
             raise
         self.mqtt.start()
         self._watcher = asyncio.get_running_loop().create_task(
-            self.directory.watch(self._connected_devices, self.disconnect_device)
+            self.directory.watch(
+                self._connected_devices, self.disconnect_device, self.alarms.devices_changed
+            )
         )
         self._announce()
 

@@ -129,16 +129,13 @@ class Webhooks:
                 target.queue.popleft()
 
     async def _post(self, url: str, body: dict[str, Any]) -> str | None:
-        """None on a 2xx answer, else what went wrong, in words."""
+        """None on a 2xx answer, else what went wrong, in words (never raises: one odd
+        failure must not end the URL's delivery task)."""
         assert self._client is not None
         try:
             response = await self._client.post(url, json=body)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if response.is_success:
             return None
         return f"HTTP {response.status_code}"
-
-    @property
-    def pending(self) -> int:
-        return sum(len(t.queue) for t in self.targets)

@@ -129,15 +129,26 @@ class AlarmEngine:
         for alarm in await self.store.open_alarms():
             self._open.setdefault(alarm.device_key, {})[alarm.type] = alarm
         for rule_id, device, since_ms in await self.store.alarm_pending():
+            # kept only while its condition still holds for the newest stored value: the
+            # write that ended it may have been lost, or the rule changed since
             pending = self.rules.get(rule_id)
-            if pending is not None and pending.enabled:
-                state = self._state_of(pending, device)
-                state.pending_since = since_ms / 1000
+            value = None
+            if pending is not None and pending.enabled and pending.raise_when is not None:
                 latest = await self.store.latest(device, [pending.key])
-                value = latest.get(pending.key, (0, 0.0))[1]
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    state.value = float(value)
-                self._push(state.pending_since + pending.for_seconds, rule_id, device)
+                value = latest.get(pending.key, (0, None))[1]
+            if (
+                pending is None
+                or pending.raise_when is None
+                or not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not pending.raise_when.holds(float(value))
+            ):
+                self._write(self.store.set_alarm_pending, rule_id, device, None)
+                continue
+            state = self._state_of(pending, device)
+            state.pending_since = since_ms / 1000
+            state.value = float(value)
+            self._push(state.pending_since + pending.for_seconds, rule_id, device)
         await self._recover(now)
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="tinyboard-alarm-writer"),
@@ -174,6 +185,8 @@ class AlarmEngine:
                     self._close(alarm, now, reason="cleared while tinyboard was down")
 
     async def stop(self) -> None:
+        if self._tasks:
+            await self.settled()  # the writer finishes what was decided, nothing cut in half
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,9 +210,16 @@ class AlarmEngine:
             except NotFoundError:
                 raise RuleError(f"deviceId {rule.device_id!r} is not a device") from None
         await self.store.save_alarm_rule(rule.id, rule.as_json())
+        old = self.rules.get(rule.id)
+        holding = [k[1] for k, s in self._state.items() if k[0] == rule.id and s.raised]
         self._forget_rule(rule.id)
         self.rules[rule.id] = rule
         self._reindex()
+        if old is not None and old.alarm_type == rule.alarm_type and rule.enabled:
+            # an edited rule still holds the alarms it raised, so it can clear them
+            for device_key in holding:
+                if rule.alarm_type in self._open.get(device_key, {}):
+                    self._state_of(rule, device_key).raised = True
         return rule
 
     async def delete_rule(self, rule_id: str) -> None:
@@ -224,6 +244,8 @@ class AlarmEngine:
 
     def _forget_rule(self, rule_id: str) -> None:
         for key in [k for k in self._state if k[0] == rule_id]:
+            if self._state[key].pending_since is not None:
+                self._write(self.store.set_alarm_pending, rule_id, key[1], None)
             del self._state[key]
         for fired in self._inactive.values():
             fired.discard(rule_id)
@@ -251,9 +273,12 @@ class AlarmEngine:
 
     # -- evaluation (the pipeline's after-commit listener) -----------------------------------
     def on_commit(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
+        now = self.clock()
+        last_seen = self._last_seen
+        for reading in readings:  # who was heard from when: inactivity rules, even later ones
+            last_seen[reading[0]] = now
         if not self.rules:
             return
-        now = self.clock()
         by_key = self._by_key
         watch_activity = bool(self._inactivity)
         devices = self._devices
@@ -267,27 +292,27 @@ class AlarmEngine:
             if watch_activity:
                 self._seen(device_key, now)
             rules = by_key.get(reading[1])
-            if rules is None:
-                continue
             value = reading[3]
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if rules is None or not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            watch = self._watch.get((device_key, reading[1]))
-            if watch is None:
-                watch = self._watch[(device_key, reading[1])] = [
-                    (r.raise_when.compiled(), r, self._state_of(r, device_key))  # type: ignore[union-attr]
-                    for r in rules.matching(device)
-                ]
-            x = float(value)
-            for test, rule, state in watch:
-                # the common cases decide here: nothing raised and nothing to raise, or
-                # already raised and still holding
-                if test(x):
-                    if state.raised:
-                        continue
-                elif not state.raised and state.pending_since is None:
+            self._check(rules, device, reading[1], float(value), now)
+
+    def _check(self, rules: _KeyRules, device: Device, key: str, x: float, now: float) -> None:
+        watch = self._watch.get((device.key, key))
+        if watch is None:
+            watch = self._watch[(device.key, key)] = [
+                (r.raise_when.compiled(), r, self._state_of(r, device.key))  # type: ignore[union-attr]
+                for r in rules.matching(device)
+            ]
+        for test, rule, state in watch:
+            # the common cases decide here: nothing raised and nothing to raise, or already
+            # raised and still holding
+            if test(x):
+                if state.raised:
                     continue
-                self._evaluate(rule, device_key, x, now)
+            elif not state.raised and state.pending_since is None:
+                continue
+            self._evaluate(rule, device.key, x, now)
 
     def _evaluate(self, rule: Rule, device_key: int, x: float, now: float) -> None:
         state = self._state_of(rule, device_key)
@@ -461,7 +486,11 @@ class AlarmEngine:
         return None
 
     async def get(self, alarm_id: str) -> Alarm:
-        return self._find_open(alarm_id) or await self.store.get_alarm(alarm_id)
+        found = self._find_open(alarm_id)
+        if found is not None:
+            return found
+        await self.settled()  # the store may not have the latest change of this alarm yet
+        return await self.store.get_alarm(alarm_id)
 
     async def acknowledge(self, alarm_id: str) -> Alarm:
         alarm = await self.get(alarm_id)
@@ -501,7 +530,11 @@ class AlarmEngine:
                 state.raised = False
         fired = self._inactive.get(alarm.device_key)
         if fired:
-            fired.difference_update(r.id for r in self._by_alarm_type.get(alarm.type, []))
+            released = {r.id for r in self._by_alarm_type.get(alarm.type, [])} & fired
+            fired.difference_update(released)
+            now = self.clock()
+            for rule_id in released:  # watch the silence again from now
+                self._push(now + self.rules[rule_id].inactivity_seconds, rule_id, alarm.device_key)
 
     # -- persistence and listeners -----------------------------------------------------------
     def _changed(self, event: AlarmEvent, alarm: Alarm) -> None:
@@ -540,6 +573,10 @@ class AlarmEngine:
         return state
 
     # -- devices -----------------------------------------------------------------------------
+    def devices_changed(self) -> None:
+        """Some process added, changed or deleted devices: load them again."""
+        self._refresh_devices()
+
     def _refresh_devices(self) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self._reload_devices())
@@ -552,11 +589,14 @@ class AlarmEngine:
         except Exception:
             log.exception("could not load devices for alarm rules")
             return
-        self._devices = {d.key: d for d in devices}
+        known = {d.key: d for d in devices}
+        for gone in [d for key, d in self._devices.items() if key not in known]:
+            self.forget_device(gone.id)  # deleted by another process (`tinyboard device rm`)
+        self._devices = known
         waiting, self._unknown = self._unknown, []
-        known = [r for r in waiting if r[0] in self._devices]
-        if known:
-            self.on_commit(known, ())
+        arrived = [r for r in waiting if r[0] in self._devices]
+        if arrived:
+            self.on_commit(arrived, ())
 
 
 async def _nothing() -> None:

@@ -63,14 +63,19 @@ class DeviceDirectory:
         return missing
 
     async def watch(
-        self, connected: Callable[[], Iterable[str]], close: Callable[[str], None]
+        self,
+        connected: Callable[[], Iterable[str]],
+        close: Callable[[str], None],
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        """Poll for device changes forever; close the connections of deleted devices."""
+        """Poll for device changes forever; close the connections of deleted devices, and
+        tell `on_change` (which reloads what it keeps about devices)."""
         await self.changed()
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 if await self.changed():
+                    on_change()
                     for device_id in await self.gone(set(connected())):
                         log.info("device %s was deleted; closing its connections", device_id)
                         close(device_id)
