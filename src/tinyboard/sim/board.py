@@ -60,6 +60,7 @@ class Board:
     _nap: asyncio.Future[None] | None = field(default=None, repr=False)
     """The wait between readings; a new interval ends it early so the new one applies."""
     _link: Link | None = field(default=None, repr=False)
+    _in_flight: list[Reading] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -88,13 +89,16 @@ class Board:
     # -- the loop ---------------------------------------------------------------------------
     def take_reading(self, now: float) -> None:
         if len(self.buffer) == self.buffer.maxlen:
-            self.stats.dropped += 1
+            oldest = self.buffer[0]
+            if not any(oldest is r for r in self._in_flight):  # in flight: it may yet arrive
+                self.stats.dropped += 1
         self.buffer.append((int(now * 1000), self.sensors.read(now)))
         self.stats.taken += 1
 
     async def run(self, until: float | None = None) -> None:
         """Measure and send until Unix time `until` (forever if None)."""
         sender = asyncio.get_running_loop().create_task(self._send_forever())
+        sender.add_done_callback(self._sender_ended)
         try:
             while until is None or time.time() < until:
                 self.take_reading(time.time())
@@ -102,11 +106,16 @@ class Board:
                 spread = 1 + self._random.uniform(-self.jitter, self.jitter)
                 await self._sleep(self.interval * spread, until)
         finally:
-            await self._drain(until)
+            await self._drain()
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
             if self._link is not None:
                 await self._link.close()
+
+    def _sender_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped sending", self.name, exc_info=task.exception())
+            self.stats.last_error = f"sender crashed: {task.exception()!r}"
 
     async def _sleep(self, seconds: float, until: float | None) -> None:
         """A plain future and one timer: the simulator's hot path at high --rate, where
@@ -121,7 +130,7 @@ class Board:
         finally:
             timer.cancel()
 
-    async def _drain(self, until: float | None) -> None:
+    async def _drain(self) -> None:
         """At the end of a run, a moment to deliver what is still buffered."""
         deadline = time.monotonic() + 5
         while self.buffer and self._link is not None and time.monotonic() < deadline:
@@ -129,35 +138,53 @@ class Board:
             await asyncio.sleep(0.05)
 
     async def _send_forever(self) -> None:
+        """Connect, send what is buffered, and after any failure wait (1 s, 2 s, 4 s ...
+        up to a minute) before connecting again; the wait resets after a delivery."""
         backoff = FIRST_BACKOFF
+        retrying = False
         while True:
-            if self._link is None:
-                assert self.link_factory is not None, "give the board a link factory"
-                try:
-                    link = self.link_factory()
-                    await link.connect()
-                    self._link = link
-                    backoff = FIRST_BACKOFF
-                except LinkError as exc:
-                    self._failed(exc)
-                    await asyncio.sleep(backoff * (1 + self._random.uniform(0, JITTER)))
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    self.stats.reconnects += 1
-                    continue
-            await self._wake.wait()
-            self._wake.clear()
             try:
+                if self._link is None:
+                    self._link = await self._connect()
+                if not self.buffer:
+                    self._wake.clear()
+                    await self._wake.wait()
                 while self.buffer:
                     batch = [self.buffer[i] for i in range(min(BATCH, len(self.buffer)))]
-                    await self._link.send(batch)
+                    self._in_flight = batch
+                    await self._link.send(batch, fresh=self._fresh(batch, retrying))
                     for reading in batch:  # acknowledged: now they may leave the buffer
                         if self.buffer and self.buffer[0] is reading:
                             self.buffer.popleft()
                     self.stats.acked += len(batch)
+                    self._in_flight = []
+                    backoff, retrying = FIRST_BACKOFF, False
             except LinkError as exc:
                 self._failed(exc)
-                await self._link.close()
-                self._link = None
+                if self._link is not None:
+                    await self._link.close()
+                    self._link = None
+                retrying = True
+                self._in_flight = []
+                await asyncio.sleep(backoff * (1 + self._random.uniform(0, JITTER)))
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                self.stats.reconnects += 1
+
+    async def _connect(self) -> Link:
+        assert self.link_factory is not None, "give the board a link factory"
+        link = self.link_factory()
+        try:
+            await link.connect()
+        except LinkError:
+            await link.close()
+            raise
+        return link
+
+    def _fresh(self, batch: list[Reading], retrying: bool) -> bool:
+        """One reading taken just now, sent for the first time: it goes out as the firmware
+        sends it, without a timestamp (the server's time is as good). Anything else carries
+        the time it was measured."""
+        return len(batch) == 1 and not retrying and time.time() * 1000 - batch[0][0] < 1000
 
     def _failed(self, exc: LinkError) -> None:
         self.stats.failures += 1

@@ -59,14 +59,15 @@ class Commands(Protocol):
 class Link(Protocol):
     async def connect(self) -> None: ...
 
-    async def send(self, readings: Sequence[Reading]) -> None: ...
+    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
+        """`fresh`: one reading just taken, sent the first time (no timestamp needed)."""
 
     async def close(self) -> None: ...
 
 
-def payload(readings: Sequence[Reading]) -> bytes:
+def payload(readings: Sequence[Reading], fresh: bool) -> bytes:
     """ThingsBoard telemetry JSON: plain values for one fresh reading, else ts + values."""
-    if len(readings) == 1:
+    if fresh:
         return orjson.dumps(readings[0][1])
     return orjson.dumps([{"ts": ts, "values": values} for ts, values in readings])
 
@@ -94,10 +95,11 @@ class LineLink:
             raise LinkError(f"cannot reach {self.host}:{self.port}: {exc}") from exc
         reply = await self._ask(f"TOKEN {self.token}")
         if not reply.startswith("OK "):
+            await self.close()
             raise LinkError(f"the server refused the token: {reply}")
 
-    async def send(self, readings: Sequence[Reading]) -> None:
-        line = pairs(readings[0][1]) if len(readings) == 1 else payload(readings).decode()
+    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
+        line = pairs(readings[0][1]) if fresh else payload(readings, fresh).decode()
         reply = await self._ask(line)
         if reply.startswith("ERROR"):
             raise LinkError(reply)
@@ -202,9 +204,6 @@ class MqttProtocol(asyncio.Protocol):
 
 
 class MqttLink:
-    WINDOW = 16
-    """QoS 1 messages in flight at once (the rest wait: `--rate` load tests need it)."""
-
     def __init__(
         self,
         host: str,
@@ -219,7 +218,6 @@ class MqttLink:
         self.keep_alive = keep_alive
         self._mqtt: MqttProtocol | None = None
         self._ids = 0
-        self._window = asyncio.Semaphore(self.WINDOW)
         self._pinger: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -259,29 +257,23 @@ class MqttLink:
         self._ids = self._ids % 65535 + 1
         return self._ids
 
-    async def send(self, readings: Sequence[Reading]) -> None:
+    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
         mqtt = self._mqtt
         if mqtt is None:
             raise LinkError("not connected")
-        async with self._window:
-            packet_id = self._next_id()
-            loop = asyncio.get_running_loop()
-            acked = loop.create_future()
-            mqtt.waiting[packet_id] = acked
-            mqtt.write(
-                Publish(topic=TELEMETRY, payload=payload(readings), qos=1, packet_id=packet_id)
-            )
-            # one timer instead of wait_for: this runs for every reading
-            timer = loop.call_later(TIMEOUT, _expire, acked, "no PUBACK in time")
-            try:
-                await acked
-            finally:
-                timer.cancel()
-                mqtt.waiting.pop(packet_id, None)
-
-    @property
-    def lost(self) -> asyncio.Future[None] | None:
-        return self._mqtt.lost if self._mqtt is not None else None
+        packet_id = self._next_id()
+        loop = asyncio.get_running_loop()
+        acked = loop.create_future()
+        mqtt.waiting[packet_id] = acked
+        body = payload(readings, fresh)
+        mqtt.write(Publish(topic=TELEMETRY, payload=body, qos=1, packet_id=packet_id))
+        # one timer instead of wait_for: this runs for every reading
+        timer = loop.call_later(TIMEOUT, _expire, acked, "no PUBACK in time")
+        try:
+            await acked
+        finally:
+            timer.cancel()
+            mqtt.waiting.pop(packet_id, None)
 
     async def close(self) -> None:
         if self._pinger is not None:
@@ -309,10 +301,12 @@ class HttpLink:
     async def connect(self) -> None:
         return None
 
-    async def send(self, readings: Sequence[Reading]) -> None:
+    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
         try:
             response = await self.client.post(
-                self.url, content=payload(readings), headers={"Content-Type": "application/json"}
+                self.url,
+                content=payload(readings, fresh),
+                headers={"Content-Type": "application/json"},
             )
         except httpx.HTTPError as exc:
             raise LinkError(f"HTTP: {type(exc).__name__}: {exc}") from exc
