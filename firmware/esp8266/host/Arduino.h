@@ -41,6 +41,13 @@ inline unsigned long millis() {
 inline void delay(unsigned long ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 inline long random(long max) { return max > 0 ? ::random() % max : 0; }
+inline void randomSeed(unsigned long seed) { ::srandom(static_cast<unsigned>(seed)); }
+
+inline unsigned long micros() {
+  using namespace std::chrono;
+  return static_cast<unsigned long>(
+      duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count());
+}
 
 inline int analogRead(int) { return 512 + static_cast<int>(millis() / 100 % 64); }
 

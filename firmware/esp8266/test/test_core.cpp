@@ -32,6 +32,9 @@ static void numbers() {
   CHECK(format_number(INFINITY, 1, out, sizeof out) == 0);
   CHECK(format_number(12345.0f, 1, out, 7) == 0);        // "12345.0" needs 8 bytes
   CHECK(format_number(12345.0f, 1, out, 8) == 7);
+  CHECK(format_number(5e9f, 0, out, sizeof out) && same(out, "5000000000"));  // > 32 bits
+  CHECK(format_number(999999.9f, 6, out, sizeof out) && std::strncmp(out, "999999.", 7) == 0);
+  CHECK(format_number(1e12f, 0, out, sizeof out) == 0);
 }
 
 static void payloads() {
@@ -87,6 +90,8 @@ static void attributes() {
   CHECK(!json_number("{\"interval\":\"ten\"}", "interval", &interval));
   CHECK(!json_number("{\"name\":\"interval\"}", "interval", &interval));  // a value, not a key
   CHECK(!json_number("{\"interval\"", "interval", &interval));
+  CHECK(!json_number("{\"interval\":1000000000000000000000000000000000000000000}", "interval",
+                     &interval));  // beyond a float
   bool led = false;
   CHECK(json_bool("{\"led\": true}", "led", &led) && led);
   char name[8];

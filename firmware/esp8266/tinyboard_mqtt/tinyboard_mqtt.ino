@@ -24,6 +24,7 @@ constexpr uint8_t LED = LED_BUILTIN;  // active low on NodeMCU
 constexpr char TELEMETRY[] = "v1/devices/me/telemetry";
 constexpr char ATTRIBUTES[] = "v1/devices/me/attributes";
 constexpr char RPC_REQUESTS[] = "v1/devices/me/rpc/request/+";
+constexpr char ATTRIBUTES_RESPONSE[] = "v1/devices/me/attributes/response/";
 
 WiFiClient wifi;
 PubSubClient mqtt(wifi);
@@ -58,8 +59,9 @@ void on_message(char* topic, byte* payload, unsigned int length) {
   body[length] = '\0';
 
   float seconds = 0;
-  if (strcmp(topic, ATTRIBUTES) == 0 && tinyboard::json_number(body, "interval", &seconds) &&
-      seconds >= 1) {
+  bool attributes = strcmp(topic, ATTRIBUTES) == 0 || strncmp(topic, ATTRIBUTES_RESPONSE, 30) == 0;
+  if (attributes && tinyboard::json_number(body, "interval", &seconds) && seconds >= 1 &&
+      seconds <= 86400) {
     interval_ms = static_cast<unsigned long>(seconds * 1000);
     Serial.print("new interval (ms): ");
     Serial.println(interval_ms);
@@ -95,12 +97,16 @@ bool connect_to_server() {
   }
   mqtt.subscribe(ATTRIBUTES, 1);
   mqtt.subscribe(RPC_REQUESTS, 1);
+  mqtt.subscribe("v1/devices/me/attributes/response/+", 1);
+  // the interval set on the server while this board was off (or before a reboot)
+  mqtt.publish("v1/devices/me/attributes/request/1", "{\"sharedKeys\":\"interval\"}");
   Serial.println("connected");
   return true;
 }
 
 void setup() {
   Serial.begin(115200);
+  randomSeed(ESP.getChipId() ^ micros());  // boards must not all retry at the same moment
   pinMode(LED, OUTPUT);
   set_led(false);
   dht.begin();

@@ -91,6 +91,7 @@ void send_reading() {
 
 void setup() {
   Serial.begin(115200);
+  randomSeed(ESP.getChipId() ^ micros());  // boards must not all retry at the same moment
   dht.begin();
   WiFi.mode(WIFI_STA);
   WiFi.begin(WIFI_SSID, WIFI_PASSWORD);

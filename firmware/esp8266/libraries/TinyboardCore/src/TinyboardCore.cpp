@@ -40,7 +40,7 @@ bool put_number(char* out, size_t cap, size_t* at, float value, uint8_t decimals
   return n != 0 && put(out, cap, at, digits, n);
 }
 
-size_t write_unsigned(unsigned long value, char* out, size_t cap) {
+size_t write_unsigned(uint64_t value, char* out, size_t cap) {
   char reversed[21];
   size_t n = 0;
   do {
@@ -86,15 +86,17 @@ const char* find_value(const char* json, const char* key) {
 }  // namespace
 
 size_t format_number(float value, uint8_t decimals, char* out, size_t cap) {
-  if (value != value || value > 1e15f || value < -1e15f) return 0;  // NaN or too large
+  // |value| < 1e12 and at most 6 decimals keep value * 10^decimals below 2^63: 64-bit
+  // integers throughout, as `unsigned long` is only 32 bits on the ESP8266.
+  if (value != value || value >= 1e12f || value <= -1e12f) return 0;  // NaN or too large
   if (decimals > 6) decimals = 6;
-  unsigned long scale = 1;
+  uint64_t scale = 1;
   for (uint8_t i = 0; i < decimals; ++i) scale *= 10;
   bool negative = value < 0;
   double magnitude = negative ? -static_cast<double>(value) : static_cast<double>(value);
-  unsigned long long scaled = static_cast<unsigned long long>(magnitude * scale + 0.5);
-  unsigned long whole = static_cast<unsigned long>(scaled / scale);
-  unsigned long fraction = static_cast<unsigned long>(scaled % scale);
+  uint64_t scaled = static_cast<uint64_t>(magnitude * static_cast<double>(scale) + 0.5);
+  uint64_t whole = scaled / scale;
+  uint64_t fraction = scaled % scale;
   size_t at = 0;
   if (cap == 0) return 0;
   out[0] = '\0';
@@ -165,7 +167,7 @@ size_t rpc_response_topic(long request_id, char* out, size_t cap) {
   size_t at = 0;
   out[0] = '\0';
   char digits[21];
-  size_t n = write_unsigned(static_cast<unsigned long>(request_id), digits, sizeof digits);
+  size_t n = write_unsigned(static_cast<uint64_t>(request_id), digits, sizeof digits);
   if (!put_str(out, cap, &at, kRpcResponse) || !put(out, cap, &at, digits, n)) return 0;
   return at;
 }
@@ -194,12 +196,14 @@ bool json_number(const char* json, const char* key, float* out) {
   if (negative) ++p;
   if (*p < '0' || *p > '9') return false;
   double value = 0;
-  while (*p >= '0' && *p <= '9') value = value * 10 + (*p++ - '0');
+  while (*p >= '0' && *p <= '9' && value < 1e300) value = value * 10 + (*p++ - '0');
+  if (*p >= '0' && *p <= '9') return false;  // absurdly many digits
   if (*p == '.') {
     double place = 0.1;
     for (++p; *p >= '0' && *p <= '9'; ++p, place /= 10) value += (*p - '0') * place;
   }
   if (*p == 'e' || *p == 'E') return false;  // the server never sends exponents here
+  if (value > 3.0e38) return false;            // beyond a float: converting would be UB
   *out = static_cast<float>(negative ? -value : value);
   return true;
 }

@@ -25,7 +25,8 @@ size_t format_pairs(const Field* fields, size_t count, char* out, size_t cap);
 // {"temperature":21.5,"humidity":40.0}: ThingsBoard telemetry JSON. Same return as above.
 size_t format_json(const Field* fields, size_t count, char* out, size_t cap);
 
-// A float as decimal text with `decimals` digits; 0 for NaN/infinity or no room.
+// A float as decimal text with `decimals` digits (at most 6); 0 for NaN, |value| >= 1e12
+// or no room.
 size_t format_number(float value, uint8_t decimals, char* out, size_t cap);
 
 // What a line from the line protocol server means.
