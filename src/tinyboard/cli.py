@@ -213,6 +213,22 @@ def chat(host: str, port: int) -> None:
     sys.exit(run_chat(host, port, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr))
 
 
+@main.command()
+@setting_options(STORE_SETTINGS)
+def migrate(**options: Any) -> None:
+    """Bring the store's schema up to date (`serve` does this too; run it ahead of an upgrade
+    of several nodes, or to check a database)."""
+
+    async def run(store: Any) -> tuple[list[int], int]:
+        return store.applied, store.schema_version
+
+    applied, version = run_async(_with_store(options, run))
+    url = config_from(options).store_url()
+    if applied:
+        click.echo(f"applied migrations {', '.join(map(str, applied))} to {url}")
+    click.echo(f"schema version {version}: up to date")
+
+
 @main.group()
 def device() -> None:
     """Manage devices and their access tokens (works while a server is running)."""

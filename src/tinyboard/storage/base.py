@@ -23,6 +23,11 @@ from tinyboard.core.models import (
 
 
 class Store(Protocol):
+    applied: list[int]
+    """Migration versions that the last `open` applied."""
+    schema_version: int
+    """The schema's migration version once open."""
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 

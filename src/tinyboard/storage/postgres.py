@@ -14,6 +14,7 @@ lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIGRATION_LOCK = 0x7469_6E79  # "tiny": one node migrates at a time
 POOL_SIZE = 8
+APPLICATION_NAME = "tinyboard"
+"""How tinyboard's connections show in pg_stat_activity."""
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0)
 """Waits between attempts of an operation whose connection was lost (~30 s in all)."""
 CONNECTION_ERRORS = (
@@ -62,6 +65,7 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a protocol state left by a dropped connection
     ConnectionError,
     OSError,
 )
@@ -181,6 +185,8 @@ class PostgresStore:
         self._dsn, self._schema = split_url(url)
         self._pool: asyncpg.Pool | None = None
         self._key_ids: dict[str, int] = {}
+        self.applied: list[int] = []
+        self.schema_version = 0
 
     # -- connections ---------------------------------------------------------------------
     def _where(self) -> str:
@@ -188,7 +194,9 @@ class PostgresStore:
         return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
     async def open(self) -> None:
-        settings = {"search_path": self._schema} if self._schema else {}
+        settings = {"application_name": APPLICATION_NAME}
+        if self._schema:
+            settings["search_path"] = self._schema
         try:
             if self._schema:
                 conn = await asyncpg.connect(self._dsn)
@@ -204,9 +212,9 @@ class PostgresStore:
                 f"cannot connect to PostgreSQL at {self._where()}: {exc}; check --store "
                 "(postgresql://user:password@host:5432/database)"
             ) from exc
-        await self.migrate()
+        self.applied = await self._migrate()
 
-    async def migrate(self) -> list[int]:
+    async def _migrate(self) -> list[int]:
         """Apply pending migrations (one node at a time); returns the versions applied."""
         applied: list[int] = []
         async with self._conn() as conn, conn.transaction():
@@ -224,6 +232,7 @@ class PostgresStore:
                     "INSERT INTO tinyboard_migration VALUES ($1, $2)", version, _now_ms()
                 )
                 applied.append(version)
+            self.schema_version = max(done | set(applied), default=0)
         return applied
 
     async def close(self) -> None:
@@ -239,11 +248,18 @@ class PostgresStore:
     async def _run(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `op` on a pooled connection; on a lost connection, retry with backoff (the
         caller waits: for the writer that is backpressure, never a lost reading)."""
+        if self._pool is None:
+            raise StorageError("the PostgreSQL store is not open")
+        pool = self._pool
         for attempt, wait in enumerate((*RETRY_SECONDS, None)):
+            conn = None
             try:
-                async with self._conn() as conn:
-                    return await op(conn)
+                conn = await pool.acquire()
+                return await op(conn)
             except CONNECTION_ERRORS as exc:
+                if conn is not None:
+                    with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                        conn.terminate()  # a broken connection never goes back to the pool
                 if wait is None:
                     where = self._where()
                     raise StorageError(f"PostgreSQL at {where} is unreachable: {exc}") from exc
@@ -253,6 +269,10 @@ class PostgresStore:
                 await asyncio.sleep(wait)
             except asyncpg.PostgresError as exc:
                 raise StorageError(f"PostgreSQL error: {exc}") from exc
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(*CONNECTION_ERRORS):
+                        await pool.release(conn)
         raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:

@@ -177,6 +177,8 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._key_ids: dict[str, int] = {}
+        self.applied: list[int] = []
+        self.schema_version = 0
 
     # -- connections ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -214,10 +216,11 @@ class SQLiteStore:
             raise StorageError(
                 f"cannot create the data directory {self.path.parent}: {exc}"
             ) from None
-        await self._write_op(self._migrate)
+        self.applied = await self._write_op(self._migrate)
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> list[int]:
         conn = self._conn()
+        applied = []
         for version, script in migrations():
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -226,10 +229,13 @@ class SQLiteStore:
                     for statement in _statements(script):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+                    applied.append(version)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        self.schema_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        return applied
 
     async def close(self) -> None:
         self._writer.shutdown(wait=True)
