@@ -23,6 +23,20 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
         running.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def server_on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+    """A server on SQLite, then on PostgreSQL: modules that alias `server` to this run
+    their end-to-end tests once per store."""
+    extra = {}
+    if request.param == "postgres":
+        extra["store"] = request.getfixturevalue("postgres_url")()
+    running = ServerThread(tmp_path / "data", **extra).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 POSTGRES = os.environ.get("TINYBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 """The PostgreSQL server for tests (this machine's: trust auth, database `test`)."""
 

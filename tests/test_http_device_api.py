@@ -26,6 +26,12 @@ def latest(server: ServerThread, device: Device) -> dict[str, Any]:
     return {k: v for k, (_, v) in values.items()}
 
 
+@pytest.fixture
+def server(server_on_each_store: ServerThread) -> ServerThread:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return server_on_each_store
+
+
 def test_telemetry_is_stored_before_200(server: ServerThread) -> None:
     device = server.add_device("http-t")
     for payload in (

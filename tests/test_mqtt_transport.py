@@ -90,6 +90,12 @@ def test_qos0_and_qos1(server: ServerThread, protocol: int) -> None:
         dev.close()
 
 
+@pytest.fixture
+def server(server_on_each_store: ServerThread) -> ServerThread:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return server_on_each_store
+
+
 def test_client_attributes_are_stored(server: ServerThread) -> None:
     device = server.add_device("attrs")
     dev = Device(server.mqtt_port, device.token)
