@@ -317,3 +317,18 @@ async def test_last_telemetry_is_each_device_s_newest_timestamp(store: Store) ->
     b = await store.create_device("b")
     await store.write([(a.key, "t", 5, 1), (a.key, "h", 9, 1), (b.key, "t", 7, 1)], ())
     assert await store.last_telemetry() == {a.key: 9, b.key: 7}
+
+
+async def test_history_is_deleted_before_a_time_in_bounded_batches(store: Store) -> None:
+    d = await store.create_device("old")
+    await store.write([(d.key, k, ts, ts) for k in ("a", "b") for ts in range(1, 101)], ())
+    assert await store.delete_history_before(51, 30) == 30
+    deleted = 30
+    while (gone := await store.delete_history_before(51, 30)) == 30:
+        deleted += gone
+    assert deleted + gone == 100  # 50 points of each key
+    kept = await store.history(d.key, "a", start_ts=0, end_ts=2**62, limit=1000)
+    assert sorted(ts for ts, _ in kept) == list(range(51, 101))
+    assert await store.latest(d.key) == {"a": (100, 100), "b": (100, 100)}
+    assert await store.delete_history_before(1000, 10) == 10  # the latest values stay in latest
+    assert (await store.latest(d.key))["a"] == (100, 100)

@@ -59,6 +59,7 @@ class Config:
     batch_limit: int = 10_000
     dashboard: bool = True
     alarm_webhook: str = ""
+    retention_days: float = 0.0
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -122,6 +123,12 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         _DEFAULT.alarm_webhook,
         "URL(s), comma-separated, that get a JSON POST on every alarm change.",
+    ),
+    Setting(
+        "retention_days",
+        float,
+        _DEFAULT.retention_days,
+        "Delete time-series points older than this many days (0: keep everything).",
     ),
 )
 

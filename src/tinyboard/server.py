@@ -29,6 +29,7 @@ from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.models import User
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.retention import Retention
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
 from tinyboard.core.users import ensure_admin
@@ -78,6 +79,10 @@ class Server:
         self.alarms = AlarmEngine(self.store)
         self.pipeline.on_commit(self.alarms.on_commit)
         self.webhooks = Webhooks(config.webhook_urls())
+        self.retention = (
+            Retention(self.store, config.retention_days) if config.retention_days > 0 else None
+        )
+        self._retention_task: asyncio.Task[None] | None = None
         self.alarms.listeners.append(self.webhooks.notify)
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
@@ -134,6 +139,8 @@ class Server:
             await self.shutdown()
             raise
         self.mqtt.start()
+        if self.retention is not None:
+            self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
         self._watcher = asyncio.get_running_loop().create_task(
             self.directory.watch(
                 self._connected_devices, self.disconnect_device, self.alarms.devices_changed
@@ -254,6 +261,9 @@ class Server:
             self._should_exit.set()
 
     async def shutdown(self) -> None:
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

@@ -93,6 +93,10 @@ class Store(Protocol):
         computed by the database. Each bucket is reported at its middle, as ThingsBoard does;
         empty buckets are left out. COUNT counts every point, the others only numbers."""
 
+    async def delete_history_before(self, ts: int, limit: int) -> int:
+        """Delete up to `limit` time-series points older than `ts` (the latest values stay);
+        returns how many went. Retention calls it until it returns less than `limit`."""
+
     async def ts_keys(self, device: int) -> list[str]:
         """Telemetry keys a device has sent, sorted."""
 

@@ -474,6 +474,14 @@ class PostgresStore:
             out.append((middle, int(result) if agg == "COUNT" else float(result)))
         return out
 
+    async def delete_history_before(self, ts: int, limit: int) -> int:
+        status = await self._execute(
+            "DELETE FROM ts_kv WHERE ctid = any(ARRAY("
+            "SELECT ctid FROM ts_kv WHERE ts < $1 LIMIT $2))",
+            ts, limit,
+        )  # fmt: skip
+        return int(status.split()[-1])
+
     async def ts_keys(self, device: int) -> list[str]:
         rows = await self._fetch(
             "SELECT k.key FROM ts_latest l JOIN ts_key k ON k.id = l.key WHERE l.device = $1 "

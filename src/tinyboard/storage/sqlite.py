@@ -520,6 +520,17 @@ class SQLiteStore:
             out.append(((first + min(first + interval, end)) // 2, result))
         return out
 
+    async def delete_history_before(self, ts: int, limit: int) -> int:
+        return await self._write_op(self._delete_history_before, ts, limit)
+
+    def _delete_history_before(self, ts: int, limit: int) -> int:
+        cur = self._conn().execute(
+            "DELETE FROM ts_kv WHERE (device, key, ts) IN "
+            "(SELECT device, key, ts FROM ts_kv WHERE ts < ? LIMIT ?)",
+            (ts, limit),
+        )
+        return int(cur.rowcount)
+
     async def ts_keys(self, device: int) -> list[str]:
         return await self._read_op(self._ts_keys, device)
 
