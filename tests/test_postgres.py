@@ -131,3 +131,51 @@ def test_lost_database_connections_lose_no_acknowledged_reading(pg_server: Serve
         assert not missing, f"{device.name}: {len(missing)} acknowledged readings lost"
     metrics = httpx.get(f"{pg_server.base_url}/metrics").text
     assert "tinyboard_commit_errors_total 0.0" in metrics  # retried, never failed
+
+
+def test_copy_moves_a_sqlite_installation_to_postgres(
+    tmp_path: Path, postgres_url: Callable[[], str]
+) -> None:
+    data = tmp_path / "data"
+    before = ServerThread(data).start()
+    admin = before.admin
+    try:
+        device = before.add_device("mover", type="esp8266-temperature")
+        board = Device(before.mqtt_port, device.token)
+        try:
+            for i in range(120):
+                values = {"t": 20 + i / 10, "ok": i % 2 == 0, "s": f"x{i}", "j": {"i": i}}
+                board.publish("v1/devices/me/telemetry", json.dumps(values))
+            board.publish("v1/devices/me/attributes", json.dumps({"fw": "2.1"}))
+        finally:
+            board.close()
+        with api(before) as rest:
+            rest.post(
+                "/api/alarmRule",
+                json={"deviceId": device.id, "key": "t", "condition": {"op": ">", "value": 30}},
+            ).raise_for_status()
+    finally:
+        before.stop()
+    target = postgres_url()
+    copied = tinyboard("copy", "--from", f"sqlite:{data / 'tinyboard.db'}", "--to", target)
+    assert copied.returncode == 0, copied.stderr
+    assert "copied 1 devices, 480 points, 1 attributes, 1 users, 1 alarm rules" in copied.stdout
+    assert "checked 4 series point by point: identical" in copied.stdout
+    again = tinyboard("copy", "--from", f"sqlite:{data / 'tinyboard.db'}", "--to", target)
+    assert again.returncode == 1 and "the target store is not empty" in again.stderr
+
+    after = ServerThread(tmp_path / "pg-node", store=target).start()
+    try:
+        with api(after, admin) as rest:  # the same users and passwords
+            base = f"/api/plugins/telemetry/DEVICE/{device.id}"  # the same device ids
+            latest = rest.get(f"{base}/values/timeseries", params={"useStrictDataTypes": True})
+            assert latest.json()["j"][0]["value"] == {"i": 119}
+            assert latest.json()["ok"][0]["value"] is False
+            assert [r["alarmType"] for r in rest.get("/api/alarmRules").json()] == ["t alarm"]
+        board = Device(after.mqtt_port, device.token)  # the same token: boards need no change
+        try:
+            board.publish("v1/devices/me/telemetry", json.dumps({"t": 31}))
+        finally:
+            board.close()
+    finally:
+        after.stop()

@@ -229,6 +229,37 @@ def migrate(**options: Any) -> None:
     click.echo(f"schema version {version}: up to date")
 
 
+@main.command("copy")
+@click.option(
+    "--from", "source", required=True, help="Store to copy, e.g. sqlite:tinyboard-data/tinyboard.db"
+)
+@click.option("--to", "target", required=True, help="Empty store to fill, e.g. postgresql://...")
+def copy_command(source: str, target: str) -> None:
+    """Copy everything from one store to another (e.g. SQLite to PostgreSQL), then check
+    every series point by point. Stop the server first."""
+    from tinyboard.storage import open_store
+    from tinyboard.storage.copy import copy_store
+
+    async def run() -> Any:
+        old, new = open_store(source), open_store(target)
+        await old.open()
+        try:
+            await new.open()
+            try:
+                return await copy_store(old, new)
+            finally:
+                await new.close()
+        finally:
+            await old.close()
+
+    report = run_async(run())
+    click.echo(
+        f"copied {report.devices} devices, {report.points} points, {report.attributes} "
+        f"attributes, {report.users} users, {report.rules} alarm rules, {report.alarms} alarms"
+    )
+    click.echo(f"checked {report.checked_series} series point by point: identical")
+
+
 @main.group()
 def device() -> None:
     """Manage devices and their access tokens (works while a server is running)."""

@@ -115,6 +115,16 @@ class Store(Protocol):
     async def set_password_hash(self, email: str, password_hash: str) -> None:
         """Replace a user's password hash; raises `NotFoundError`."""
 
+    async def settings(self) -> dict[str, str]:
+        """Every stored setting (for `tinyboard copy`)."""
+
+    async def import_device(self, device: Device) -> Device:
+        """Insert a device as it is elsewhere (id, token, created time); returns it with
+        this store's key."""
+
+    async def import_user(self, user: User) -> None:
+        """Insert a user as it is elsewhere (id, password hash, role, created time)."""
+
     async def setting(self, name: str, default: str) -> str:
         """A stored server-wide value; the first caller stores `default` (atomically)."""
 

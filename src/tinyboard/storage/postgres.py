@@ -302,12 +302,20 @@ class PostgresStore:
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
+        row = (str(uuid.uuid4()), name, type or "default", label, token, _now_ms())
+        return await self._insert_device(row)
+
+    async def import_device(self, device: Device) -> Device:
+        row = (device.id, device.name, device.type, device.label, device.token, device.created_ts)
+        return await self._insert_device(row)
+
+    async def _insert_device(self, values: tuple[object, ...]) -> Device:
         try:
             row = await self._fetchrow(
                 "INSERT INTO device (id, name, type, label, token, created_ts) "
                 f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DEVICE_COLUMNS}",
-                str(uuid.uuid4()), name, type or "default", label, token, _now_ms(),
-            )  # fmt: skip
+                *values,
+            )
         except StorageError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 what = "token" if "token" in str(exc.__cause__) else "name"
@@ -507,12 +515,21 @@ class PostgresStore:
 
     # -- users and settings --------------------------------------------------------------
     async def create_user(self, email: str, password_hash: str, *, role: str) -> User:
+        return await self._insert_user((str(uuid.uuid4()), email, password_hash, role, _now_ms()))
+
+    async def import_user(self, user: User) -> None:
+        await self._insert_user(
+            (user.id, user.email, user.password_hash, user.role, user.created_ts)
+        )
+
+    async def _insert_user(self, values: tuple[object, ...]) -> User:
+        email = values[1]
         try:
             row = await self._fetchrow(
                 f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
                 f"RETURNING {USER_COLUMNS}",
-                str(uuid.uuid4()), email, password_hash, role, _now_ms(),
-            )  # fmt: skip
+                *values,
+            )
         except StorageError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 raise ConflictError(f"a user with e-mail {email} already exists") from None
@@ -538,6 +555,9 @@ class PostgresStore:
         )  # fmt: skip
         if status == "UPDATE 0":
             raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
+
+    async def settings(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in await self._fetch("SELECT name, value FROM setting")}
 
     async def setting(self, name: str, default: str) -> str:
         await self._execute(

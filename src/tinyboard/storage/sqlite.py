@@ -605,6 +605,20 @@ class SQLiteStore:
         if cur.rowcount == 0:
             raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
 
+    async def settings(self) -> dict[str, str]:
+        return await self._read_op(self._settings)
+
+    def _settings(self) -> dict[str, str]:
+        return dict(self._conn().execute("SELECT name, value FROM setting").fetchall())
+
+    async def import_device(self, device: Device) -> Device:
+        row = (device.id, device.name, device.type, device.label, device.token, device.created_ts)
+        return await self._write_op(self._insert_device, row)
+
+    async def import_user(self, user: User) -> None:
+        row = (user.id, user.email, user.password_hash, user.role, user.created_ts)
+        await self._write_op(self._insert_user, row)
+
     async def setting(self, name: str, default: str) -> str:
         return await self._write_op(self._setting, name, default)
 
