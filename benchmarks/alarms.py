@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import queue
-import re
 import statistics
 import subprocess
 import sys
@@ -29,17 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import revision, serve_argv, spawn, stop_all_children, stop_process
+from common import Tinyboard, revision, stop_all_children
 from live_load import MqttClient
 
-READY = re.compile(r"MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
-PASSWORD = re.compile(r"with password (\S+)")
 DEVICES = 100
 
 
@@ -130,29 +126,6 @@ class Receiver:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
 
-def start_server(data: Path, webhook: str) -> tuple[subprocess.Popen[bytes], int, httpx.Client]:
-    tinyboard = str(Path(sys.executable).parent / "tinyboard")
-    argv = serve_argv(tinyboard, data, "--no-dashboard", "--alarm-webhook", webhook)
-    proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    mqtt_port = http_port = 0
-    password = ""
-    while not password:
-        line = proc.stdout.readline().decode()
-        if not line:
-            raise RuntimeError("tinyboard did not start")
-        if match := READY.search(line):
-            mqtt_port, http_port = int(match.group(1)), int(match.group(2))
-        if match := PASSWORD.search(line):
-            password = match.group(1)
-    rest = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60)
-    token = rest.post(
-        "/api/auth/login", json={"username": "admin@tinyboard.local", "password": password}
-    ).json()["token"]
-    rest.headers["X-Authorization"] = f"Bearer {token}"
-    return proc, mqtt_port, rest
-
-
 def load(port: int, tokens_file: Path, args: argparse.Namespace) -> float:
     done = subprocess.run(
         [
@@ -219,15 +192,13 @@ def main() -> None:
     )
     receiver = Receiver()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port, rest = start_server(Path(tmp) / "data", receiver.url)
+        server = Tinyboard(Path(tmp) / "data", "--no-dashboard", "--alarm-webhook", receiver.url)
+        port, rest = server.mqtt_port, server.rest
         try:
-            ids, tokens = [], []
-            for i in range(DEVICES):
-                device_id = rest.post("/api/device", json={"name": f"d{i}"}).json()["id"]["id"]
-                ids.append(device_id)
-                tokens.append(
-                    rest.get(f"/api/device/{device_id}/credentials").json()["credentialsId"]
-                )
+            ids, tokens = (
+                list(t)
+                for t in zip(*(server.add_device(f"d{i}") for i in range(DEVICES)), strict=True)
+            )
             tokens_file = Path(tmp) / "tokens.json"
             tokens_file.write_text(json.dumps(tokens))
             rates: dict[str, list[float]] = {"none": [], "rules": []}
@@ -259,7 +230,7 @@ def main() -> None:
             ).raise_for_status()
             hooks, acks = webhook_latency(port, tokens[0], receiver, args.samples)
         finally:
-            code = stop_process(proc)
+            code = server.stop()
             stop_all_children()
     base = statistics.mean(rates["none"])
     with_rules = rates["rules"][0]

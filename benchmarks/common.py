@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,3 +98,49 @@ def serve_argv(tinyboard: str | list[str], data_dir: Path, *extra: str) -> list[
         *program, "serve", "--bind", "127.0.0.1", "--line-port", "0", "--mqtt-port", "0",
         "--http-port", "0", "--data-dir", str(data_dir), *extra,
     ]  # fmt: skip
+
+
+# -- a tinyboard server for the benchmarks that drive it over its APIs ----------------------
+SERVE_READY = re.compile(r"MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
+ADMIN_PASSWORD = re.compile(r"with password (\S+)")
+
+
+class Tinyboard:
+    """`tinyboard serve` as a child process on free ports, with a REST client logged in as
+    the admin it created on first start."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        program = str(Path(sys.executable).parent / "tinyboard")
+        self.proc = spawn(
+            serve_argv(program, data_dir, *extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        self.mqtt_port = self.http_port = 0
+        self.password = ""
+        while not self.password:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError("tinyboard did not start")
+            if match := SERVE_READY.search(line):
+                self.mqtt_port, self.http_port = int(match.group(1)), int(match.group(2))
+            if match := ADMIN_PASSWORD.search(line):
+                self.password = match.group(1)
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.rest = httpx.Client(base_url=self.base, timeout=60)
+        token = self.rest.post(
+            "/api/auth/login",
+            json={"username": "admin@tinyboard.local", "password": self.password},
+        ).json()["token"]
+        self.rest.headers["X-Authorization"] = f"Bearer {token}"
+
+    def add_device(self, name: str) -> tuple[str, str]:
+        """(id, access token) of a new device."""
+        device_id: str = self.rest.post("/api/device", json={"name": name}).json()["id"]["id"]
+        token: str = self.rest.get(f"/api/device/{device_id}/credentials").json()["credentialsId"]
+        return device_id, token
+
+    def stop(self) -> int | None:
+        self.rest.close()
+        return stop_process(self.proc)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -27,14 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import revision, serve_argv, spawn, stop_all_children, stop_process
+from common import Tinyboard, revision, stop_all_children
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -46,38 +44,16 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-READY = re.compile(r"MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
-PASSWORD = re.compile(r"with password (\S+)")
 WEEK_MINUTES = 7 * 24 * 60
 
 
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        tinyboard = str(Path(sys.executable).parent / "tinyboard")
-        self.proc = spawn(serve_argv(tinyboard, data_dir), stdout=-1, stderr=-1)
-        assert self.proc.stdout is not None
-        self.password = ""
-        while not self.password:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                raise RuntimeError("tinyboard did not start")
-            if match := READY.search(line):
-                self.mqtt_port, self.http_port = int(match.group(1)), int(match.group(2))
-            if match := PASSWORD.search(line):
-                self.password = match.group(1)
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.ps = psutil.Process(self.proc.pid)
-        self.api = httpx.Client(base_url=self.base, timeout=60)
-        token = self.api.post(
-            "/api/auth/login",
-            json={"username": "admin@tinyboard.local", "password": self.password},
-        ).json()["token"]
-        self.api.headers["X-Authorization"] = f"Bearer {token}"
+class Server(Tinyboard):
+    """The server under test, with its CPU and memory readable."""
 
-    def add_device(self, name: str) -> tuple[str, str]:
-        device_id = self.api.post("/api/device", json={"name": name}).json()["id"]["id"]
-        token = self.api.get(f"/api/device/{device_id}/credentials").json()["credentialsId"]
-        return device_id, token
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.ps = psutil.Process(self.proc.pid)
+        self.api = self.rest
 
     def cpu_seconds(self) -> float:
         times = self.ps.cpu_times()
@@ -292,7 +268,7 @@ def main() -> None:
             )
         finally:
             browser.close()
-            code = stop_process(server.proc)
+            code = server.stop()
             stop_all_children()
             print(f"server exit code {code}")
 

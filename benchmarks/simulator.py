@@ -20,13 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import revision, serve_argv, spawn, stop_all_children, stop_process
+from common import Tinyboard, revision, stop_all_children
 
-READY = re.compile(r"MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
-PASSWORD = re.compile(r"with password (\S+)")
 SUMMARY = re.compile(r"(\d+) readings taken, (\d+) acknowledged by the server \(([\d,.]+)/s\)")
 DEVICES = 100
 STEADY = 0.95
@@ -46,32 +42,12 @@ def main() -> None:
     tinyboard = str(Path(sys.executable).parent / "tinyboard")
     print(f"# simulator benchmark ({revision()})")
     with tempfile.TemporaryDirectory() as tmp:
-        server = spawn(
-            serve_argv(tinyboard, Path(tmp) / "data", "--no-dashboard"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        server = Tinyboard(Path(tmp) / "data", "--no-dashboard")
+        mqtt_port = server.mqtt_port
         try:
-            assert server.stdout is not None
-            mqtt_port = http_port = 0
-            password = ""
-            while not password:
-                line = server.stdout.readline().decode()
-                if match := READY.search(line):
-                    mqtt_port, http_port = int(match.group(1)), int(match.group(2))
-                if match := PASSWORD.search(line):
-                    password = match.group(1)
-            tokens = []
-            with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as rest:
-                jwt = rest.post(
-                    "/api/auth/login",
-                    json={"username": "admin@tinyboard.local", "password": password},
-                ).json()["token"]
-                rest.headers["X-Authorization"] = f"Bearer {jwt}"
-                for i in range(DEVICES):
-                    device = rest.post("/api/device", json={"name": f"s{i}"}).json()["id"]["id"]
-                    token = rest.get(f"/api/device/{device}/credentials").json()["credentialsId"]
-                    tokens.append({"name": f"s{i}", "token": token})
+            tokens = [
+                {"name": f"s{i}", "token": server.add_device(f"s{i}")[1]} for i in range(DEVICES)
+            ]
             tokens_file = Path(tmp) / "tokens.json"
             tokens_file.write_text(json.dumps(tokens))
             results = []
@@ -97,7 +73,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            code = stop_process(server)
+            code = server.stop()
             stop_all_children()
     steady = [r for r in results if r[1] >= STEADY * r[0]]
     if steady:

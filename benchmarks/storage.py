@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,18 +26,15 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alarms import closed_loop
-from common import revision, serve_argv, spawn, stop_all_children, stop_process
+from common import Tinyboard, revision, stop_all_children
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-READY = re.compile(r"MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
-PASSWORD = re.compile(r"with password (\S+)")
 BATCH = 10_000
 DEVICES = 100
 
@@ -75,35 +70,14 @@ async def store_figures(url: str, points: int, queries: int) -> tuple[float, flo
 
 
 def mqtt_figure(store_args: list[str], data: Path, seconds: float) -> float:
-    tinyboard = str(Path(sys.executable).parent / "tinyboard")
-    argv = serve_argv(tinyboard, data, "--no-dashboard", *store_args)
-    server = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server = Tinyboard(data, "--no-dashboard", *store_args)
     try:
-        assert server.stdout is not None
-        mqtt_port = http_port = 0
-        password = ""
-        while not password:
-            line = server.stdout.readline().decode()
-            if not line:
-                raise RuntimeError("tinyboard did not start")
-            if match := READY.search(line):
-                mqtt_port, http_port = int(match.group(1)), int(match.group(2))
-            if match := PASSWORD.search(line):
-                password = match.group(1)
-        tokens = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60) as rest:
-            jwt = rest.post(
-                "/api/auth/login", json={"username": "admin@tinyboard.local", "password": password}
-            ).json()["token"]
-            rest.headers["X-Authorization"] = f"Bearer {jwt}"
-            for i in range(DEVICES):
-                device = rest.post("/api/device", json={"name": f"m{i}"}).json()["id"]["id"]
-                tokens.append(rest.get(f"/api/device/{device}/credentials").json()["credentialsId"])
-        result = uvloop.run(closed_loop(mqtt_port, tokens, 8, seconds))
+        tokens = [server.add_device(f"m{i}")[1] for i in range(DEVICES)]
+        result = uvloop.run(closed_loop(server.mqtt_port, tokens, 8, seconds))
         rate: float = result["rate"]
         return rate
     finally:
-        stop_process(server)
+        server.stop()
 
 
 async def drop(schemas: list[str]) -> None:
