@@ -18,13 +18,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tinyboard import __version__
 from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import Alarm
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,14 @@ class Webhooks:
         self.targets = [Target(url) for url in urls]
         self._first_retry = first_retry
         self._max_retry = max_retry
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None  # made only when there are URLs
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         if not self.targets:
             return
+        import httpx  # ~6 MB of memory: only for servers that send webhooks
+
         self._client = httpx.AsyncClient(
             timeout=TIMEOUT_SECONDS,
             headers={"User-Agent": f"tinyboard/{__version__}"},
