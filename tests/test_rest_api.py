@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -98,6 +99,28 @@ def test_wrong_password_and_rate_limit(server: ServerThread) -> None:
     )
     assert blocked.status_code == 429
     assert "try again" in blocked.json()["message"]
+
+
+def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(server: ServerThread) -> None:
+    """30 wrong logins at once: each is counted before its (slow) password check."""
+    email, password = server.admin
+
+    async def storm() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/api/auth/login", json={"username": email, "password": "no"})
+                    for _ in range(30)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    codes = asyncio.run(storm())
+    assert codes.count(401) == 10 and codes.count(429) == 20
+    right = httpx.post(
+        f"{server.base_url}/api/auth/login", json={"username": email, "password": password}
+    )
+    assert right.status_code == 429  # still locked out, the right password included
 
 
 def test_devices(server: ServerThread) -> None:

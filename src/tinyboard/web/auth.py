@@ -60,8 +60,18 @@ class LoginLimiter:
             wait = int(self.window - (now - failures[0])) + 1
             raise TooManyRequests(f"too many failed logins; try again in {wait} s")
 
-    def failed(self, who: str) -> None:
+    def attempt(self, who: str) -> None:
+        """Count an attempt as failed before its password is checked, so attempts made while
+        others are being checked (the hash takes ~0.1 s) cannot slip past the limit; raises
+        `TooManyRequests` when the limit is reached."""
+        self.check(who)
         self._failures.setdefault(who, deque()).append(time.monotonic())
+
+    def succeeded(self, who: str) -> None:
+        """The attempt was right after all: take back what `attempt` counted."""
+        failures = self._failures.get(who)
+        if failures:
+            failures.pop()
 
 
 def bearer(request: Request) -> str:
@@ -91,12 +101,12 @@ async def login(body: LoginRequest, request: Request) -> dict[str, str]:
     ctx = request.app.state.ctx
     limiter: LoginLimiter = request.app.state.login_limiter
     who = request.client.host if request.client else "?"
-    limiter.check(who)
+    limiter.attempt(who)
     user = await ctx.store.user_by_email(body.username.strip())
     valid = user is not None and await asyncio.to_thread(verify_password, user, body.password)
     if user is None or not valid:
-        limiter.failed(who)
         raise AuthError("invalid username or password")
+    limiter.succeeded(who)
     tokens: dict[str, str] = ctx.tokens.issue(user)
     return tokens
 

@@ -27,14 +27,14 @@ async def login_page(request: Request, next: str = "") -> RedirectResponse | Non
         dash = current()
         limiter = dash.login_limiter
         try:
-            limiter.check(who)
+            limiter.attempt(who)
             user = await dash.ctx.store.user_by_email(email.value.strip())
             valid = user is not None and await asyncio.to_thread(
                 verify_password, user, password.value
             )
             if user is None or not valid:
-                limiter.failed(who)
                 raise TinyboardError("wrong e-mail or password")
+            limiter.succeeded(who)
         except TinyboardError as exc:
             notify_error(exc)
             return
