@@ -107,7 +107,7 @@ def demo(**options: Any) -> None:
     type=click.Choice(["mqtt", "line", "http"]),
     default="mqtt",
     show_default=True,
-    help="How the boards send, as the firmware would.",
+    help="How the boards send (each reading with the time it was measured).",
 )
 @click.option("--port", type=int, help="Port of that protocol (default 1883, 12000 or 8080).")
 @click.option(
@@ -144,7 +144,7 @@ def simulate(
 ) -> None:
     """Simulated ESP8266 boards sending temperature, humidity or light readings.
 
-    They speak the device API exactly as the firmware does, so this works against
+    They use the same device APIs as the firmware (token, topics, paths), so this works against
     ThingsBoard too. Readings taken while the server is away are kept and sent later.
     """
     from tinyboard.sim.fleet import FleetError, create_devices, read_tokens

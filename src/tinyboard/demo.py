@@ -1,7 +1,7 @@
 """`tinyboard demo`: a server and two simulated ESP8266 boards in one process, so a new user
 sees live temperatures, light and an alarm in the dashboard within a minute.
 
-The boards connect over MQTT exactly as the firmware does, to the port the server really
+The boards connect over MQTT with the firmware's token and topics, to the port the server really
 bound. The demo keeps its own data directory; each start gives the demo user a fresh
 password and prints it with the dashboard's address.
 """

@@ -1,11 +1,12 @@
 """One simulated ESP8266 board: read the sensors every interval, send, and behave like the
 firmware when the network or the server misbehaves.
 
-Readings go into a bounded buffer first and leave it only once the server acknowledged
-them, so a board that loses its connection keeps what it measured meanwhile (up to
-`BUFFER` readings, the oldest dropped beyond that) and sends it, with the original
-timestamps, after it reconnects. Reconnects back off exponentially (1 s doubling to 60 s,
-with jitter) so a restarted server is not flooded.
+Every reading carries the time it was measured (distinct per board). Readings go into a
+bounded buffer first and leave it only once the server acknowledged them, so a board that
+loses its connection keeps what it measured meanwhile (up to `BUFFER` readings, the oldest
+dropped beyond that) and sends it, with the original timestamps, after it reconnects.
+Reconnects back off exponentially (1 s doubling to 60 s, with jitter) so a restarted server
+is not flooded.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Board:
     """The wait between readings; a new interval ends it early so the new one applies."""
     _link: Link | None = field(default=None, repr=False)
     _in_flight: list[Reading] = field(default_factory=list, repr=False)
+    _last_ts: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -92,7 +94,9 @@ class Board:
             oldest = self.buffer[0]
             if not any(oldest is r for r in self._in_flight):  # in flight: it may yet arrive
                 self.stats.dropped += 1
-        self.buffer.append((int(now * 1000), self.sensors.read(now)))
+        ts = max(int(now * 1000), self._last_ts + 1)  # distinct: never overwrite our own
+        self._last_ts = ts
+        self.buffer.append((ts, self.sensors.read(now)))
         self.stats.taken += 1
 
     async def run(self, until: float | None = None) -> None:
@@ -141,7 +145,6 @@ class Board:
         """Connect, send what is buffered, and after any failure wait (1 s, 2 s, 4 s ...
         up to a minute) before connecting again; the wait resets after a delivery."""
         backoff = FIRST_BACKOFF
-        retrying = False
         while True:
             try:
                 if self._link is None:
@@ -152,19 +155,18 @@ class Board:
                 while self.buffer:
                     batch = [self.buffer[i] for i in range(min(BATCH, len(self.buffer)))]
                     self._in_flight = batch
-                    await self._link.send(batch, fresh=self._fresh(batch, retrying))
+                    await self._link.send(batch)
                     for reading in batch:  # acknowledged: now they may leave the buffer
                         if self.buffer and self.buffer[0] is reading:
                             self.buffer.popleft()
                     self.stats.acked += len(batch)
                     self._in_flight = []
-                    backoff, retrying = FIRST_BACKOFF, False
+                    backoff = FIRST_BACKOFF
             except LinkError as exc:
                 self._failed(exc)
                 if self._link is not None:
                     await self._link.close()
                     self._link = None
-                retrying = True
                 self._in_flight = []
                 await asyncio.sleep(backoff * (1 + self._random.uniform(0, JITTER)))
                 backoff = min(backoff * 2, MAX_BACKOFF)
@@ -179,12 +181,6 @@ class Board:
             await link.close()
             raise
         return link
-
-    def _fresh(self, batch: list[Reading], retrying: bool) -> bool:
-        """One reading taken just now, sent for the first time: it goes out as the firmware
-        sends it, without a timestamp (the server's time is as good). Anything else carries
-        the time it was measured."""
-        return len(batch) == 1 and not retrying and time.time() * 1000 - batch[0][0] < 1000
 
     def _failed(self, exc: LinkError) -> None:
         self.stats.failures += 1

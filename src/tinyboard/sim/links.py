@@ -3,9 +3,10 @@ firmware does (and as it would to ThingsBoard, for MQTT and HTTP).
 
 A link sends a batch of readings and returns once the server acknowledged it (the echo,
 the PUBACK, the HTTP 200); any failure raises `LinkError`, and the board keeps the batch to
-send again after it reconnects. A fresh single reading goes out as the firmware sends it
-(`temperature=21.5 humidity=40` on the line protocol, `{"temperature": 21.5}` over MQTT and
-HTTP); a backlog goes as ThingsBoard JSON with each reading's own timestamp.
+send again after it reconnects. Every reading carries the time it was measured, as
+ThingsBoard JSON (`{"ts": ..., "values": {...}}`, a list for a batch) on all three
+protocols: a board that mixed readings stamped by the server with its own (a backlog) could
+give two readings the same timestamp, and one would overwrite the other.
 """
 
 from __future__ import annotations
@@ -59,26 +60,21 @@ class Commands(Protocol):
 class Link(Protocol):
     async def connect(self) -> None: ...
 
-    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
-        """`fresh`: one reading just taken, sent the first time (no timestamp needed)."""
+    async def send(self, readings: Sequence[Reading]) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def payload(readings: Sequence[Reading], fresh: bool) -> bytes:
-    """ThingsBoard telemetry JSON: plain values for one fresh reading, else ts + values."""
-    if fresh:
-        return orjson.dumps(readings[0][1])
+def payload(readings: Sequence[Reading]) -> bytes:
+    """ThingsBoard telemetry JSON with each reading's own timestamp."""
+    if len(readings) == 1:
+        ts, values = readings[0]
+        return orjson.dumps({"ts": ts, "values": values})
     return orjson.dumps([{"ts": ts, "values": values} for ts, values in readings])
 
 
-def pairs(values: dict[str, float]) -> str:
-    """The line protocol's `key=value` form, as the milestone 2 sketch prints it."""
-    return " ".join(f"{k}={v}" for k, v in values.items())
-
-
 class LineLink:
-    """The line protocol: `TOKEN <token>` once, then one reading per line; the echo (the
+    """The line protocol: `TOKEN <token>` once, then readings as JSON lines; the echo (the
     line in CAPITALS) is the acknowledgement."""
 
     def __init__(self, host: str, port: int, token: str) -> None:
@@ -98,8 +94,8 @@ class LineLink:
             await self.close()
             raise LinkError(f"the server refused the token: {reply}")
 
-    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
-        line = pairs(readings[0][1]) if fresh else payload(readings, fresh).decode()
+    async def send(self, readings: Sequence[Reading]) -> None:
+        line = payload(readings).decode()
         reply = await self._ask(line)
         if reply.startswith("ERROR"):
             raise LinkError(reply)
@@ -257,7 +253,7 @@ class MqttLink:
         self._ids = self._ids % 65535 + 1
         return self._ids
 
-    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
+    async def send(self, readings: Sequence[Reading]) -> None:
         mqtt = self._mqtt
         if mqtt is None:
             raise LinkError("not connected")
@@ -265,7 +261,7 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         acked = loop.create_future()
         mqtt.waiting[packet_id] = acked
-        body = payload(readings, fresh)
+        body = payload(readings)
         mqtt.write(Publish(topic=TELEMETRY, payload=body, qos=1, packet_id=packet_id))
         # one timer instead of wait_for: this runs for every reading
         timer = loop.call_later(TIMEOUT, _expire, acked, "no PUBACK in time")
@@ -301,11 +297,11 @@ class HttpLink:
     async def connect(self) -> None:
         return None
 
-    async def send(self, readings: Sequence[Reading], *, fresh: bool) -> None:
+    async def send(self, readings: Sequence[Reading]) -> None:
         try:
             response = await self.client.post(
                 self.url,
-                content=payload(readings, fresh),
+                content=payload(readings),
                 headers={"Content-Type": "application/json"},
             )
         except httpx.HTTPError as exc:
