@@ -39,7 +39,10 @@ class ServerThread:
             self.loop = asyncio.get_running_loop()
             task = asyncio.create_task(self.server.serve(handle_signals=False))
             ready = asyncio.create_task(self.server.ready.wait())
-            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:  # start-up failed: say why at once, not after start() returned
+                ready.cancel()
+                self._error = task.exception() or RuntimeError("the server stopped at start")
             self._started.set()
             await task
 

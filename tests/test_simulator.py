@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
 import socket
@@ -98,9 +99,16 @@ def test_every_protocol_stores_what_it_acknowledged(server: ServerThread, protoc
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that is free now and outside Linux's ephemeral range (32768-60999), so no
+    outgoing connection of this test run takes it before the server binds it again."""
+    while True:
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @pytest.mark.parametrize("protocol", ["mqtt", "http", "line"])
