@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
+
+import orjson
+
+from tinyboard.core.models import Alarm, Device, User
 
 KIND_BOOL, KIND_LONG, KIND_DOUBLE, KIND_STR, KIND_JSON = range(5)
 
@@ -13,6 +19,57 @@ STATUS_FLAGS: dict[str, tuple[int, int]] = {
     "CLEARED_ACK": (1, 1),
 }
 """Alarm status → (cleared, acknowledged)."""
+
+
+DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
+USER_COLUMNS = "id, email, password_hash, role, created_ts"
+ALARM_COLUMNS = (
+    "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
+    "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
+)
+ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
+"""Both stores select these columns in this order; the `*_from` functions read such rows
+(SQLite tuples and asyncpg records alike)."""
+
+
+def device_from(row: Sequence[Any]) -> Device:
+    return Device(
+        key=int(row[0]),
+        id=str(row[1]),
+        name=str(row[2]),
+        type=str(row[3]),
+        label=str(row[4]),
+        token=str(row[5]),
+        created_ts=int(row[6]),
+    )
+
+
+def user_from(row: Sequence[Any]) -> User:
+    return User(
+        id=str(row[0]),
+        email=str(row[1]),
+        password_hash=str(row[2]),
+        role=str(row[3]),
+        created_ts=int(row[4]),
+    )
+
+
+def alarm_from(row: Sequence[Any]) -> Alarm:
+    return Alarm(
+        id=row[0],
+        device_key=row[1],
+        device_id=row[2],
+        device_name=row[3],
+        type=row[4],
+        severity=row[5],
+        acknowledged=bool(row[6]),
+        cleared=bool(row[7]),
+        start_ts=row[8],
+        end_ts=row[9],
+        ack_ts=row[10],
+        clear_ts=row[11],
+        details=orjson.loads(row[12]),
+    )
 
 
 def like_prefix(text: str) -> str:

@@ -41,13 +41,20 @@ from tinyboard.core.models import (
 from tinyboard.errors import ConflictError, NotFoundError, StorageError
 from tinyboard.storage import common
 from tinyboard.storage.common import (
+    ALARM_COLUMNS,
+    ALARM_FROM,
+    DEVICE_COLUMNS,
     KIND_BOOL,
     KIND_DOUBLE,
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
     STATUS_FLAGS,
+    USER_COLUMNS,
+    alarm_from,
+    device_from,
     like_prefix,
+    user_from,
 )
 
 log = logging.getLogger(__name__)
@@ -71,13 +78,6 @@ CONNECTION_ERRORS = (
 )
 _AGG = {"MIN": "min", "MAX": "max", "AVG": "avg", "SUM": "sum"}
 NUMBER = "coalesce(long_v::float8, dbl_v)"
-DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
-USER_COLUMNS = "id, email, password_hash, role, created_ts"
-ALARM_COLUMNS = (
-    "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
-    "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
-)
-ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
 UPSERT_TS = (
     "INSERT INTO ts_kv (device, key, ts, kind, long_v, dbl_v, str_v) "
     "SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::smallint[], "
@@ -132,40 +132,6 @@ def decode(kind: int, long_v: int | None, dbl_v: float | None, str_v: str | None
         result: Value = orjson.loads(str_v or "null")
         return result
     return str_v or ""
-
-
-def _device(row: asyncpg.Record) -> Device:
-    return Device(
-        key=row[0],
-        id=row[1],
-        name=row[2],
-        type=row[3],
-        label=row[4],
-        token=row[5],
-        created_ts=row[6],
-    )
-
-
-def _user(row: asyncpg.Record) -> User:
-    return User(id=row[0], email=row[1], password_hash=row[2], role=row[3], created_ts=row[4])
-
-
-def _alarm(row: asyncpg.Record) -> Alarm:
-    return Alarm(
-        id=row[0],
-        device_key=row[1],
-        device_id=row[2],
-        device_name=row[3],
-        type=row[4],
-        severity=row[5],
-        acknowledged=row[6],
-        cleared=row[7],
-        start_ts=row[8],
-        end_ts=row[9],
-        ack_ts=row[10],
-        clear_ts=row[11],
-        details=orjson.loads(row[12]),
-    )
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -322,7 +288,7 @@ class PostgresStore:
                 raise ConflictError(f"a device with this {what} already exists") from None
             raise
         assert row is not None
-        return _device(row)
+        return device_from(row)
 
     async def get_device(self, ref: str) -> Device:
         row = await self._fetchrow(
@@ -330,11 +296,11 @@ class PostgresStore:
         )
         if row is None:
             raise NotFoundError(f"no device with id or name {ref!r} (see `tinyboard device list`)")
-        return _device(row)
+        return device_from(row)
 
     async def device_by_token(self, token: str) -> Device | None:
         row = await self._fetchrow(f"SELECT {DEVICE_COLUMNS} FROM device WHERE token = $1", token)
-        return _device(row) if row else None
+        return device_from(row) if row else None
 
     async def list_devices(
         self, *, text_search: str = "", limit: int = 1000, offset: int = 0
@@ -344,7 +310,7 @@ class PostgresStore:
             "ORDER BY name LIMIT $2 OFFSET $3",
             like_prefix(text_search), min(limit, 2**62), offset,
         )  # fmt: skip
-        return [_device(r) for r in rows]
+        return [device_from(r) for r in rows]
 
     async def count_devices(self, *, text_search: str = "") -> int:
         row = await self._fetchrow(
@@ -535,17 +501,18 @@ class PostgresStore:
                 raise ConflictError(f"a user with e-mail {email} already exists") from None
             raise
         assert row is not None
-        return _user(row)
+        return user_from(row)
 
     async def user_by_email(self, email: str) -> User | None:
         row = await self._fetchrow(
             f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
         )
-        return _user(row) if row else None
+        return user_from(row) if row else None
 
     async def list_users(self) -> list[User]:
         return [
-            _user(r) for r in await self._fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY email")
+            user_from(r)
+            for r in await self._fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY email")
         ]
 
     async def set_password_hash(self, email: str, password_hash: str) -> None:
@@ -612,11 +579,11 @@ class PostgresStore:
         row = await self._fetchrow(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.id = $1", alarm_id)
         if row is None:
             raise NotFoundError(f"no alarm {alarm_id!r}")
-        return _alarm(row)
+        return alarm_from(row)
 
     async def open_alarms(self) -> list[Alarm]:
         return [
-            _alarm(r)
+            alarm_from(r)
             for r in await self._fetch(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE NOT a.cleared")
         ]
 
@@ -655,7 +622,7 @@ class PostgresStore:
             f"ORDER BY a.start_ts DESC, a.id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args, limit, offset,
         )  # fmt: skip
-        return [_alarm(r) for r in rows], int(total[0]) if total else 0
+        return [alarm_from(r) for r in rows], int(total[0]) if total else 0
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)

@@ -37,13 +37,20 @@ from tinyboard.core.models import (
 from tinyboard.errors import ConflictError, NotFoundError, StorageError
 from tinyboard.storage import common
 from tinyboard.storage.common import (
+    ALARM_COLUMNS,
+    ALARM_FROM,
+    DEVICE_COLUMNS,
     KIND_BOOL,
     KIND_DOUBLE,
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
     STATUS_FLAGS,
+    USER_COLUMNS,
+    alarm_from,
+    device_from,
     like_prefix,
+    user_from,
 )
 
 T = TypeVar("T")
@@ -74,13 +81,6 @@ UPSERT_ATTRIBUTE = (
     "ON CONFLICT (device, scope, key) DO UPDATE SET ts = excluded.ts, kind = excluded.kind, "
     "v = excluded.v"
 )
-DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
-USER_COLUMNS = "id, email, password_hash, role, created_ts"
-ALARM_COLUMNS = (
-    "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
-    "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details"
-)
-ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
 
 
 def encode(value: Value) -> tuple[int, object]:
@@ -105,48 +105,6 @@ def decode(kind: int, v: object) -> Value:
     if kind == KIND_DOUBLE:
         return float(v)  # type: ignore[arg-type]
     return v  # type: ignore[return-value]
-
-
-def _user(row: tuple[object, ...]) -> User:
-    id_, email, password_hash, role, created = row
-    return User(
-        id=str(id_),
-        email=str(email),
-        password_hash=str(password_hash),
-        role=str(role),
-        created_ts=int(created),  # type: ignore[call-overload]
-    )
-
-
-def _device(row: tuple[object, ...]) -> Device:
-    seq, id_, name, type_, label, token, created = row
-    return Device(
-        key=int(seq),  # type: ignore[call-overload]
-        id=str(id_),
-        name=str(name),
-        type=str(type_),
-        label=str(label),
-        token=str(token),
-        created_ts=int(created),  # type: ignore[call-overload]
-    )
-
-
-def _alarm(row: tuple[Any, ...]) -> Alarm:
-    return Alarm(
-        id=row[0],
-        device_key=row[1],
-        device_id=row[2],
-        device_name=row[3],
-        type=row[4],
-        severity=row[5],
-        acknowledged=bool(row[6]),
-        cleared=bool(row[7]),
-        start_ts=row[8],
-        end_ts=row[9],
-        ack_ts=row[10],
-        clear_ts=row[11],
-        details=orjson.loads(row[12]),
-    )
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -265,7 +223,7 @@ class SQLiteStore:
         except sqlite3.IntegrityError as exc:
             what = "token" if "token" in str(exc) else "name"
             raise ConflictError(f"a device with this {what} already exists") from None
-        return _device(cur.fetchone())
+        return device_from(cur.fetchone())
 
     async def get_device(self, ref: str) -> Device:
         device = await self._read_op(self._find_device, ref)
@@ -279,7 +237,7 @@ class SQLiteStore:
             .execute(f"SELECT {DEVICE_COLUMNS} FROM device WHERE id = ? OR name = ?", (ref, ref))
             .fetchone()
         )
-        return _device(row) if row else None
+        return device_from(row) if row else None
 
     async def device_by_token(self, token: str) -> Device | None:
         return await self._read_op(self._device_by_token, token)
@@ -290,7 +248,7 @@ class SQLiteStore:
             .execute(f"SELECT {DEVICE_COLUMNS} FROM device WHERE token = ?", (token,))
             .fetchone()
         )
-        return _device(row) if row else None
+        return device_from(row) if row else None
 
     async def list_devices(
         self, *, text_search: str = "", limit: int = 1000, offset: int = 0
@@ -303,7 +261,7 @@ class SQLiteStore:
             "ORDER BY name LIMIT ? OFFSET ?",
             (like_prefix(text_search), limit, offset),
         )
-        return [_device(r) for r in rows]
+        return [device_from(r) for r in rows]
 
     async def count_devices(self, *, text_search: str = "") -> int:
         return await self._read_op(self._count_devices, text_search)
@@ -575,7 +533,7 @@ class SQLiteStore:
             )
         except sqlite3.IntegrityError:
             raise ConflictError(f"a user with e-mail {row[1]} already exists") from None
-        return _user(cur.fetchone())
+        return user_from(cur.fetchone())
 
     async def user_by_email(self, email: str) -> User | None:
         return await self._read_op(self._user_by_email, email)
@@ -586,14 +544,14 @@ class SQLiteStore:
             .execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,))
             .fetchone()
         )
-        return _user(row) if row else None
+        return user_from(row) if row else None
 
     async def list_users(self) -> list[User]:
         return await self._read_op(self._list_users)
 
     def _list_users(self) -> list[User]:
         rows = self._conn().execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY email")
-        return [_user(r) for r in rows]
+        return [user_from(r) for r in rows]
 
     async def set_password_hash(self, email: str, password_hash: str) -> None:
         await self._write_op(self._set_password_hash, email, password_hash)
@@ -705,14 +663,14 @@ class SQLiteStore:
             .execute(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.id = ?", (alarm_id,))
             .fetchone()
         )
-        return _alarm(row) if row else None
+        return alarm_from(row) if row else None
 
     async def open_alarms(self) -> list[Alarm]:
         return await self._read_op(self._open_alarms)
 
     def _open_alarms(self) -> list[Alarm]:
         rows = self._conn().execute(f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE a.cleared = 0")
-        return [_alarm(r) for r in rows]
+        return [alarm_from(r) for r in rows]
 
     async def list_alarms(
         self,
@@ -753,7 +711,7 @@ class SQLiteStore:
             "ORDER BY a.start_ts DESC, a.id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
-        return [_alarm(r) for r in rows], int(total)
+        return [alarm_from(r) for r in rows], int(total)
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
