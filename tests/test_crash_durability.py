@@ -72,6 +72,16 @@ async def _stored(url: str, device_names: list[str]) -> list[set[int]]:
         await store.close()
 
 
+def _add_devices(prefix: str, data: Path, chosen: list[str]) -> tuple[list[str], list[str]]:
+    """DEVICES devices made with the CLI, as a user would: their names and tokens."""
+    names = [f"{prefix}-{i}" for i in range(DEVICES)]
+    tokens = [
+        tinyboard("device", "add", n, "--data-dir", str(data), *chosen).stdout.strip()
+        for n in names
+    ]
+    return names, tokens
+
+
 def _store_args(store: str, data: Path, postgres_url: Callable[[], str]) -> tuple[str, list[str]]:
     """The store's URL and the CLI arguments that select it."""
     if store == "postgres":
@@ -89,11 +99,7 @@ def test_acknowledged_readings_survive_kill_9(
 ) -> None:
     data = tmp_path / "data"
     url, chosen = _store_args(store, data, postgres_url)
-    names = [f"crash-{i}" for i in range(DEVICES)]
-    tokens = [
-        tinyboard("device", "add", n, "--data-dir", str(data), *chosen).stdout.strip()
-        for n in names
-    ]
+    names, tokens = _add_devices("crash", data, chosen)
     total_acked = 0
     for _ in range(3):
         server = ServeProcess(data, "--sync", sync, *chosen)
@@ -198,11 +204,7 @@ def test_pubacked_readings_survive_kill_9(
 ) -> None:
     data = tmp_path / "data"
     url, chosen = _store_args(store, data, postgres_url)
-    names = [f"mqtt-crash-{i}" for i in range(DEVICES)]
-    tokens = [
-        tinyboard("device", "add", n, "--data-dir", str(data), *chosen).stdout.strip()
-        for n in names
-    ]
+    names, tokens = _add_devices("mqtt-crash", data, chosen)
     total = 0
     for round_ in range(3):
         server = ServeProcess(data, *chosen)
