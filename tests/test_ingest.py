@@ -16,6 +16,20 @@ from tinyboard.errors import PayloadError
 NOW = 1_700_000_000_000
 DEV = 7
 
+
+class FixedClock:
+    """Stamps every message NOW, so examples can name the stamp (core/clock.py is tested
+    on its own in tests/test_clock.py)."""
+
+    def stamp(self, device: int) -> int:
+        return NOW
+
+    def saw(self, device: int, ts: int) -> None:
+        pass
+
+
+AT_NOW = FixedClock()
+
 keys = st.text(  # any key but one holding NUL, which is refused (see below)
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
     min_size=1,
@@ -36,15 +50,15 @@ pair_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,20}", fullmatch=True)
 
 
 def test_bare_numbers_go_to_key_value() -> None:
-    assert parse_line("23.5", DEV, NOW) == [(DEV, "value", NOW, 23.5)]
-    assert parse_line("-4", DEV, NOW) == [(DEV, "value", NOW, -4)]
-    assert parse_line("1e3", DEV, NOW) == [(DEV, "value", NOW, 1000.0)]
-    big = parse_line(str(2**70), DEV, NOW)[0][3]
+    assert parse_line("23.5", DEV, AT_NOW) == [(DEV, "value", NOW, 23.5)]
+    assert parse_line("-4", DEV, AT_NOW) == [(DEV, "value", NOW, -4)]
+    assert parse_line("1e3", DEV, AT_NOW) == [(DEV, "value", NOW, 1000.0)]
+    big = parse_line(str(2**70), DEV, AT_NOW)[0][3]
     assert isinstance(big, float)
 
 
 def test_pairs_are_typed() -> None:
-    assert parse_line("temperature=23.5 humidity=40,led=TRUE;door=open", DEV, NOW) == [
+    assert parse_line("temperature=23.5 humidity=40,led=TRUE;door=open", DEV, AT_NOW) == [
         (DEV, "temperature", NOW, 23.5),
         (DEV, "humidity", NOW, 40),
         (DEV, "led", NOW, True),
@@ -53,11 +67,11 @@ def test_pairs_are_typed() -> None:
 
 
 def test_other_text_is_a_message() -> None:
-    assert parse_line("door opened by Ana", DEV, NOW) == [
+    assert parse_line("door opened by Ana", DEV, AT_NOW) == [
         (DEV, "message", NOW, "door opened by Ana")
     ]
-    assert parse_line("a=1 b", DEV, NOW) == [(DEV, "message", NOW, "a=1 b")]
-    assert parse_line("nan", DEV, NOW) == [(DEV, "message", NOW, "nan")]
+    assert parse_line("a=1 b", DEV, AT_NOW) == [(DEV, "message", NOW, "a=1 b")]
+    assert parse_line("nan", DEV, AT_NOW) == [(DEV, "message", NOW, "nan")]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +86,7 @@ def test_other_text_is_a_message() -> None:
     ],
 )
 def test_thingsboard_telemetry_shapes(payload: str, expected: list[tuple[object, ...]]) -> None:
-    assert parse_telemetry(payload.encode(), DEV, NOW) == [(DEV, *e) for e in expected]
+    assert parse_telemetry(payload.encode(), DEV, AT_NOW) == [(DEV, *e) for e in expected]
 
 
 @pytest.mark.parametrize(
@@ -90,7 +104,7 @@ def test_thingsboard_telemetry_shapes(payload: str, expected: list[tuple[object,
 )
 def test_bad_telemetry_is_refused_with_a_reason(payload: str, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
-        parse_telemetry(payload, DEV, NOW)
+        parse_telemetry(payload, DEV, AT_NOW)
 
 
 def test_attributes() -> None:
@@ -101,34 +115,34 @@ def test_attributes() -> None:
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_any_finite_float_round_trips_through_a_line(x: float) -> None:
-    [(_, key, _, value)] = parse_line(repr(x), DEV, NOW)
+    [(_, key, _, value)] = parse_line(repr(x), DEV, AT_NOW)
     assert key == "value"
     assert value == x or (math.isclose(value, x))  # type: ignore[arg-type]
 
 
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_any_int64_stays_an_int(n: int) -> None:
-    assert parse_line(str(n), DEV, NOW) == [(DEV, "value", NOW, n)]
+    assert parse_line(str(n), DEV, AT_NOW) == [(DEV, "value", NOW, n)]
 
 
 @given(st.dictionaries(pair_keys, st.integers(-(10**12), 10**12) | st.booleans(), min_size=1))
 def test_key_value_pairs_round_trip(values: dict[str, int | bool]) -> None:
     line = " ".join(f"{k}={str(v).lower()}" for k, v in values.items())
-    parsed = parse_line(line, DEV, NOW)
+    parsed = parse_line(line, DEV, AT_NOW)
     assert {k: v for _, k, _, v in parsed} == values
     assert all(type(v) is type(values[k]) for _, k, _, v in parsed)
 
 
 @given(st.dictionaries(keys, json_values, min_size=1, max_size=8))
 def test_json_telemetry_round_trips_with_types(values: dict[str, object]) -> None:
-    parsed = parse_telemetry(orjson.dumps(values), DEV, NOW)
+    parsed = parse_telemetry(orjson.dumps(values), DEV, AT_NOW)
     assert {k: v for _, k, _, v in parsed} == values
 
 
 @given(st.text(min_size=1).map(str.strip).filter(bool))
 def test_any_text_line_parses_or_raises_payload_error(text: str) -> None:
     try:
-        readings = parse_line(text, DEV, NOW)
+        readings = parse_line(text, DEV, AT_NOW)
     except PayloadError:
         return
     assert readings
@@ -138,9 +152,9 @@ def test_any_text_line_parses_or_raises_payload_error(text: str) -> None:
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_or_raise_payload_error(data: bytes) -> None:
     with contextlib.suppress(PayloadError):
-        parse_telemetry(data, DEV, NOW)
+        parse_telemetry(data, DEV, AT_NOW)
 
 
 def test_a_key_holding_nul_is_refused_with_a_reason() -> None:
     with pytest.raises(PayloadError, match="cannot contain NUL"):
-        parse_telemetry(b'{"a\\u0000b": 1}', DEV, 1000)
+        parse_telemetry(b'{"a\\u0000b": 1}', DEV, AT_NOW)

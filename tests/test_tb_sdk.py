@@ -93,10 +93,17 @@ def test_server_side_rpc_handled_by_the_sdk(
     assert reply == {"done": "setLed", "params": {"on": True}}
 
 
-def test_client_side_rpc_from_the_sdk(sdk: tuple[TBDeviceMqttClient, Device]) -> None:
+def test_client_side_rpc_from_the_sdk(
+    sdk: tuple[TBDeviceMqttClient, Device], server: ServerThread
+) -> None:
     client, _ = sdk
     replies: queue.Queue[Any] = queue.Queue()
     client.send_rpc_call("getSessionLimits", {}, lambda rid, content, error: replies.put(content))
     limits = replies.get(timeout=10)
     assert limits["maxPayloadSize"] == 65536
-    assert limits["rateLimits"]["messages"] == "200:1,6000:60,14000:3600"
+    # The limits that are enforced (core/limits.py), unset ones null as ThingsBoard's.
+    assert limits["rateLimits"] == {
+        "messages": server.config.device_rate_limit,
+        "telemetryMessages": None,
+        "telemetryDataPoints": None,
+    }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tinyboard.core.limits import DeviceLimits, RateLimit
 from tinyboard.errors import ConfigError
 
 SyncMode = Literal["full", "normal"]
@@ -57,6 +58,12 @@ class Config:
     max_packet: int = 65536
     queue_limit: int = 100_000
     batch_limit: int = 10_000
+    max_clock_lead: int = 1000
+    device_rate_limit: str = "1000:1,30000:60"
+    device_telemetry_rate_limit: str = ""
+    device_datapoint_rate_limit: str = ""
+    line_idle_timeout: float = 900.0
+    packet_timeout: float = 60.0
     dashboard: bool = True
     alarm_webhook: str = ""
     retention_days: float = 0.0
@@ -67,6 +74,15 @@ class Config:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"--alarm-webhook {url!r}: give an http:// or https:// URL")
         return urls
+
+    def device_limits(self) -> DeviceLimits:
+        """The per-device rate limits these settings ask for (raises on a malformed one)."""
+        return DeviceLimits(
+            RateLimit.parse(self.device_rate_limit, "--device-rate-limit"),
+            RateLimit.parse(self.device_telemetry_rate_limit, "--device-telemetry-rate-limit"),
+            RateLimit.parse(self.device_datapoint_rate_limit, "--device-datapoint-rate-limit"),
+            max_payload=self.max_packet,
+        )
 
     def store_url(self) -> str:
         """The store to open: the explicit `--store`, or SQLite in the data directory."""
@@ -113,6 +129,44 @@ SETTINGS: tuple[Setting, ...] = (
         "batch_limit", int, _DEFAULT.batch_limit, "Most readings committed in one transaction."
     ),
     Setting(
+        "max_clock_lead",
+        int,
+        _DEFAULT.max_clock_lead,
+        "Most ms a server timestamp may run ahead of the clock; a device sending unstamped"
+        " readings faster than 1 per ms is slowed down instead.",
+    ),
+    Setting(
+        "device_rate_limit",
+        str,
+        _DEFAULT.device_rate_limit,
+        "Messages per device, ThingsBoard's count:seconds pairs ('off': unlimited).",
+    ),
+    Setting(
+        "device_telemetry_rate_limit",
+        str,
+        _DEFAULT.device_telemetry_rate_limit,
+        "Telemetry messages per device, count:seconds pairs (default: unlimited).",
+    ),
+    Setting(
+        "device_datapoint_rate_limit",
+        str,
+        _DEFAULT.device_datapoint_rate_limit,
+        "Telemetry values per device, count:seconds pairs (default: unlimited).",
+    ),
+    Setting(
+        "line_idle_timeout",
+        float,
+        _DEFAULT.line_idle_timeout,
+        "Seconds a line-protocol connection may stay silent before it is closed (0: never).",
+    ),
+    Setting(
+        "packet_timeout",
+        float,
+        _DEFAULT.packet_timeout,
+        "Seconds a started MQTT packet or line has to arrive whole before the connection"
+        " is closed.",
+    ),
+    Setting(
         "dashboard",
         bool,
         _DEFAULT.dashboard,
@@ -143,4 +197,7 @@ def config_from(values: dict[str, object]) -> Config:
         raise ConfigError("--sync must be 'full' or 'normal'")
     config = Config(**known)  # type: ignore[arg-type]
     config.webhook_urls()  # refuse a malformed URL before anything starts
+    config.device_limits()
+    if config.max_clock_lead < 1:
+        raise ConfigError("--max-clock-lead must be at least 1 (ms)")
     return config

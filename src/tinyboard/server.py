@@ -26,6 +26,7 @@ from tinyboard import __version__
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
+from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.models import User
@@ -38,7 +39,7 @@ from tinyboard.errors import PortInUseError, TinyboardError
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
-from tinyboard.transports.base import TransportServer
+from tinyboard.transports.base import BACKLOG, TransportServer
 from tinyboard.transports.line import LineServer
 from tinyboard.transports.mqtt import MQTTServer
 from tinyboard.web.app import create_app
@@ -89,11 +90,17 @@ class Server:
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
+        self.clocks = DeviceClocks(config.max_clock_lead)
+        self.limits = config.device_limits()
         self.line = LineServer(
             directory=self.directory,
             pipeline=self.pipeline,
             registry=self.registry,
+            clocks=self.clocks,
+            limits=self.limits,
             max_line=config.max_line,
+            idle_timeout=config.line_idle_timeout,
+            packet_timeout=config.packet_timeout,
         )
         self.mqtt = MQTTServer(
             directory=self.directory,
@@ -102,7 +109,10 @@ class Server:
             hub=self.hub,
             rpc=self.rpc,
             attributes=self.attributes,
+            clocks=self.clocks,
+            limits=self.limits,
             max_packet_size=config.max_packet,
+            packet_timeout=config.packet_timeout,
         )
         self.transports: tuple[TransportServer, ...] = (self.line, self.mqtt)
         self.ports: dict[str, int] = {}
@@ -146,7 +156,8 @@ class Server:
         except BaseException:
             await self.shutdown()
             raise
-        self.mqtt.start()
+        for transport in self.transports:
+            transport.start()
         if self.retention is not None:
             self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
         self._watcher = asyncio.get_running_loop().create_task(
@@ -164,6 +175,9 @@ class Server:
         """Close every connection and waiting poll of a device (it was deleted)."""
         self.alarms.forget_device(device_id)
         for client in self.registry.for_device(device_id):
+            if client.device is not None:
+                self.clocks.forget(client.device.key)
+                self.limits.forget(client.device.key)
             client.connection.close()
         for session in self.hub.for_device(device_id):
             session.close()
@@ -194,6 +208,8 @@ class Server:
             alarms=self.alarms,
             webhooks=self.webhooks,
             tokens=await TokenService.from_store(self.store),
+            clocks=self.clocks,
+            limits=self.limits,
             max_payload=self.config.max_packet,
         )
 
@@ -208,7 +224,7 @@ class Server:
         except OSError as exc:
             sock.close()
             raise self._bind_error(listener, host, port, exc) from None
-        sock.listen(2048)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         self.ports[listener.setting] = sock.getsockname()[1]
         return sock
@@ -226,7 +242,9 @@ class Server:
         host = self.config.bind
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(factory, host, port, reuse_address=True)
+            server = await loop.create_server(
+                factory, host, port, reuse_address=True, backlog=BACKLOG
+            )
         except OSError as exc:
             raise self._bind_error(listener, host, port, exc) from None
         self._listeners.append(server)

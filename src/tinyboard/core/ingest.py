@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -27,20 +26,12 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _PAIR_SEPARATORS = re.compile(r"[\s,;]+")
 
 
-class ServerClock:
-    """Server time in Unix ms for readings without their own `ts`, strictly increasing per
-    connection: the store keeps one row per (device, key, ts), so without this a device
-    sending twice within a millisecond would overwrite a reading it was told is stored."""
+class Stamps(Protocol):
+    """Where readings without their own `ts` get one (`core.clock.DeviceClocks`)."""
 
-    __slots__ = ("last",)
+    def stamp(self, device: int) -> int: ...
 
-    def __init__(self) -> None:
-        self.last = 0
-
-    def next(self) -> int:
-        now = int(time.time() * 1000)
-        self.last = now if now > self.last else self.last + 1
-        return self.last
+    def saw(self, device: int, ts: int) -> None: ...
 
 
 def parse_json(payload: bytes | str) -> Any:
@@ -51,28 +42,33 @@ def parse_json(payload: bytes | str) -> Any:
         raise PayloadError(f"invalid JSON: {exc}") from None
 
 
-def telemetry_from_json(doc: Any, device: int, now_ms: int) -> list[Reading]:
-    """Readings from a decoded ThingsBoard telemetry document."""
+def telemetry_from_json(doc: Any, device: int, clock: Stamps) -> list[Reading]:
+    """Readings from a decoded ThingsBoard telemetry document. Items without `ts` share one
+    server stamp, taken only if there is such an item."""
     out: list[Reading] = []
     items = doc if isinstance(doc, list) else [doc]
+    now_ms = -1
     for item in items:
         if not isinstance(item, dict):
             raise PayloadError("telemetry must be a JSON object or an array of objects")
         if "ts" in item and "values" in item:
             ts = _timestamp(item["ts"])
+            clock.saw(device, ts)
             values = item["values"]
             if not isinstance(values, dict):
                 raise PayloadError('"values" must be a JSON object of key/value pairs')
         else:
+            if now_ms < 0:
+                now_ms = clock.stamp(device)
             ts, values = now_ms, item
         for key, value in values.items():
             out.append((device, _key(key), ts, json_value(key, value)))
     return out
 
 
-def parse_telemetry(payload: bytes | str, device: int, now_ms: int) -> list[Reading]:
+def parse_telemetry(payload: bytes | str, device: int, clock: Stamps) -> list[Reading]:
     """Readings from a ThingsBoard telemetry payload (raw JSON bytes or text)."""
-    return telemetry_from_json(parse_json(payload), device, now_ms)
+    return telemetry_from_json(parse_json(payload), device, clock)
 
 
 def parse_attributes(payload: bytes | str) -> dict[str, Value]:
@@ -87,10 +83,11 @@ def attributes_from_json(doc: Any) -> dict[str, Value]:
     return {_key(k): json_value(k, v) for k, v in doc.items()}
 
 
-def parse_line(text: str, device: int, ts: int) -> list[Reading]:
+def parse_line(text: str, device: int, clock: Stamps) -> list[Reading]:
     """Readings from one line-protocol line (already stripped, never empty)."""
     if text[0] in "{[":
-        return parse_telemetry(text, device, ts)
+        return parse_telemetry(text, device, clock)
+    ts = clock.stamp(device)
     if _NUMBER.fullmatch(text):
         return [(device, "value", ts, _number(text))]
     pairs = _PAIR_SEPARATORS.split(text)

@@ -18,17 +18,6 @@ from tinyboard.errors import TinyboardError
 
 DEFAULT_TIMEOUT = 10.0
 
-SESSION_LIMITS: dict[str, Any] = {
-    "maxPayloadSize": 65536,
-    "maxInflightMessages": 100,
-    "rateLimits": {
-        "messages": "200:1,6000:60,14000:3600",
-        "telemetryMessages": "100:1,3000:60,7000:3600",
-        "telemetryDataPoints": "200:1,6000:60,14000:3600",
-    },
-}
-"""What `getSessionLimits` answers; shaped as ThingsBoard's reply."""
-
 
 class DeviceOffline(TinyboardError):
     """No connected session of the device accepts RPC."""
@@ -91,8 +80,9 @@ class RpcService:
         return True
 
 
-def answer_client_rpc(request: RpcRequest) -> dict[str, Any]:
-    """The reply to a device-initiated RPC. Only built-in methods are served."""
+def answer_client_rpc(request: RpcRequest, session_limits: dict[str, Any]) -> dict[str, Any]:
+    """The reply to a device-initiated RPC. Only built-in methods are served;
+    `getSessionLimits` answers the limits that are enforced (`DeviceLimits.session_limits`)."""
     if request.method == "getSessionLimits":
-        return SESSION_LIMITS
+        return session_limits
     return {"error": f"unsupported method {request.method!r}: tinyboard serves getSessionLimits"}

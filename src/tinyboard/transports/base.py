@@ -15,6 +15,12 @@ log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 1 << 20
 """Bytes of replies a client may leave unread before it is disconnected."""
+SWEEP_INTERVAL = 0.5
+"""Seconds between deadline checks (keep-alive, idle, unfinished packets)."""
+BACKLOG = 65535
+"""Listen backlog: the kernel caps it at net.core.somaxconn (4096 on current Linux), so
+this asks for the system maximum. With 100, boards reconnecting together after a Wi-Fi
+outage lost SYNs and waited 1 s, 3 s, ... to retry."""
 
 
 class TransportServer:
@@ -26,6 +32,20 @@ class TransportServer:
         self.registry = registry
         self.connections: set[StreamProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the deadline sweep (mosquitto's keepalive.c: one loop, not a timer each)."""
+        self.spawn(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.sweep(loop.time())
+
+    def sweep(self, now: float) -> None:
+        for conn in list(self.connections):
+            conn.check_alive(now)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -98,6 +118,9 @@ class StreamProtocol(asyncio.Protocol):
                 "%s client %s does not read; disconnecting it", client.transport, client.peer
             )
             self.abort()
+
+    def check_alive(self, now: float) -> None:
+        """Close the connection if one of its deadlines has passed (see `sweep`)."""
 
     def pause(self, reason: str) -> None:
         if not self._pauses and self._transport and not self._transport.is_closing():

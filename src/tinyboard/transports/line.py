@@ -10,13 +10,17 @@ See docs/protocols.md for the exact protocol.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import partial
 
+from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
-from tinyboard.core.ingest import ServerClock, parse_line
+from tinyboard.core.ingest import parse_line
+from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError
@@ -44,12 +48,20 @@ class LineServer(TransportServer):
         directory: DeviceDirectory,
         pipeline: Pipeline,
         registry: Registry,
+        clocks: DeviceClocks,
+        limits: DeviceLimits,
         max_line: int = 8192,
+        idle_timeout: float = 900.0,
+        packet_timeout: float = 60.0,
     ) -> None:
         super().__init__(registry)
         self.directory = directory
         self.pipeline = pipeline
+        self.clocks = clocks
+        self.limits = limits
         self.max_line = max_line
+        self.idle_timeout = idle_timeout
+        self.packet_timeout = packet_timeout
 
     def __call__(self) -> LineProtocol:
         return LineProtocol(self)
@@ -65,14 +77,18 @@ class LineProtocol(StreamProtocol):
         self._blocked = ""
         """Why lines are held instead of processed: "token" lookup or full "pipeline"."""
         self._held: deque[bytes | None] = deque()
-        self._clock = ServerClock()
         self._eof = False
+        self._loop = asyncio.get_running_loop()
+        self._last_seen = self._loop.time()
+        self._partial_since = 0.0
+        """When the unfinished line in `_buf` (or a too-long one being skipped) began; 0: none."""
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         client = self._client
         assert client is not None
         client.bytes_in += len(data)
+        self._last_seen = now = self._loop.time()
         if self._done:
             return
         if self._skipping:
@@ -81,6 +97,7 @@ class LineProtocol(StreamProtocol):
                 return
             data = data[newline + 1 :]
             self._skipping = False
+            self._partial_since = 0.0
         buf = self._buf + data if self._buf else data
         lines: list[bytes | None] = buf.split(b"\n")  # type: ignore[assignment]
         rest = lines.pop()
@@ -90,6 +107,10 @@ class LineProtocol(StreamProtocol):
             self._skipping = True
             rest = b""
         self._buf = rest
+        if not (rest or self._skipping):
+            self._partial_since = 0.0
+        elif lines or not self._partial_since:
+            self._partial_since = now
         client.messages_in += len(lines)
         self._feed(lines)
 
@@ -110,7 +131,8 @@ class LineProtocol(StreamProtocol):
 
     def _process(self, pending: Iterator[bytes | None]) -> None:
         """Answer lines in order until they run out or one must wait (token, full queue)."""
-        max_line = self._server.max_line
+        server = self._server
+        max_line = server.max_line
         device = self._device
         replies: list[str] = []
         readings: list[Reading] = []
@@ -135,11 +157,26 @@ class LineProtocol(StreamProtocol):
                 self._identify(text[6:].strip(), pending)
                 return
             if device is not None and (stripped := text.strip()):
+                wait_ms = server.clocks.wait_ms(device.key)
+                if wait_ms:
+                    self._emit(replies, readings)
+                    self._wait_for_clock(wait_ms, itertools.chain([line], pending))
+                    return
                 try:
-                    readings += parse_line(stripped, device.key, self._clock.next())
+                    parsed = parse_line(stripped, device.key, server.clocks)
                 except PayloadError as exc:
                     replies.append(f"ERROR {exc}; {READING_HELP}\n")
                     continue
+                if not (
+                    server.limits.allow(device.key)
+                    and server.limits.allow_telemetry(device.key, len(parsed))
+                ):
+                    replies.append(
+                        f"ERROR too many readings: this device may send {server.limits.describe()}"
+                        "; send this one again later\n"
+                    )
+                    continue
+                readings += parsed
             replies.append(text.upper() + "\n")
             if len(readings) >= MAX_JOB:
                 has_room = self._emit(replies, readings)
@@ -189,6 +226,27 @@ class LineProtocol(StreamProtocol):
     def _wait_for_space(self, rest: Iterable[bytes | None]) -> None:
         self._block("pipeline", rest)
         self._server.pipeline.when_space(self._unblock)
+
+    def _wait_for_clock(self, wait_ms: int, rest: Iterable[bytes | None]) -> None:
+        """The device's server clock is as far ahead as allowed: read again once the wall
+        clock has caught up (core/clock.py)."""
+        self._block("clock", rest)
+        self._loop.call_later(wait_ms / 1000, self._unblock)
+
+    # -- deadlines (one sweep of the server, not a timer per connection) -----------------
+    def check_alive(self, now: float) -> None:
+        server = self._server
+        if self._done or self._blocked or self._out:
+            return  # waiting on us, not on the client
+        if self._partial_since and now - self._partial_since > server.packet_timeout:
+            why = f"a line stayed unfinished for {server.packet_timeout:g} s"
+        elif server.idle_timeout and now - self._last_seen > server.idle_timeout:
+            why = f"nothing arrived for {server.idle_timeout:g} s"
+        else:
+            return
+        log.info("line client %s: %s; closing", self._peer, why)
+        self._done = True
+        self._out.put(Slot(f"ERROR {why}; closing (connect again)\n".encode(), True, 1, True))
 
     # -- device identification -----------------------------------------------------------
     def _identify(self, token: str, rest: Iterable[bytes | None]) -> None:

@@ -19,8 +19,10 @@ from typing import Any, cast
 import orjson
 
 from tinyboard.core.attributes import AttributeService, parse_attribute_request
+from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
-from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
@@ -58,8 +60,12 @@ from tinyboard.transports.outbox import Slot
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-"""Seconds a new connection has to send CONNECT."""
-SWEEP_INTERVAL = 0.5
+"""Seconds a new connection has to send CONNECT (counted from the TCP connection, not reset
+by each byte: one byte every 2 s must not hold a connection for ever)."""
+MAX_PENDING_READS = 8
+"""Attribute requests of one connection answered at once; more wait, unread, in the socket."""
+MAX_WAITING_REPLIES = 1 << 20
+"""Bytes of replies queued behind uncommitted readings before the connection stops reading."""
 
 
 class MQTTServer(TransportServer):
@@ -76,7 +82,10 @@ class MQTTServer(TransportServer):
         hub: SessionHub,
         rpc: RpcService,
         attributes: AttributeService,
+        clocks: DeviceClocks,
+        limits: DeviceLimits,
         max_packet_size: int = 65536,
+        packet_timeout: float = 60.0,
     ) -> None:
         super().__init__(registry)
         self.directory = directory
@@ -85,26 +94,16 @@ class MQTTServer(TransportServer):
         self.rpc = rpc
         self.attributes = attributes
         self.max_packet_size = max_packet_size
-        self.by_client_id: dict[str, MQTTProtocol] = {}
+        self.clocks = clocks
+        self.limits = limits
+        self.packet_timeout = packet_timeout
+        self.sessions: dict[tuple[int, str], MQTTProtocol] = {}
+        """Live sessions by (device, client id): a client id is taken over only within the
+        same device (ThingsBoard keys sessions by device), never across devices."""
         self.connect_timeout = CONNECT_TIMEOUT
-        self._sweeper: asyncio.Task[None] | None = None
 
     def __call__(self) -> MQTTProtocol:
         return MQTTProtocol(self)
-
-    def start(self) -> None:
-        self._sweeper = self.spawn(self._sweep_forever())
-
-    async def _sweep_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self.sweep(loop.time())
-
-    def sweep(self, now: float) -> None:
-        """Close connections silent for 1.5× their keep-alive, or that never sent CONNECT."""
-        for conn in list(self.connections):
-            cast(MQTTProtocol, conn).check_alive(now)
 
 
 class MQTTProtocol(StreamProtocol):
@@ -114,12 +113,17 @@ class MQTTProtocol(StreamProtocol):
         self._conn = Connection(Role.SERVER, max_packet_size=server.max_packet_size)
         self.device: Device | None = None
         self._client_id = ""
-        self._clock = ServerClock()
         self._loop = asyncio.get_running_loop()
-        self._last_seen = self._loop.time()
-        self._deadline = server.connect_timeout
+        self._born = self._last_seen = self._loop.time()
+        self._deadline = 0.0
+        """Keep-alive × 1.5 once CONNECT arrived (0: none); before that, CONNECT_TIMEOUT
+        counts from `_born`."""
+        self._partial_since = 0.0
+        """When the unfinished packet in the codec's buffer began arriving; 0: none."""
         self._feeds: dict[tb.Feed, int] = {}
-        self._blocked = False
+        self._holds: set[str] = set()
+        """Why buffered packets wait unhandled ("connect", "clock", "reads", "replies")."""
+        self._pending_reads = 0
         self._connacked = False
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
@@ -135,8 +139,9 @@ class MQTTProtocol(StreamProtocol):
         server = self._server
         if self.device is not None:
             server.hub.remove(self.device, self)
-        if server.by_client_id.get(self._client_id) is self:
-            del server.by_client_id[self._client_id]
+            session = (self.device.key, self._client_id)
+            if server.sessions.get(session) is self:
+                del server.sessions[session]
         for waiter in self._inflight.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the device disconnected"))
@@ -162,20 +167,53 @@ class MQTTProtocol(StreamProtocol):
         conn = self._conn
         client = self._client
         assert client is not None
+        handled = False
         try:
-            while not (self._blocked or self._done):
+            while not (self._holds or self._done):
+                if self.device is not None and self._clock_ahead(self.device):
+                    break
                 event = conn.next_event()
                 if event is NEED_DATA:
+                    self._track_partial(handled)
                     break
                 if event is CLOSED:
                     self._finish()
                     break
+                handled = True
                 client.messages_in += 1
                 _HANDLERS[event.type](self, event)
         except ProtocolError as exc:
             self._refuse(exc)
         finally:
             self._submit()
+
+    def _track_partial(self, handled: bool) -> None:
+        """Start the unfinished-packet deadline when a new partial packet is buffered."""
+        if not self._conn.buffered:
+            self._partial_since = 0.0
+        elif handled or not self._partial_since:
+            self._partial_since = self._last_seen
+
+    def _clock_ahead(self, device: Device) -> bool:
+        """Hold the connection while the device's server clock is at its lead bound."""
+        wait_ms = self._server.clocks.wait_ms(device.key)
+        if wait_ms:
+            self._hold("clock")
+            self._loop.call_later(wait_ms / 1000, self._release, "clock")
+        return bool(wait_ms)
+
+    def _hold(self, reason: str) -> None:
+        """Stop handling buffered packets and stop reading until `_release(reason)`."""
+        self._holds.add(reason)
+        self.pause(reason)
+
+    def _release(self, reason: str) -> None:
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        self.resume(reason)
+        if not (self._holds or self._done):
+            self._process()
 
     def _submit(self) -> None:
         acks, readings, attributes = self._acks, self._readings, self._attributes
@@ -199,9 +237,11 @@ class MQTTProtocol(StreamProtocol):
             return
         if slot.data:
             self._out.ready(slot)
+        if self._out.queued <= MAX_WAITING_REPLIES // 2:
+            self._release("replies")
 
     def _on_connect(self, packet: Connect) -> None:
-        self._deadline = packet.keep_alive * 1.5 if packet.keep_alive else 0.0
+        self._deadline = packet.keep_alive * 1.5
         client_id = packet.client_id
         if not client_id:
             if not packet.clean_start and packet.protocol_level != MQTT_5:
@@ -212,8 +252,7 @@ class MQTTProtocol(StreamProtocol):
         if not packet.username:
             self._connack(ConnectReturn.BAD_USERNAME_OR_PASSWORD, Reason.BAD_USERNAME_OR_PASSWORD)
             return
-        self._blocked = True
-        self.pause("connect")
+        self._hold("connect")
         self._server.spawn(self._authenticate(packet.username, assigned=not packet.client_id))
 
     async def _authenticate(self, token: str, *, assigned: bool) -> None:
@@ -229,10 +268,11 @@ class MQTTProtocol(StreamProtocol):
             self._connack(ConnectReturn.NOT_AUTHORIZED, Reason.BAD_USERNAME_OR_PASSWORD)
             return
         server = self._server
-        previous = server.by_client_id.get(self._client_id)
+        session = (device.key, self._client_id)
+        previous = server.sessions.get(session)
         if previous is not None and previous is not self:
             previous.take_over()
-        server.by_client_id[self._client_id] = self
+        server.sessions[session] = self
         self.device = device
         assert self._client is not None
         self._client.device = device
@@ -248,9 +288,7 @@ class MQTTProtocol(StreamProtocol):
             )
         self._send(ConnAck(properties=props))
         self._connacked = True
-        self._blocked = False
-        self.resume("connect")
-        self._process()
+        self._release("connect")
 
     def _connack(self, v3: int, v5: int | None = None) -> None:
         """Refuse the connection: CONNACK with the version's code, then close."""
@@ -272,12 +310,31 @@ class MQTTProtocol(StreamProtocol):
             self._payload_refused(packet, Reason.TOPIC_NAME_INVALID, "unknown topic")
             return
         kind, request_id = target
+        limits = self._server.limits
         try:
+            if not limits.allow(device.key):
+                raise RateLimited
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
             self._payload_refused(packet, Reason.PAYLOAD_FORMAT_INVALID, str(exc))
             return
+        except RateLimited:
+            self._rate_limited()
+            return
         self._ack(packet)
+
+    def _rate_limited(self) -> None:
+        """ThingsBoard's answer to a device over its rate limit: no PUBACK, and the session
+        ends (MQTT 5: DISCONNECT 0x83 first); the device resends after reconnecting."""
+        limits = self._server.limits.describe()
+        log.info("MQTT client %s: over the device rate limit (%s); closing", self._peer, limits)
+        final = b""
+        if self._conn.is_v5:
+            why = f"over the device rate limit: {limits}; send slower"
+            props = Properties(reason_string=why)
+            disconnect = Disconnect(reason=Reason.IMPLEMENTATION_SPECIFIC_ERROR, properties=props)
+            final = encode(disconnect, MQTT_5)
+        self._close_after_replies(final)
 
     def _ack(self, packet: Publish) -> None:
         if packet.qos == 1:
@@ -305,22 +362,43 @@ class MQTTProtocol(StreamProtocol):
 
     # -- ThingsBoard routes --------------------------------------------------------------
     def _telemetry(self, device: Device, payload: bytes, _: int) -> None:
-        self._readings += telemetry_from_json(parse_json(payload), device.key, self._clock.next())
+        server = self._server
+        readings = telemetry_from_json(parse_json(payload), device.key, server.clocks)
+        if not server.limits.allow_telemetry(device.key, len(readings)):
+            raise RateLimited
+        self._readings += readings
 
     def _client_attributes(self, device: Device, payload: bytes, _: int) -> None:
-        ts = self._clock.next()
+        ts = self._server.clocks.stamp(device.key)
         for key, value in parse_attributes(payload).items():
             self._attributes.append((device.key, "CLIENT", key, ts, value))
 
     def _attribute_request(self, device: Device, payload: bytes, request_id: int) -> None:
         client_keys, shared_keys = parse_attribute_request(parse_json(payload))
+        self._pending_reads += 1
+        if self._pending_reads >= MAX_PENDING_READS:
+            self._hold("reads")
         self._server.spawn(self._answer_attributes(device, request_id, client_keys, shared_keys))
 
     async def _answer_attributes(
         self, device: Device, request_id: int, client_keys: Any, shared_keys: Any
     ) -> None:
-        values = await self._server.attributes.read_for_device(device, client_keys, shared_keys)
-        self.publish(tb.ATTRIBUTES_RESPONSE + str(request_id), values, qos=0)
+        try:
+            attributes = self._server.attributes
+            values = await attributes.read_for_device(device, client_keys, shared_keys)
+        except StorageError as exc:
+            log.error("MQTT client %s: attribute request failed: %s", self._peer, exc)
+        else:
+            self._answer(tb.ATTRIBUTES_RESPONSE + str(request_id), values)
+        finally:
+            self._pending_reads -= 1
+            self._release("reads")
+
+    def _answer(self, topic: str, document: Any) -> None:
+        """A QoS 0 reply; replies piling up behind unacknowledged readings stop reading."""
+        self.publish(topic, document, qos=0)
+        if self._out.queued > MAX_WAITING_REPLIES:
+            self._hold("replies")
 
     def _rpc_response(self, device: Device, payload: bytes, request_id: int) -> None:
         try:
@@ -333,8 +411,9 @@ class MQTTProtocol(StreamProtocol):
         doc = parse_json(payload)
         if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
             raise PayloadError('a client-side RPC is {"method": "...", "params": {...}}')
-        answer = answer_client_rpc(RpcRequest(doc["method"], doc.get("params")))
-        self.publish(tb.RPC_RESPONSE + str(request_id), answer, qos=0)
+        limits = self._server.limits.session_limits()
+        answer = answer_client_rpc(RpcRequest(doc["method"], doc.get("params")), limits)
+        self._answer(tb.RPC_RESPONSE + str(request_id), answer)
 
     # -- other packets -------------------------------------------------------------------
     def _on_puback(self, packet: PubAck) -> None:
@@ -432,7 +511,9 @@ class MQTTProtocol(StreamProtocol):
         self._out.put(Slot(self._conn.send(packet), True))
 
     def _close_after_replies(self, final: bytes = b"") -> None:
-        """Stop reading; close once every reply queued before now has been written."""
+        """Stop reading; close once every reply queued before now has been written (the
+        replies of this read's earlier packets included)."""
+        self._submit()
         self._done = True
         self._out.put(Slot(final, True, 0, close_after=True))
 
@@ -466,12 +547,32 @@ class MQTTProtocol(StreamProtocol):
         self._close_after_replies(final)
 
     def check_alive(self, now: float) -> None:
-        if self._deadline and now - self._last_seen > self._deadline and not self._done:
-            log.info("MQTT client %s: keep-alive expired", self._peer)
-            final = b""
-            if self._conn.is_v5 and self._connacked:
-                final = encode(Disconnect(reason=Reason.KEEP_ALIVE_TIMEOUT), MQTT_5)
-            self._close_after_replies(final)
+        """Close a connection that missed a deadline: CONNECT within `connect_timeout` of
+        connecting, a packet within 1.5× keep-alive, and a started packet finished within
+        `packet_timeout` (even with keep-alive 0). Held connections wait on us, not the
+        client, and are left alone."""
+        if self._done or (self._pauses and self._connacked):
+            return
+        server = self._server
+        if not self._connacked:
+            if now - self._born <= server.connect_timeout:
+                return
+            why = f"no CONNECT within {server.connect_timeout:g} s"
+        elif self._partial_since and now - self._partial_since > server.packet_timeout:
+            why = f"a packet stayed unfinished for {server.packet_timeout:g} s"
+        elif self._deadline and now - self._last_seen > self._deadline:
+            why = "keep-alive expired"
+        else:
+            return
+        log.info("MQTT client %s: %s; closing", self._peer, why)
+        final = b""
+        if self._conn.is_v5 and self._connacked:
+            final = encode(Disconnect(reason=Reason.KEEP_ALIVE_TIMEOUT), MQTT_5)
+        self._close_after_replies(final)
+
+
+class RateLimited(Exception):
+    """The device is over its rate limit (core/limits.py)."""
 
 
 _HANDLERS: dict[PacketType, Callable[[MQTTProtocol, Any], None]] = {

@@ -26,7 +26,6 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.login_limiter = auth.LoginLimiter()
-    app.state.device_clocks = {}
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
     for module in (auth, device_api, rest, alarms, ws, metrics):

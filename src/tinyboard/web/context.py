@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
+from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
+from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.live import LiveHub
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
@@ -32,4 +34,6 @@ class WebContext:
     alarms: AlarmEngine
     webhooks: Webhooks
     tokens: TokenService
+    clocks: DeviceClocks
+    limits: DeviceLimits
     max_payload: int = 65536

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from tinyboard.core.attributes import parse_attribute_request
-from tinyboard.core.ingest import ServerClock, parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
 from tinyboard.core.models import AttributeRow, Device, Value
 from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
 from tinyboard.web.context import WebContext
-from tinyboard.web.errors import PayloadTooLarge, error
+from tinyboard.web.errors import PayloadTooLarge, TooManyRequests, error
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
 
@@ -70,7 +70,15 @@ async def _device(request: Request, token: str) -> Device:
     if device is None:
         raise AuthError("invalid device access token")
     ctx.registry.seen(device, "http")
+    if not ctx.limits.allow(device.key):
+        raise _over_limit(ctx)
     return device
+
+
+def _over_limit(ctx: WebContext) -> TooManyRequests:
+    return TooManyRequests(
+        f"this device is over its rate limit ({ctx.limits.describe()}); send it again later"
+    )
 
 
 async def _body(request: Request) -> bytes:
@@ -88,12 +96,10 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _clock(request: Request, device: Device) -> ServerClock:
-    clocks: dict[int, ServerClock] = request.app.state.device_clocks
-    clock = clocks.get(device.key)
-    if clock is None:
-        clock = clocks[device.key] = ServerClock()
-    return clock
+async def _clock_caught_up(ctx: WebContext, device: Device) -> None:
+    """Wait while the device's server clock is at its lead bound (core/clock.py)."""
+    while wait_ms := ctx.clocks.wait_ms(device.key):  # noqa: ASYNC110 - waits on the clock
+        await asyncio.sleep(wait_ms / 1000)
 
 
 @router.post("/telemetry", summary="Post telemetry", response_class=Response)
@@ -101,8 +107,13 @@ async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
     device = await _device(request, token)
     body = await _body(request)
-    readings = telemetry_from_json(parse_json(body), device.key, _clock(request, device).next())
-    await _ctx(request).pipeline.commit(readings)
+    ctx = _ctx(request)
+    doc = parse_json(body)
+    await _clock_caught_up(ctx, device)
+    readings = telemetry_from_json(doc, device.key, ctx.clocks)
+    if not ctx.limits.allow_telemetry(device.key, len(readings)):
+        raise _over_limit(ctx)
+    await ctx.pipeline.commit(readings)
     return Response(status_code=200)
 
 
@@ -110,11 +121,13 @@ async def post_telemetry(token: str, request: Request) -> Response:
 async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
     body = await _body(request)
-    ts = _clock(request, device).next()
+    ctx = _ctx(request)
+    await _clock_caught_up(ctx, device)
+    ts = ctx.clocks.stamp(device.key)
     rows: list[AttributeRow] = [
         (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()
     ]
-    await _ctx(request).pipeline.commit([], rows)
+    await ctx.pipeline.commit([], rows)
     return Response(status_code=200)
 
 
@@ -183,4 +196,5 @@ async def client_rpc(token: str, request: Request) -> Any:
     doc = parse_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
         return error(400, 'a client-side RPC is {"method": "...", "params": {...}}', 31)
-    return answer_client_rpc(RpcRequest(doc["method"], doc.get("params")))
+    limits = _ctx(request).limits.session_limits()
+    return answer_client_rpc(RpcRequest(doc["method"], doc.get("params")), limits)

@@ -28,6 +28,8 @@ def error_body(status: int, message: str, code: int = GENERAL) -> dict[str, obje
 
 def error(status: int, message: str, code: int = GENERAL) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429:
+        headers = {"Retry-After": "1"}
     return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
 
 

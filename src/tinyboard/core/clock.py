@@ -1,0 +1,86 @@
+"""Server timestamps for readings a device did not stamp itself.
+
+Strategy: the store keeps one row per (device, key, ts), so two readings of one device and
+key that get the same `ts` are one row, and the later one replaces the earlier. A reading
+the device stamped itself keeps ThingsBoard's rule (same `ts`: last write wins). A reading
+the server stamps must never replace another, so:
+
+- one clock per device per process, shared by every connection and transport of that
+  device: each stamp is later than the last one it handed out (`max(now, last + 1)`);
+- a stamp never runs more than `max_lead_ms` ahead of the wall clock. A device sending
+  faster than one unstamped message per millisecond is held back (`wait_ms` says for how
+  long; the transports stop reading it meanwhile) instead of being stamped into the future;
+- after a restart the first stamps start at the process's start time plus `max_lead_ms`:
+  the previous process never stamped beyond its own wall clock plus that lead, so the new
+  one cannot hand out a stamp the old one used (as long as the wall clock does not step
+  back across the restart by more than that);
+- a device-stamped reading close to now (at most `max_lead_ms` ahead) moves the device's
+  clock past it, so a later server stamp does not land on it;
+- with several nodes (issue 17), node `i` of `n` hands out only stamps with
+  `ts % n == i`: no two nodes can give the same stamp to one device.
+
+See docs/protocols.md, "Timestamps".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DeviceClocks:
+    """Strictly increasing server time, per device, bounded ahead of the wall clock."""
+
+    __slots__ = ("_last", "_node", "_nodes", "_now", "floor", "max_lead_ms")
+
+    def __init__(
+        self,
+        max_lead_ms: int = 1000,
+        *,
+        node: int = 0,
+        nodes: int = 1,
+        now: Callable[[], int] = wall_ms,
+    ) -> None:
+        if max_lead_ms < 1:
+            raise ValueError("max_lead_ms must be at least 1 ms")
+        if not 0 <= node < nodes:
+            raise ValueError(f"node {node} is not one of {nodes} nodes")
+        self.max_lead_ms = max_lead_ms
+        self._node = node
+        self._nodes = nodes
+        self._now = now
+        self._last: dict[int, int] = {}
+        self.floor = now() + max_lead_ms
+        """No stamp of this process is below it (see the module docstring)."""
+
+    def stamp(self, device: int) -> int:
+        """The next server timestamp for `device` (call `wait_ms` first to stay in bounds)."""
+        candidate = max(self._now(), self._last.get(device, self.floor - 1) + 1)
+        nodes = self._nodes
+        if nodes > 1:
+            candidate += (self._node - candidate) % nodes
+        self._last[device] = candidate
+        return candidate
+
+    def wait_ms(self, device: int) -> int:
+        """Milliseconds until `device` may be stamped again without passing the lead bound;
+        0 means now."""
+        last = self._last.get(device)
+        if last is None:
+            return 0
+        ahead = last + self._nodes - self._now()
+        return max(0, ahead - self.max_lead_ms)
+
+    def saw(self, device: int, ts: int) -> None:
+        """A device stamped a reading `ts` itself: keep later server stamps off it."""
+        last = self._last.get(device, self.floor - 1)
+        if last < ts <= self._now() + self.max_lead_ms:
+            self._last[device] = ts
+
+    def forget(self, device: int) -> None:
+        """The device is gone (its key is never reused)."""
+        self._last.pop(device, None)

@@ -1,0 +1,91 @@
+"""Server timestamps (core/clock.py): never reused for a device, bounded ahead of real time."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyboard.core.clock import DeviceClocks
+
+
+class Wall:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def test_stamps_of_one_device_strictly_increase_within_one_ms() -> None:
+    wall = Wall(1_000_000)
+    clocks = DeviceClocks(1000, now=wall)
+    stamps = [clocks.stamp(1) for _ in range(5)]
+    assert stamps == sorted(set(stamps))
+    assert len(set(stamps)) == 5
+
+
+def test_devices_have_their_own_clocks() -> None:
+    wall = Wall(1_000_000)
+    clocks = DeviceClocks(1000, now=wall)
+    wall.ms += 2000  # past the start-up floor
+    assert clocks.stamp(1) == clocks.stamp(2) == wall.ms
+
+
+def test_the_lead_is_bounded_and_wait_says_for_how_long() -> None:
+    wall = Wall(1_000_000)
+    clocks = DeviceClocks(100, now=wall)
+    wall.ms += 200
+    stamps = []
+    while not clocks.wait_ms(1):
+        stamps.append(clocks.stamp(1))
+    assert max(stamps) <= wall.ms + 100
+    assert len(stamps) == 101  # now .. now + 100
+    assert clocks.wait_ms(1) == 1
+    wall.ms += 30
+    assert clocks.wait_ms(1) == 0
+    assert clocks.stamp(1) == max(stamps) + 1
+
+
+def test_a_restarted_process_never_reuses_a_stamp_of_the_previous_one() -> None:
+    wall = Wall(5_000_000)
+    before = DeviceClocks(1000, now=wall)
+    used = set()
+    while not before.wait_ms(1):  # run as far ahead as allowed
+        used.add(before.stamp(1))
+    wall.ms += 1  # the new process starts a moment later
+    after = DeviceClocks(1000, now=wall)
+    fresh = {after.stamp(1) for _ in range(2000)}
+    assert not used & fresh
+
+
+def test_a_device_stamp_near_now_moves_the_clock_past_it() -> None:
+    wall = Wall(1_000_000)
+    clocks = DeviceClocks(1000, now=wall)
+    wall.ms += 5000
+    clocks.saw(1, wall.ms + 10)
+    assert clocks.stamp(1) == wall.ms + 11
+    clocks.saw(1, wall.ms + 10**9)  # far in the future: not followed
+    assert clocks.stamp(1) == wall.ms + 12
+
+
+@given(st.integers(2, 5), st.lists(st.integers(0, 3), min_size=1, max_size=200))
+def test_nodes_never_hand_out_the_same_stamp(nodes: int, ticks: list[int]) -> None:
+    wall = Wall(1_000_000)
+    clocks = [DeviceClocks(1000, node=i, nodes=nodes, now=wall) for i in range(nodes)]
+    seen: dict[int, int] = {}
+    for step, tick in enumerate(ticks):
+        wall.ms += tick
+        node = step % nodes
+        ts = clocks[node].stamp(9)
+        assert ts % nodes == node
+        assert seen.setdefault(ts, node) == node
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        DeviceClocks(0)
+    with pytest.raises(ValueError, match="not one of"):
+        DeviceClocks(10, node=2, nodes=2)
