@@ -39,7 +39,7 @@ from tinyboard.errors import PortInUseError, TinyboardError
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
-from tinyboard.transports.base import BACKLOG, TransportServer
+from tinyboard.transports.base import TransportServer
 from tinyboard.transports.line import LineServer
 from tinyboard.transports.mqtt import MQTTServer
 from tinyboard.web.app import create_app
@@ -51,6 +51,10 @@ from tinyboard.webhooks import Webhooks
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
+BACKLOG = 65535
+"""Listen backlog: the kernel caps it at net.core.somaxconn (4096 on current Linux), so
+this asks for the system maximum. With 100, boards reconnecting together after a Wi-Fi
+outage lost SYNs and waited 1 s, 3 s, ... to retry."""
 T = TypeVar("T")
 
 
@@ -151,7 +155,7 @@ class Server:
             await self._listen(MQTT, self.mqtt, self.config.mqtt_port)
             http_socket = self._bind(HTTP, self.config.http_port)
             self.created_admin = await ensure_admin(self.store)
-            self.http = HttpServer(await self._web_app(), http_socket)
+            self.http = HttpServer(await self._web_app(), http_socket, backlog=BACKLOG)
             await self.http.start()
         except BaseException:
             await self.shutdown()

@@ -17,10 +17,6 @@ MAX_OUTPUT = 1 << 20
 """Bytes of replies a client may leave unread before it is disconnected."""
 SWEEP_INTERVAL = 0.5
 """Seconds between deadline checks (keep-alive, idle, unfinished packets)."""
-BACKLOG = 65535
-"""Listen backlog: the kernel caps it at net.core.somaxconn (4096 on current Linux), so
-this asks for the system maximum. With 100, boards reconnecting together after a Wi-Fi
-outage lost SYNs and waited 1 s, 3 s, ... to retry."""
 
 
 class TransportServer:

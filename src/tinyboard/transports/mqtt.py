@@ -396,7 +396,9 @@ class MQTTProtocol(StreamProtocol):
 
     def _answer(self, topic: str, document: Any) -> None:
         """A QoS 0 reply; replies piling up behind unacknowledged readings stop reading."""
-        self.publish(topic, document, qos=0)
+        if self._done:
+            return  # the device is gone: nobody to answer
+        self.publish(topic, document, qos=0).add_done_callback(_outcome_seen)
         if self._out.queued > MAX_WAITING_REPLIES:
             self._hold("replies")
 
@@ -569,6 +571,12 @@ class MQTTProtocol(StreamProtocol):
         if self._conn.is_v5 and self._connacked:
             final = encode(Disconnect(reason=Reason.KEEP_ALIVE_TIMEOUT), MQTT_5)
         self._close_after_replies(final)
+
+
+def _outcome_seen(delivered: asyncio.Future[None]) -> None:
+    """A reply nobody waits for: look at its outcome so asyncio does not log it as lost."""
+    if not delivered.cancelled():
+        delivered.exception()
 
 
 class RateLimited(Exception):

@@ -26,7 +26,7 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket, *, backlog: int = 2048) -> None:
         config = uvicorn.Config(
             app,
             log_config=None,
@@ -34,6 +34,7 @@ class HttpServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            backlog=backlog,  # uvicorn calls listen() on the socket again
         )
         self._server = _EmbeddedUvicorn(config)
         self._sock = sock
