@@ -10,18 +10,30 @@ from tinyboard.core.clock import DeviceClocks
 
 
 class Wall:
-    """A wall clock the test moves by hand."""
+    """A wall clock the test moves by hand; `clocks` read it when they `tick`, as the
+    transports make them once per network read."""
 
     def __init__(self, ms: int) -> None:
         self.ms = ms
+        self.clocks: list[DeviceClocks] = []
 
     def __call__(self) -> int:
         return self.ms
 
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+        for clocks in self.clocks:
+            clocks.tick()
+
+    def make(self, max_lead_ms: int = 1000, **kwargs: int) -> DeviceClocks:
+        clocks = DeviceClocks(max_lead_ms, now=self, **kwargs)
+        self.clocks.append(clocks)
+        return clocks
+
 
 def test_stamps_of_one_device_strictly_increase_within_one_ms() -> None:
     wall = Wall(1_000_000)
-    clocks = DeviceClocks(1000, now=wall)
+    clocks = wall.make(1000)
     stamps = [clocks.stamp(1) for _ in range(5)]
     assert stamps == sorted(set(stamps))
     assert len(set(stamps)) == 5
@@ -29,42 +41,42 @@ def test_stamps_of_one_device_strictly_increase_within_one_ms() -> None:
 
 def test_devices_have_their_own_clocks() -> None:
     wall = Wall(1_000_000)
-    clocks = DeviceClocks(1000, now=wall)
-    wall.ms += 2000  # past the start-up floor
+    clocks = wall.make(1000)
+    wall.advance(2000)  # past the start-up floor
     assert clocks.stamp(1) == clocks.stamp(2) == wall.ms
 
 
 def test_the_lead_is_bounded_and_wait_says_for_how_long() -> None:
     wall = Wall(1_000_000)
-    clocks = DeviceClocks(100, now=wall)
-    wall.ms += 200
+    clocks = wall.make(100)
+    wall.advance(200)
     stamps = []
     while not clocks.wait_ms(1):
         stamps.append(clocks.stamp(1))
     assert max(stamps) <= wall.ms + 100
     assert len(stamps) == 101  # now .. now + 100
     assert clocks.wait_ms(1) == 1
-    wall.ms += 30
+    wall.advance(30)
     assert clocks.wait_ms(1) == 0
     assert clocks.stamp(1) == max(stamps) + 1
 
 
 def test_a_restarted_process_never_reuses_a_stamp_of_the_previous_one() -> None:
     wall = Wall(5_000_000)
-    before = DeviceClocks(1000, now=wall)
+    before = wall.make(1000)
     used = set()
     while not before.wait_ms(1):  # run as far ahead as allowed
         used.add(before.stamp(1))
-    wall.ms += 1  # the new process starts a moment later
-    after = DeviceClocks(1000, now=wall)
+    wall.advance(1)  # the new process starts a moment later
+    after = wall.make(1000)
     fresh = {after.stamp(1) for _ in range(2000)}
     assert not used & fresh
 
 
 def test_a_device_stamp_near_now_moves_the_clock_past_it() -> None:
     wall = Wall(1_000_000)
-    clocks = DeviceClocks(1000, now=wall)
-    wall.ms += 5000
+    clocks = wall.make(1000)
+    wall.advance(5000)
     clocks.saw(1, wall.ms + 10)
     assert clocks.stamp(1) == wall.ms + 11
     clocks.saw(1, wall.ms + 10**9)  # far in the future: not followed
@@ -74,10 +86,10 @@ def test_a_device_stamp_near_now_moves_the_clock_past_it() -> None:
 @given(st.integers(2, 5), st.lists(st.integers(0, 3), min_size=1, max_size=200))
 def test_nodes_never_hand_out_the_same_stamp(nodes: int, ticks: list[int]) -> None:
     wall = Wall(1_000_000)
-    clocks = [DeviceClocks(1000, node=i, nodes=nodes, now=wall) for i in range(nodes)]
+    clocks = [wall.make(1000, node=i, nodes=nodes) for i in range(nodes)]
     seen: dict[int, int] = {}
     for step, tick in enumerate(ticks):
-        wall.ms += tick
+        wall.advance(tick)
         node = step % nodes
         ts = clocks[node].stamp(9)
         assert ts % nodes == node

@@ -244,7 +244,10 @@ def test_lines_pipelined_behind_a_token_are_readings_in_order(server: ServerThre
 
 
 def test_backpressure_pauses_reading_and_loses_nothing(tmp_path: Path) -> None:
-    running = ServerThread(tmp_path / "bp", queue_limit=50, batch_limit=10).start()
+    # each device sends 2,000 readings at once, over the default rate limit: switch it off
+    running = ServerThread(
+        tmp_path / "bp", queue_limit=50, batch_limit=10, device_rate_limit="off"
+    ).start()
     try:
         devices = [running.add_device(f"esp-bp-{n}") for n in range(5)]
         clients = [LineClient(running.line_port) for _ in devices]

@@ -35,7 +35,7 @@ def wall_ms() -> int:
 class DeviceClocks:
     """Strictly increasing server time, per device, bounded ahead of the wall clock."""
 
-    __slots__ = ("_last", "_node", "_nodes", "_now", "floor", "max_lead_ms")
+    __slots__ = ("_last", "_node", "_nodes", "_now", "floor", "max_lead_ms", "now_ms")
 
     def __init__(
         self,
@@ -54,12 +54,20 @@ class DeviceClocks:
         self._nodes = nodes
         self._now = now
         self._last: dict[int, int] = {}
-        self.floor = now() + max_lead_ms
+        self.now_ms = now()
+        """The wall clock as of the last `tick`: one clock read per network read, not one
+        per message (a stale value only makes stamps later and waits longer, never equal)."""
+        self.floor = self.now_ms + max_lead_ms
         """No stamp of this process is below it (see the module docstring)."""
+
+    def tick(self) -> int:
+        """Read the wall clock; transports call it once per network read or request."""
+        self.now_ms = now = self._now()
+        return now
 
     def stamp(self, device: int) -> int:
         """The next server timestamp for `device` (call `wait_ms` first to stay in bounds)."""
-        candidate = max(self._now(), self._last.get(device, self.floor - 1) + 1)
+        candidate = max(self.now_ms, self._last.get(device, self.floor - 1) + 1)
         nodes = self._nodes
         if nodes > 1:
             candidate += (self._node - candidate) % nodes
@@ -72,13 +80,13 @@ class DeviceClocks:
         last = self._last.get(device)
         if last is None:
             return 0
-        ahead = last + self._nodes - self._now()
-        return max(0, ahead - self.max_lead_ms)
+        ahead = last + self._nodes - self.now_ms - self.max_lead_ms
+        return ahead if ahead > 0 else 0
 
     def saw(self, device: int, ts: int) -> None:
         """A device stamped a reading `ts` itself: keep later server stamps off it."""
         last = self._last.get(device, self.floor - 1)
-        if last < ts <= self._now() + self.max_lead_ms:
+        if last < ts <= self.now_ms + self.max_lead_ms:
             self._last[device] = ts
 
     def forget(self, device: int) -> None:

@@ -12,8 +12,6 @@ ThingsBoard's SDK paces itself to what is enforced.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +25,8 @@ class RateLimit:
     """A parsed ThingsBoard limit text."""
 
     text: str
-    pairs: tuple[tuple[float, float], ...]
-    """(capacity, seconds) per bucket."""
+    buckets: tuple[tuple[float, float], ...]
+    """(capacity, refill per second) per bucket."""
 
     @classmethod
     def parse(cls, text: str, setting: str = "rate limit") -> RateLimit | None:
@@ -48,7 +46,7 @@ class RateLimit:
                     f"{setting} {text!r}: write capacity:seconds pairs, e.g. '200:1,6000:60'"
                     " (or 'off')"
                 )
-            pairs.append(pair)
+            pairs.append((pair[0], pair[0] / pair[1]))
         return cls(text, tuple(pairs))
 
 
@@ -58,21 +56,26 @@ class _Buckets:
     __slots__ = ("last", "tokens")
 
     def __init__(self, limit: RateLimit, now: float) -> None:
-        self.tokens = [capacity for capacity, _ in limit.pairs]
+        self.tokens = [capacity for capacity, _ in limit.buckets]
         self.last = now
 
     def take(self, limit: RateLimit, n: int, now: float) -> bool:
+        """Refill every bucket for the time passed, then take `n` from each if all have it
+        (written for speed: it runs for every message)."""
         elapsed = now - self.last
+        if elapsed < 0:
+            elapsed = 0.0
         self.last = now
-        tokens = self.tokens
         ok = True
-        for i, (capacity, seconds) in enumerate(limit.pairs):
-            level = min(capacity, tokens[i] + elapsed * capacity / seconds)
-            tokens[i] = level
-            ok = ok and level >= n
-        if ok:
-            for i in range(len(tokens)):
-                tokens[i] -= n
+        levels = []
+        for tokens, (capacity, rate) in zip(self.tokens, limit.buckets, strict=True):
+            level = tokens + elapsed * rate
+            if level > capacity:  # noqa: PLR1730 - min() is a call, this runs per message
+                level = capacity
+            if level < n:
+                ok = False
+            levels.append(level)
+        self.tokens = [level - n for level in levels] if ok else levels
         return ok
 
 
@@ -86,35 +89,29 @@ class DeviceLimits:
         datapoints: RateLimit | None = None,
         *,
         max_payload: int = 65536,
-        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.messages = messages
         self.telemetry = telemetry
         self.datapoints = datapoints
         self.max_payload = max_payload
-        self._now = now
-        self._state: dict[tuple[int, int], _Buckets] = {}
+        self._state: tuple[dict[int, _Buckets], ...] = ({}, {}, {})
+        """Buckets per device, for messages, telemetry and data points."""
 
-    def allow(self, device: int) -> bool:
-        """Count one message of `device`; False: over the limit, refuse it."""
-        return self.messages is None or self._take(0, self.messages, device, 1)
+    def allow(self, device: int, now: float) -> bool:
+        """Count one message of `device` at `now` (monotonic seconds, e.g. the loop's time);
+        False: over the limit, refuse it."""
+        return self.messages is None or _take(self._state[0], self.messages, device, 1, now)
 
-    def allow_telemetry(self, device: int, datapoints: int) -> bool:
+    def allow_telemetry(self, device: int, datapoints: int, now: float) -> bool:
         """Count one telemetry message with `datapoints` values (after `allow`)."""
-        if self.telemetry is not None and not self._take(1, self.telemetry, device, 1):
+        state = self._state
+        if self.telemetry is not None and not _take(state[1], self.telemetry, device, 1, now):
             return False
-        return self.datapoints is None or self._take(2, self.datapoints, device, datapoints)
-
-    def _take(self, which: int, limit: RateLimit, device: int, n: int) -> bool:
-        now = self._now()
-        buckets = self._state.get((device, which))
-        if buckets is None:
-            buckets = self._state[(device, which)] = _Buckets(limit, now)
-        return buckets.take(limit, n, now)
+        return self.datapoints is None or _take(state[2], self.datapoints, device, datapoints, now)
 
     def forget(self, device: int) -> None:
-        for which in range(3):
-            self._state.pop((device, which), None)
+        for buckets in self._state:
+            buckets.pop(device, None)
 
     def describe(self) -> str:
         """The limits in words, for error replies."""
@@ -140,6 +137,13 @@ class DeviceLimits:
                 "telemetryDataPoints": _text(self.datapoints),
             },
         }
+
+
+def _take(state: dict[int, _Buckets], limit: RateLimit, device: int, n: int, now: float) -> bool:
+    buckets = state.get(device)
+    if buckets is None:
+        buckets = state[device] = _Buckets(limit, now)
+    return buckets.take(limit, n, now)
 
 
 def _text(limit: RateLimit | None) -> str | None:

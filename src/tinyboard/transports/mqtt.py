@@ -168,6 +168,7 @@ class MQTTProtocol(StreamProtocol):
         client = self._client
         assert client is not None
         handled = False
+        self._server.clocks.tick()
         try:
             while not (self._holds or self._done):
                 if self.device is not None and self._clock_ahead(self.device):
@@ -312,7 +313,7 @@ class MQTTProtocol(StreamProtocol):
         kind, request_id = target
         limits = self._server.limits
         try:
-            if not limits.allow(device.key):
+            if not limits.allow(device.key, self._last_seen):
                 raise RateLimited
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
@@ -364,7 +365,7 @@ class MQTTProtocol(StreamProtocol):
     def _telemetry(self, device: Device, payload: bytes, _: int) -> None:
         server = self._server
         readings = telemetry_from_json(parse_json(payload), device.key, server.clocks)
-        if not server.limits.allow_telemetry(device.key, len(readings)):
+        if not server.limits.allow_telemetry(device.key, len(readings), self._last_seen):
             raise RateLimited
         self._readings += readings
 

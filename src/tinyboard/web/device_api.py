@@ -70,7 +70,7 @@ async def _device(request: Request, token: str) -> Device:
     if device is None:
         raise AuthError("invalid device access token")
     ctx.registry.seen(device, "http")
-    if not ctx.limits.allow(device.key):
+    if not ctx.limits.allow(device.key, asyncio.get_running_loop().time()):
         raise _over_limit(ctx)
     return device
 
@@ -98,8 +98,11 @@ async def _body(request: Request) -> bytes:
 
 async def _clock_caught_up(ctx: WebContext, device: Device) -> None:
     """Wait while the device's server clock is at its lead bound (core/clock.py)."""
-    while wait_ms := ctx.clocks.wait_ms(device.key):  # noqa: ASYNC110 - waits on the clock
+    clocks = ctx.clocks
+    clocks.tick()
+    while wait_ms := clocks.wait_ms(device.key):
         await asyncio.sleep(wait_ms / 1000)
+        clocks.tick()
 
 
 @router.post("/telemetry", summary="Post telemetry", response_class=Response)
@@ -111,7 +114,8 @@ async def post_telemetry(token: str, request: Request) -> Response:
     doc = parse_json(body)
     await _clock_caught_up(ctx, device)
     readings = telemetry_from_json(doc, device.key, ctx.clocks)
-    if not ctx.limits.allow_telemetry(device.key, len(readings)):
+    now = asyncio.get_running_loop().time()
+    if not ctx.limits.allow_telemetry(device.key, len(readings), now):
         raise _over_limit(ctx)
     await ctx.pipeline.commit(readings)
     return Response(status_code=200)
