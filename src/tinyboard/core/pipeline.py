@@ -102,7 +102,7 @@ class _FailureLog:
 
     def stored(self) -> None:
         if self.last:
-            log.warning("storing again after the failure above (%d more failed)", self.repeats)
+            log.warning("storing again (%d more failed batches since the report)", self.repeats)
             self.last, self.repeats = "", 0
 
 
