@@ -30,20 +30,20 @@ class FixedClock:
 
 AT_NOW = FixedClock()
 
-keys = st.text(  # any key but one holding NUL, which is refused (see below)
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
-    min_size=1,
-    max_size=40,
-)
+no_nul = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00")
+"""Text holding NUL is refused, in keys and values alike (tests/abuse/test_storage_faults.py)."""
+keys = st.text(alphabet=no_nul, min_size=1, max_size=40)
 json_scalars = (
     st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=50)
+    | st.text(alphabet=no_nul, max_size=50)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet=no_nul, max_size=5), inner)
+    ),
     max_leaves=6,
 )
 pair_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,20}", fullmatch=True)

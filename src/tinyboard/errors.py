@@ -38,3 +38,13 @@ class ConflictError(StorageError):
 
 class PayloadError(TinyboardError):
     """A device sent a payload tinyboard cannot turn into readings."""
+
+
+class StoreFullError(StorageError):
+    """The disk under the store is full: nothing is committed until space is freed. Not the
+    sender's fault, and it passes by itself, so devices are told to send again later."""
+
+
+class RejectedDataError(StorageError):
+    """The store refused a value or key it cannot hold (not its own state): only the
+    pipeline job that carried it fails, the rest of its batch is written without it."""

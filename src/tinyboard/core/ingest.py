@@ -4,20 +4,28 @@ Accepted telemetry (ThingsBoard's formats): `{"k": v}`, `[{"k": v}, ...]`,
 `{"ts": ms, "values": {...}}` and arrays of those. Values may be booleans, integers, floats,
 strings or JSON objects/arrays. The line protocol also accepts a bare number (key `value`),
 `key=value` pairs and free text (key `message`).
+
+Every key and value passes the same checks whatever the transport and store (`_key`,
+`json_value`, `_text`): what one store cannot hold (NUL, JSON nested deeper than the encoder
+writes) is refused here with a `PayloadError` for the sender, never later in a batch
+shared with other devices.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
 
-from tinyboard.core.models import Reading, Value
+from tinyboard.core.models import JsonValue, Reading, Value
 from tinyboard.errors import PayloadError
 
 MAX_KEY = 255
+MAX_JSON_DEPTH = 254
+"""Nesting of a JSON value that orjson can still write back (it stops at 255)."""
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -95,41 +103,84 @@ def parse_line(text: str, device: int, clock: Stamps) -> list[Reading]:
         out: list[Reading] = []
         for pair in pairs:
             key, _, raw = pair.partition("=")
-            out.append((device, key, ts, text_value(raw)))
+            out.append((device, _key(key), ts, text_value(key, raw)))
         return out
-    return [(device, "message", ts, text)]
+    return [(device, "message", ts, _text("message", text))]
 
 
-def text_value(raw: str) -> Value:
+def text_value(key: str, raw: str) -> Value:
     """Type a value written as text: number, true/false, or the string itself."""
     if _NUMBER.fullmatch(raw):
         return _number(raw)
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    return raw
+    return _text(key, raw)
 
 
-_KEPT_AS_IS = frozenset({bool, str, float, dict, list})
+_KEPT_AS_IS = frozenset({bool, float})
 
 
 def json_value(key: object, value: object) -> Value:
-    """Check a decoded JSON value is one ThingsBoard stores; big integers become floats."""
+    """Check a decoded JSON value is one every store can hold; big integers become floats."""
     kind = type(value)  # exact types: orjson makes no subclasses, and this is the hot path
     if kind in _KEPT_AS_IS:
         return value  # type: ignore[return-value]
     if kind is int:
         return value if INT64_MIN <= value <= INT64_MAX else float(value)  # type: ignore[operator,arg-type,return-value]
-    if isinstance(value, bool | str | float | dict | list):  # subclasses, from API callers
+    if kind is str:
+        return _text(key, value)  # type: ignore[arg-type]
+    if kind is dict or kind is list:
+        return _json(key, value)  # type: ignore[arg-type]
+    return _subclassed(key, value)
+
+
+def _subclassed(key: object, value: object) -> Value:
+    """`json_value` for subclasses of the JSON types, which API callers may pass."""
+    if isinstance(value, bool | float):
         return value
     if isinstance(value, int):
         return value if INT64_MIN <= value <= INT64_MAX else float(value)
+    if isinstance(value, str):
+        return _text(key, value)
+    if isinstance(value, dict | list):
+        return _json(key, value)
     raise PayloadError(f"key {key!r} has a null value; send a number, string, boolean or JSON")
+
+
+def _text(key: object, value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold it: refused for every store alike
+        raise PayloadError(f"the value of {key!r} contains a NUL character; send it without")
+    return value
+
+
+def _json(key: object, value: JsonValue) -> JsonValue:
+    """Refuse JSON no store can write back: NUL in any string or object key, or nesting
+    deeper than the encoder writes. A loop, not recursion: the nesting is the sender's."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _text(key, item)
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise PayloadError(
+                    f"the value of {key!r} nests deeper than {MAX_JSON_DEPTH} levels; "
+                    "send flatter JSON"
+                )
+            if isinstance(item, dict):
+                pending += ((k, depth) for k in item)
+            pending += ((child, depth + 1) for child in _children(item))
+    return value
+
+
+def _children(item: JsonValue) -> Iterable[object]:
+    return item.values() if isinstance(item, dict) else item
 
 
 def _is_pair(token: str) -> bool:
     key, sep, value = token.partition("=")
-    return bool(sep and key and value) and len(key) <= MAX_KEY
+    return bool(sep and key and value)
 
 
 def _number(text: str) -> int | float:
@@ -144,10 +195,12 @@ def _number(text: str) -> int | float:
 
 
 def _key(key: object) -> str:
+    """The one check of every telemetry and attribute key, on every path."""
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
-        raise PayloadError(f"telemetry keys need 1 to {MAX_KEY} characters, got {key!r}")
+        shown = key[:40] + "..." if isinstance(key, str) and len(key) > 40 else key
+        raise PayloadError(f"keys need 1 to {MAX_KEY} characters, got {shown!r}")
     if "\x00" in key:  # PostgreSQL text cannot hold it, and no real sensor names one so
-        raise PayloadError(f"telemetry keys cannot contain NUL characters, got {key!r}")
+        raise PayloadError(f"keys cannot contain NUL characters, got {key!r}")
     return key
 
 

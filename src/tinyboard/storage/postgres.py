@@ -8,7 +8,10 @@ INSERT ... ON CONFLICT may not touch a row twice. A lost connection (a restarted
 `pg_terminate_backend`) is retried with backoff inside `write`; meanwhile the pipeline's
 queue fills and transports stop reading (backpressure), and nothing is acknowledged that is
 not committed. Several tinyboard nodes may share one database: migrations take an advisory
-lock.
+lock. New key ids are committed in their own statement before the batch's transaction, so
+the key-id cache never holds an id that a rolled-back transaction took with it. A value the
+database refuses (`RejectedDataError`) and a full disk (`StoreFullError`) are told apart
+from other errors, so the pipeline can fail only the job at fault or the whole batch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from tinyboard.core.models import (
     User,
     Value,
 )
-from tinyboard.errors import ConflictError, NotFoundError, StorageError
+from tinyboard.errors import (
+    ConflictError,
+    NotFoundError,
+    RejectedDataError,
+    StorageError,
+    StoreFullError,
+)
 from tinyboard.storage import common
 from tinyboard.storage.common import (
     ALARM_COLUMNS,
@@ -76,6 +85,14 @@ CONNECTION_ERRORS = (
     ConnectionError,
     OSError,
 )
+REFUSED_DATA = (
+    asyncpg.exceptions.DataError,  # 22xxx: NUL in text, \u0000 in jsonb, a number out of range
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,  # 54xxx: a value too big for its index
+)
+"""What PostgreSQL raises for the values of a statement, not for its own state."""
+ENCODING_ERRORS = (TypeError, ValueError, OverflowError)
+"""What `encode` raises for a value it cannot write (orjson: an integer over 64 bits)."""
 _AGG = {"MIN": "min", "MAX": "max", "AVG": "avg", "SUM": "sum"}
 NUMBER = "coalesce(long_v::float8, dbl_v)"
 UPSERT_TS = (
@@ -234,12 +251,23 @@ class PostgresStore:
                 )
                 await asyncio.sleep(wait)
             except asyncpg.PostgresError as exc:
-                raise StorageError(f"PostgreSQL error: {exc}") from exc
+                raise self._error(exc) from exc
             finally:
                 if conn is not None:
                     with contextlib.suppress(*CONNECTION_ERRORS):
                         await pool.release(conn)
         raise AssertionError("unreachable")
+
+    def _error(self, exc: asyncpg.PostgresError) -> StorageError:
+        if isinstance(exc, asyncpg.exceptions.DiskFullError):
+            return StoreFullError(
+                f"PostgreSQL at {self._where()} has a full disk ({exc}): free space on the "
+                "database server; until then readings are refused and devices are told to "
+                "send them again"
+            )
+        if isinstance(exc, REFUSED_DATA):
+            return RejectedDataError(f"PostgreSQL cannot store this data: {exc}")
+        return StorageError(f"PostgreSQL error: {exc}")
 
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async def op(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -348,20 +376,25 @@ class PostgresStore:
         for device, scope, key, ts, value in attributes:
             attrs[device, scope, key] = (ts, value)
 
+        try:  # encoded before the transaction: a value orjson cannot write fails its job alone
+            ts_rows = [(d, k, ts, encode(v)) for (d, k, ts), v in rows.items()]
+            latest_rows = [(d, k, ts, encode(v)) for (d, k), (ts, v) in latest.items()]
+            attr_rows = [(d, s, k, ts, *encode(v)) for (d, s, k), (ts, v) in attrs.items()]
+        except ENCODING_ERRORS as exc:
+            raise RejectedDataError(f"cannot encode a value for PostgreSQL: {exc}") from exc
+
         async def op(conn: asyncpg.Connection) -> None:
             key_ids = await self._key_ids_for(conn, {k for _, k in latest})
             async with conn.transaction():
-                if rows:
+                if ts_rows:
                     await conn.execute(UPSERT_TS, *_columns(
-                        [(d, key_ids[k], ts, *encode(v)) for (d, k, ts), v in rows.items()]
+                        [(d, key_ids[k], ts, *v) for d, k, ts, v in ts_rows]
                     ))  # fmt: skip
                     await conn.execute(UPSERT_LATEST, *_columns(
-                        [(d, key_ids[k], ts, *encode(v)) for (d, k), (ts, v) in latest.items()]
+                        [(d, key_ids[k], ts, *v) for d, k, ts, v in latest_rows]
                     ))  # fmt: skip
-                if attrs:
-                    await conn.execute(UPSERT_ATTRIBUTES, *_columns(
-                        [(d, s, k, ts, *encode(v)) for (d, s, k), (ts, v) in attrs.items()]
-                    ))  # fmt: skip
+                if attr_rows:
+                    await conn.execute(UPSERT_ATTRIBUTES, *_columns(attr_rows))
 
         await self._run(op)
 

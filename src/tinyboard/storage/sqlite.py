@@ -5,16 +5,21 @@ writing connection, so transactions never contend inside the process; reads run 
 pool of threads with their own read-only connections. SQLite releases the GIL while it
 works, so the writer uses the second core. Other processes (the `tinyboard device` CLI)
 may write to the same file; `busy_timeout` makes them wait their turn.
+
+Failures: every transaction goes through `_transaction`, which rolls back only if SQLite
+has not already done so itself (it does on a full disk), so the error raised is the real
+one. The key-id cache only learns ids once their transaction has committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +39,13 @@ from tinyboard.core.models import (
     User,
     Value,
 )
-from tinyboard.errors import ConflictError, NotFoundError, StorageError
+from tinyboard.errors import (
+    ConflictError,
+    NotFoundError,
+    RejectedDataError,
+    StorageError,
+    StoreFullError,
+)
 from tinyboard.storage import common
 from tinyboard.storage.common import (
     ALARM_COLUMNS,
@@ -111,6 +122,25 @@ def migrations() -> list[tuple[int, str]]:
     return common.migrations("sqlite")
 
 
+REFUSED_DATA = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, TypeError, ValueError)
+"""What a write raises for the values it was given (a number SQLite cannot hold, JSON
+orjson cannot write), not for the database's state."""
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT. On failure, ROLLBACK unless SQLite has already rolled
+    back by itself (a full disk, an I/O error), which would hide the real error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _statements(script: str) -> Iterable[str]:
     pending = ""
     for line in script.splitlines(keepends=True):
@@ -158,7 +188,16 @@ class SQLiteStore:
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite error on {self.path}: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StorageError:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+            return StoreFullError(
+                f"the disk holding {self.path} is full ({exc}): free space on it or move "
+                "--data-dir to a bigger disk; until then readings are refused and devices "
+                "are told to send them again"
+            )
+        return StorageError(f"SQLite error on {self.path}: {exc}")
 
     async def _write_op(self, fn: Callable[..., T], *args: object) -> T:
         return await self._on(self._writer, fn, *args)
@@ -180,18 +219,13 @@ class SQLiteStore:
         conn = self._conn()
         applied = []
         for version, script in migrations():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 (current,) = conn.execute("PRAGMA user_version").fetchone()
                 if current < version:
                     for statement in _statements(script):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
                     applied.append(version)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         self.schema_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         return applied
 
@@ -295,15 +329,10 @@ class SQLiteStore:
 
     def _delete_device(self, seq: int) -> None:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             for table in ("ts_kv", "ts_latest", "attribute", "alarm", "alarm_pending"):
                 conn.execute(f"DELETE FROM {table} WHERE device = ?", (seq,))
             conn.execute("DELETE FROM device WHERE seq = ?", (seq,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # -- writes (the hot path) -----------------------------------------------------------
     async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
@@ -311,39 +340,41 @@ class SQLiteStore:
 
     def _write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
         conn = self._conn()
+        new_keys: dict[str, int] = {}
+        try:
+            with _transaction(conn):
+                self._write_rows(conn, readings, attributes, new_keys)
+        except REFUSED_DATA as exc:
+            raise RejectedDataError(f"SQLite cannot store this data: {exc}") from exc
+        self._key_ids.update(new_keys)  # committed now: before, a failure would undo them
+
+    def _write_rows(
+        self,
+        conn: sqlite3.Connection,
+        readings: Sequence[Reading],
+        attributes: Sequence[AttributeRow],
+        new_keys: dict[str, int],
+    ) -> None:
         key_ids = self._key_ids
         rows: list[tuple[int, int, int, int, object]] = []
         latest: dict[tuple[int, int], tuple[int, int, int, int, object]] = {}
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for device, key, ts, value in readings:
-                key_id = key_ids.get(key)
-                if key_id is None:
-                    key_id = self._key_id(conn, key)
-                kind, v = encode(value)
-                row = (device, key_id, ts, kind, v)
-                rows.append(row)
-                newest = latest.get((device, key_id))
-                if newest is None or ts >= newest[2]:
-                    latest[device, key_id] = row
-            conn.executemany(UPSERT_TS, rows)
-            conn.executemany(UPSERT_LATEST, latest.values())
-            if attributes:
-                conn.executemany(
-                    UPSERT_ATTRIBUTE,
-                    [(d, s, k, ts, *encode(v)) for d, s, k, ts, v in attributes],
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            self._key_ids.clear()  # ids inserted in the rolled-back transaction are gone
-            raise
-
-    def _key_id(self, conn: sqlite3.Connection, key: str) -> int:
-        conn.execute("INSERT OR IGNORE INTO ts_key (key) VALUES (?)", (key,))
-        (key_id,) = conn.execute("SELECT id FROM ts_key WHERE key = ?", (key,)).fetchone()
-        self._key_ids[key] = key_id
-        return int(key_id)
+        for device, key, ts, value in readings:
+            key_id = key_ids.get(key)
+            if key_id is None:
+                key_id = _key_id(conn, key, new_keys)
+            kind, v = encode(value)
+            row = (device, key_id, ts, kind, v)
+            rows.append(row)
+            newest = latest.get((device, key_id))
+            if newest is None or ts >= newest[2]:
+                latest[device, key_id] = row
+        conn.executemany(UPSERT_TS, rows)
+        conn.executemany(UPSERT_LATEST, latest.values())
+        if attributes:
+            conn.executemany(
+                UPSERT_ATTRIBUTE,
+                [(d, s, k, ts, *encode(v)) for d, s, k, ts, v in attributes],
+            )
 
     # -- reads ---------------------------------------------------------------------------
     async def latest(self, device: int, keys: Sequence[str] | None = None) -> dict[str, TsValue]:
@@ -610,14 +641,9 @@ class SQLiteStore:
 
     def _delete_alarm_rule(self, rule_id: str) -> bool:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.execute("DELETE FROM alarm_pending WHERE rule = ?", (rule_id,))
             deleted = conn.execute("DELETE FROM alarm_rule WHERE id = ?", (rule_id,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return deleted > 0
 
     async def save_alarm(self, alarm: Alarm) -> None:
@@ -748,3 +774,14 @@ class SQLiteStore:
     def _last_telemetry(self) -> dict[int, int]:
         rows = self._conn().execute("SELECT device, max(ts) FROM ts_latest GROUP BY device")
         return {device: ts for device, ts in rows}
+
+
+def _key_id(conn: sqlite3.Connection, key: str, new_keys: dict[str, int]) -> int:
+    """The id of a key not in the cache, added to the open transaction if new; noted in
+    `new_keys` (for the cache once committed, and for the key's next reading in the batch)."""
+    key_id = new_keys.get(key)
+    if key_id is None:
+        conn.execute("INSERT OR IGNORE INTO ts_key (key) VALUES (?)", (key,))
+        (key_id,) = conn.execute("SELECT id FROM ts_key WHERE key = ?", (key,)).fetchone()
+        new_keys[key] = key_id
+    return int(key_id)

@@ -23,7 +23,7 @@ from tinyboard.core.ingest import parse_line
 from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
-from tinyboard.errors import PayloadError, StorageError
+from tinyboard.errors import PayloadError, StorageError, StoreFullError
 from tinyboard.registry import Registry
 from tinyboard.transports.base import StreamProtocol, TransportServer
 from tinyboard.transports.outbox import Slot
@@ -35,6 +35,7 @@ MAX_JOB = 100
 """Readings per pipeline job; a long burst is split so backpressure applies within it."""
 TOO_LONG = None
 READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
+DISK_FULL = "ERROR the server's disk is full; send the reading again later\n"
 
 
 class LineServer(TransportServer):
@@ -224,7 +225,9 @@ class LineProtocol(StreamProtocol):
         return True
 
     def _committed(self, slot: Slot, error: BaseException | None) -> None:
-        if error is not None:
+        if isinstance(error, StoreFullError):  # the operator's message is for the log
+            slot.data = DISK_FULL.encode() * slot.count
+        elif error is not None:
             reply = f"ERROR could not store the reading ({error}); send it again\n"
             slot.data = reply.encode() * slot.count
         self._out.ready(slot)

@@ -27,7 +27,7 @@ from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
 from tinyboard.core.sessions import SessionHub
-from tinyboard.errors import PayloadError, StorageError, TinyboardError
+from tinyboard.errors import PayloadError, StorageError, StoreFullError, TinyboardError
 from tinyboard.mqtt.codec import encode
 from tinyboard.mqtt.connection import CLOSED, NEED_DATA, Connection
 from tinyboard.mqtt.errors import ProtocolError, UsageError
@@ -66,6 +66,7 @@ MAX_PENDING_READS = 8
 """Attribute requests of one connection answered at once; more wait, unread, in the socket."""
 MAX_WAITING_REPLIES = 1 << 20
 """Bytes of replies queued behind uncommitted readings before the connection stops reading."""
+DISK_FULL = "the server's disk is full; send the messages again later"
 
 
 class MQTTServer(TransportServer):
@@ -231,12 +232,28 @@ class MQTTProtocol(StreamProtocol):
                 pipeline.when_space(partial(self.resume, "pipeline"))
 
     def _committed(self, slot: Slot, error: BaseException | None) -> None:
-        if error is not None:
-            # Unacknowledged: the device sends these again after it reconnects.
-            log.error("MQTT client %s: readings not stored: %s", self._peer, error)
-            self.abort()
+        if error is None:
+            if slot.data:
+                self._out.ready(slot)
             return
-        if slot.data:
+        # Unacknowledged: the device sends these again after it reconnects.
+        if not isinstance(error, StoreFullError):
+            log.error("MQTT client %s: readings not stored: %s", self._peer, error)
+        elif self._conn.is_v5:  # (a full disk is logged by the pipeline, not per client)
+            self._disk_full(slot)
+            return
+        self.abort()
+
+    def _disk_full(self, slot: Slot) -> None:
+        """MQTT 5: DISCONNECT 0x97 saying why, after the replies already committed, and
+        never the PUBACKs of this slot (the pipeline has logged the cause)."""
+        queued = bool(slot.data)  # `_submit` queues a slot only when it holds replies
+        slot.data, slot.count = b"", 0
+        if not self._done:
+            reason = Properties(reason_string=DISK_FULL)
+            final = encode(Disconnect(reason=Reason.QUOTA_EXCEEDED, properties=reason), MQTT_5)
+            self._close_after_replies(final)
+        if queued:
             self._out.ready(slot)
         if self._out.queued <= MAX_WAITING_REPLIES // 2:
             self._release("replies")

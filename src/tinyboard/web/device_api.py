@@ -1,7 +1,9 @@
 """ThingsBoard's device HTTP API: `/api/v1/{token}/...` with its paths and status codes.
 
 Every write answers 200 only after the commit. Long polls (attribute updates, RPC) register
-a `PollSession` with the session hub for as long as the request waits.
+a `PollSession` with the session hub for as long as the request waits. When the store fails
+for its own reasons (a full disk, a lost database) a write answers 503 with `Retry-After`,
+not 400, which would tell the device that its payload is bad.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from tinyboard.core.attributes import parse_attribute_request
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
-from tinyboard.core.models import AttributeRow, Device, Value
+from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
+from tinyboard.errors import RejectedDataError, StorageError, StoreFullError
 from tinyboard.web.context import WebContext
 from tinyboard.web.errors import PayloadTooLarge, TooManyRequests, error
 from tinyboard.web.models import errors
@@ -22,6 +25,8 @@ from tinyboard.web.tokens import AuthError
 
 DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 300_000
+RETRY_AFTER_SECONDS = 30
+"""How long a 503 asks the device to wait before it sends the same data again."""
 
 router = APIRouter(prefix="/api/v1/{token}", tags=["device API"], responses=errors(400, 401, 413))
 
@@ -105,7 +110,7 @@ async def _clock_caught_up(ctx: WebContext, device: Device) -> None:
         clocks.tick()
 
 
-@router.post("/telemetry", summary="Post telemetry", response_class=Response)
+@router.post("/telemetry", summary="Post telemetry", response_class=Response, responses=errors(503))
 async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
     device = await _device(request, token)
@@ -117,11 +122,12 @@ async def post_telemetry(token: str, request: Request) -> Response:
     now = asyncio.get_running_loop().time()
     if not ctx.limits.allow_telemetry(device.key, len(readings), now):
         raise _over_limit(ctx)
-    await ctx.pipeline.commit(readings)
-    return Response(status_code=200)
+    return await _commit(request, readings)
 
 
-@router.post("/attributes", summary="Post client attributes", response_class=Response)
+@router.post(
+    "/attributes", summary="Post client attributes", response_class=Response, responses=errors(503)
+)
 async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
     body = await _body(request)
@@ -131,8 +137,28 @@ async def post_attributes(token: str, request: Request) -> Response:
     rows: list[AttributeRow] = [
         (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()
     ]
-    await ctx.pipeline.commit([], rows)
+    return await _commit(request, [], rows)
+
+
+async def _commit(
+    request: Request, readings: list[Reading], attributes: list[AttributeRow] | None = None
+) -> Response:
+    """200 once committed; 503 with Retry-After when the store, not the payload, failed."""
+    try:
+        await _ctx(request).pipeline.commit(readings, attributes or [])
+    except RejectedDataError:
+        raise  # the store refused this payload's data: 400, like any bad payload
+    except StoreFullError:
+        return _unavailable("the server's disk is full; send the data again later")
+    except StorageError:
+        return _unavailable("the server could not store the data right now; send it again later")
     return Response(status_code=200)
+
+
+def _unavailable(message: str) -> Response:
+    response = error(503, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @router.get("/attributes", summary="Get client and shared attributes")
