@@ -107,6 +107,20 @@ class ServerThread:
         return self.call(wrapper())
 
 
+class FixedClock:
+    """Stamps every message with one time, so parser examples can name the stamp
+    (core/clock.py has tests of its own in tests/test_clock.py)."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def stamp(self, device: int) -> int:
+        return self.ms
+
+    def saw(self, device: int, ts: int) -> None:
+        pass
+
+
 class LineClient:
     """A blocking line-protocol client, like the course's Java client."""
 

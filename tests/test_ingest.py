@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import FixedClock
 from tinyboard.core.ingest import parse_attributes, parse_line, parse_telemetry
 from tinyboard.errors import PayloadError
 
@@ -17,18 +18,7 @@ NOW = 1_700_000_000_000
 DEV = 7
 
 
-class FixedClock:
-    """Stamps every message NOW, so examples can name the stamp (core/clock.py is tested
-    on its own in tests/test_clock.py)."""
-
-    def stamp(self, device: int) -> int:
-        return NOW
-
-    def saw(self, device: int, ts: int) -> None:
-        pass
-
-
-AT_NOW = FixedClock()
+AT_NOW = FixedClock(NOW)
 
 no_nul = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00")
 """Text holding NUL is refused, in keys and values alike (tests/abuse/test_storage_faults.py)."""

@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from tests.conftest import IN_CI
-from tests.helpers import LineClient, ServerThread
+from tests.helpers import FixedClock, LineClient, ServerThread
 from tests.mqtt_clients import V5, V311, Device
 from tinyboard.core.ingest import (
     MAX_JSON_DEPTH,
@@ -47,6 +47,8 @@ from tinyboard.storage.sqlite import SQLiteStore
 
 TELEMETRY = "v1/devices/me/telemetry"
 LINE_DISK_FULL = "ERROR the server's disk is full; send the reading again later"
+
+AT_1000 = FixedClock(1000)
 
 
 # -- a small disk that really fills up ------------------------------------------------------
@@ -342,7 +344,7 @@ def orphaned_points(db: Path) -> int:
 )
 def test_the_line_protocol_refuses_what_no_store_can_hold(line: str, why: str) -> None:
     with pytest.raises(PayloadError, match=why):
-        parse_line(line, 1, 1000)
+        parse_line(line, 1, AT_1000)
 
 
 @pytest.mark.parametrize(
@@ -360,17 +362,17 @@ def test_json_telemetry_and_attributes_refuse_what_no_store_can_hold(
     payload: bytes, why: str
 ) -> None:
     with pytest.raises(PayloadError, match=why):
-        parse_telemetry(payload, 1, 1000)
+        parse_telemetry(payload, 1, AT_1000)
     with pytest.raises(PayloadError, match=why):
         parse_attributes(payload.replace(b'"ts": 1, "values": ', b'"v": '))
 
 
 def test_what_every_store_can_hold_still_passes() -> None:
     payload = b'{"j": ' + nested(MAX_JSON_DEPTH) + b', "s": "no nul", "' + b"k" * 255 + b'": 1}'
-    [(*_, j), (*_, text), (_, key, _, n)] = parse_telemetry(payload, 1, 1000)
+    [(*_, j), (*_, text), (_, key, _, n)] = parse_telemetry(payload, 1, AT_1000)
     assert (j, text, key, n) == (deep(MAX_JSON_DEPTH), "no nul", "k" * 255, 1)
     orjson.dumps(j)  # what ingest lets through, the stores can write
-    assert parse_line("k" * 255 + "=1", 1, 1000) == [(1, "k" * 255, 1000, 1)]
+    assert parse_line("k" * 255 + "=1", 1, AT_1000) == [(1, "k" * 255, 1000, 1)]
 
 
 # -- over the wire ---------------------------------------------------------------------------
