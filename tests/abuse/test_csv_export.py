@@ -1,5 +1,5 @@
 """CSV export: a device's keys and values must never become spreadsheet formulas (issue 13,
-point 12). The dashboard's CSV button uses the same function: see test_dashboard_pages.py."""
+point 12). The dashboard's CSV button uses the same function: see test_big_device.py."""
 
 from __future__ import annotations
 
