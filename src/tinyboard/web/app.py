@@ -9,6 +9,7 @@ from fastapi_offline import FastAPIOffline
 from tinyboard import __version__
 from tinyboard.web import alarms, auth, device_api, errors, metrics, rest, ws
 from tinyboard.web.context import WebContext
+from tinyboard.web.headers import SecurityHeaders
 
 DESCRIPTION = """\
 tinyboard's HTTP API. Devices use ThingsBoard's device API under `/api/v1/{token}/...`.
@@ -24,6 +25,7 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app = FastAPIOffline(
         title="tinyboard", version=__version__, description=DESCRIPTION, redoc_url=None
     )
+    app.add_middleware(SecurityHeaders)
     app.state.ctx = ctx
     app.state.login_limiter = auth.LoginLimiter()
     app.state.metrics = metrics.registry_for(ctx)

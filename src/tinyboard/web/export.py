@@ -4,53 +4,72 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
-from tinyboard.core.models import Device
+from tinyboard.core.models import Device, TsValue
 from tinyboard.storage.base import Store
 from tinyboard.web.models import as_text
 
 EXPORT_PAGE = 5000
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a cell starting with one of these as a formula (OWASP's list)."""
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+"""A plain number literal: safe in any spreadsheet, so `-3.5` stays a number."""
 
 
 def csv_export(
     store: Store, device: Device, keys: list[str] | None, start_ts: int, end_ts: int
 ) -> StreamingResponse:
     """Points in [start_ts, end_ts) as `ts,key,value` rows, streamed in pages so a year of
-    data never sits in memory."""
+    data never sits in memory. The REST export and the dashboard's CSV button both use it."""
 
     async def rows() -> AsyncIterator[str]:
         yield "ts,key,value\r\n"
         for key in keys or await store.ts_keys(device.key):
-            start = start_ts
-            while True:
-                points = await store.history(
-                    device.key,
-                    key,
-                    start_ts=start,
-                    end_ts=end_ts,
-                    limit=EXPORT_PAGE,
-                    descending=False,
-                )
-                if not points:
-                    break
-                buf = io.StringIO()
-                writer = csv.writer(buf)
-                for ts, value in points:
-                    writer.writerow((ts, key, as_text(value)))
-                yield buf.getvalue()
-                if len(points) < EXPORT_PAGE:
-                    break
-                start = points[-1][0] + 1
+            async for points in _pages(store, device.key, key, start_ts, end_ts):
+                yield _csv_rows(key, points)
 
     return StreamingResponse(
         rows(),
         media_type="text/csv",
         headers={"Content-Disposition": attachment(f"{device.name}.csv")},
     )
+
+
+async def _pages(
+    store: Store, device_key: int, key: str, start_ts: int, end_ts: int
+) -> AsyncIterator[list[TsValue]]:
+    start = start_ts
+    while True:
+        points = await store.history(
+            device_key, key, start_ts=start, end_ts=end_ts, limit=EXPORT_PAGE, descending=False
+        )
+        if points:
+            yield points
+        if len(points) < EXPORT_PAGE:
+            return
+        start = points[-1][0] + 1
+
+
+def _csv_rows(key: str, points: list[TsValue]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    cell = csv_cell(key)
+    writer.writerows((ts, cell, csv_cell(as_text(value))) for ts, value in points)
+    return buf.getvalue()
+
+
+def csv_cell(text: str) -> str:
+    """`text` as a CSV cell a spreadsheet shows, never runs: keys and values come from
+    devices, and `=HYPERLINK(...)` or `@SUM(...)` would be evaluated when the file is opened.
+    OWASP's fix: a leading single quote makes the cell text. Numbers are left alone."""
+    if text.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def attachment(filename: str) -> str:

@@ -16,7 +16,7 @@ from nicegui import background_tasks, ui
 from nicegui.client import Client
 
 from tinyboard.core.ingest import attributes_from_json
-from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, Value
+from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, TsValue, Value
 from tinyboard.dashboard.charts import (
     MAX_POINTS,
     RANGE_PARAMS,
@@ -27,6 +27,7 @@ from tinyboard.dashboard.charts import (
     is_number,
     preset,
 )
+from tinyboard.dashboard.key_page import KeyPage
 from tinyboard.dashboard.pages.alarm_table import AlarmTable
 from tinyboard.dashboard.pages.frame import (
     ago,
@@ -36,6 +37,7 @@ from tinyboard.dashboard.pages.frame import (
     signed_in,
     to_login,
 )
+from tinyboard.dashboard.pages.key_picker import KeyPicker
 from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import current
 from tinyboard.errors import NotFoundError, TinyboardError
@@ -92,7 +94,8 @@ async def device_page(
     zone = browser_zone(request)
     status = Status(device)
     cards = LatestCards(device, zone)
-    charts = Charts(device, client, RANGE_PARAMS.get(range, "1 h"), zone)
+    charts = Charts(cards, client, RANGE_PARAMS.get(range, "1 h"), zone)
+    cards.picker.on_change = charts.redraw
     attributes = Attributes(device, zone)
     RpcConsole(device)
     ui.label("Alarms").classes("text-lg font-semibold mt-2")
@@ -102,7 +105,7 @@ async def device_page(
     client.on_delete(lambda: live.close(device.key))
     await status.refresh()
     await cards.load()
-    await charts.load(charts.window)
+    await charts.redraw()
     await attributes.refresh()
     await alarms.refresh()
     ui.timer(STATUS_SECONDS, status.refresh)
@@ -123,48 +126,85 @@ class Status:
 
 
 class LatestCards:
+    """The newest value of every key, drawn as cards for the keys of the current page."""
+
     def __init__(self, device: Device, zone: tzinfo) -> None:
         self.device = device
         self.zone = zone
+        self.latest: dict[str, TsValue] = {}
+        self.keys = KeyPage()
         self.cards: dict[str, tuple[ui.label, ui.label]] = {}
         ui.label("Latest values").classes("text-lg font-semibold mt-2")
-        with ui.row().classes("gap-2 w-full") as self.box:
-            self.none_yet = ui.label(
-                "No telemetry yet. Send some with the snippet shown when the device was "
-                "added, e.g. mosquitto_pub -t v1/devices/me/telemetry -u TOKEN "
-                "-m '{\"temperature\": 25}'."
-            ).classes("text-gray-500")
+        self.picker = KeyPicker(self.keys)
+        self.picker.redraw_cards = self.redraw
+        self.none_yet = ui.label(
+            "No telemetry yet. Send some with the snippet shown when the device was "
+            "added, e.g. mosquitto_pub -t v1/devices/me/telemetry -u TOKEN "
+            "-m '{\"temperature\": 25}'."
+        ).classes("text-gray-500")
+        self.box = ui.row().classes("gap-2 w-full")
 
     async def load(self) -> None:
-        latest = await current().ctx.store.latest(self.device.key)
-        for key, (ts, value) in sorted(latest.items()):
-            self.show(key, ts, value)
+        self.latest = await current().ctx.store.latest(self.device.key)
+        self.keys.reset(self.latest)
+        self.picker.refresh()
+        self.redraw()
 
-    def show(self, key: str, ts: int, value: Value) -> None:
-        card = self.cards.get(key)
-        if card is None:
+    def redraw(self) -> None:
+        self.box.clear()
+        self.cards = {}
+        for key in self.keys.shown:
+            self.card(key)
+        self.none_yet.set_visibility(not self.latest)
+
+    def show(self, newest: dict[str, TsValue]) -> None:
+        """Live values: kept for every key, drawn if their key is on the page."""
+        new = [key for key, (ts, value) in newest.items() if self._show(key, ts, value)]
+        if new:
             self.none_yet.set_visibility(False)
-            with self.box, ui.card().classes("min-w-[9rem] p-3 gap-0"):
-                ui.label(key).classes("text-xs text-gray-500")
-                value_label = ui.label().classes("text-2xl font-semibold break-all")
-                # a dict write, never `.props(str)`: a key is device input, and NiceGUI parses
-                # a props string into attributes and `:bindings` that the browser evaluates
-                value_label.props["data-testid"] = f"value-{key}"
-                card = self.cards[key] = (value_label, ui.label().classes("text-xs text-gray-500"))
-        card[0].set_text(as_text(value))
-        card[1].set_text(_when(ts, self.zone))
+            self.picker.refresh()  # once per flush: a device may send a thousand new keys
+
+    def _show(self, key: str, ts: int, value: Value) -> bool:
+        """True if `key` is new."""
+        new = key not in self.latest
+        self.latest[key] = (ts, value)
+        card = self.cards.get(key)
+        if card is not None:
+            card[0].set_text(as_text(value))
+            card[1].set_text(_when(ts, self.zone))
+        elif new and self.keys.add(key):
+            self.card(key)
+        return new
+
+    def card(self, key: str) -> None:
+        ts, value = self.latest[key]
+        with self.box, ui.card().classes("min-w-[9rem] p-3 gap-0"):
+            ui.label(key).classes("text-xs text-gray-500")
+            value_label = ui.label(as_text(value)).classes("text-2xl font-semibold break-all")
+            # a dict write, never `.props(str)`: a key is device input, and NiceGUI parses
+            # a props string into attributes and `:bindings` that the browser evaluates
+            value_label.props["data-testid"] = f"value-{key}"
+            when = ui.label(_when(ts, self.zone)).classes("text-xs text-gray-500")
+        self.cards[key] = (value_label, when)
+
+    def charted(self) -> list[str]:
+        """The numeric keys of the current page, in page order."""
+        return [k for k in self.keys.shown if is_number(self.latest[k][1])]
 
 
 class Charts:
-    """A line chart per numeric key over a range; preset ranges keep taking live points."""
+    """A line chart per numeric key of the page over a range; preset ranges keep taking
+    live points."""
 
-    def __init__(self, device: Device, client: Client, shown: str, zone: tzinfo) -> None:
-        self.device = device
+    def __init__(self, cards: LatestCards, client: Client, shown: str, zone: tzinfo) -> None:
+        self.cards = cards
+        self.device = cards.device
         self.zone = zone
         self.client = client
         self.window: Window = preset(shown, _now_ms())
         self.charts: dict[str, ui.echart] = {}
         self.folds: dict[str, LiveFold] = {}
+        self._loads = 0
         ui.label("Charts").classes("text-lg font-semibold mt-2")
         with ui.row().classes("items-center gap-2 w-full"):
             self.range = ui.toggle([*RANGES, "custom"], value=shown, on_change=self.range_changed)
@@ -177,8 +217,10 @@ class Charts:
             ui.button("CSV", icon="download", on_click=self.download).props(
                 "outline dense"
             ).tooltip("Download the shown range as CSV")
-        with ui.column().classes("w-full gap-2") as self.box:
-            self.none_yet = ui.label("No numeric telemetry in this range.").classes("text-gray-500")
+        self.paged = ui.label("Charts follow the keys shown above: filter or turn the page there.")
+        self.paged.classes("text-xs text-gray-500")
+        self.none_yet = ui.label("No numeric telemetry in this range.").classes("text-gray-500")
+        self.box = ui.column().classes("w-full gap-2")
 
     def download(self) -> None:
         w = self.window
@@ -199,14 +241,22 @@ class Charts:
             return
         await self.load(window)
 
+    async def redraw(self) -> None:
+        """Charts for the keys of the page, after it changed."""
+        self.box.clear()
+        self.charts = {}
+        self.paged.set_visibility(self.cards.picker.row.visible)
+        await self.load(self.window)
+
     async def load(self, window: Window) -> None:
-        """History of every numeric key in `window`, averaged by the database into at most
-        MAX_POINTS buckets."""
+        """History of every numeric key of the page in `window`, averaged by the database
+        into at most MAX_POINTS buckets."""
         self.window = window
         self.folds = {}
+        self._loads += 1
+        load = self._loads
         store = current().ctx.store
-        latest = await store.latest(self.device.key)
-        for key in sorted(k for k, (_, v) in latest.items() if is_number(v)):
+        for key in self.cards.charted():
             points = await store.aggregate(
                 self.device.key,
                 key,
@@ -216,6 +266,8 @@ class Charts:
                 agg="AVG",
                 limit=MAX_POINTS + 1,
             )
+            if load != self._loads:
+                return  # the page or the range changed meanwhile: the newer load draws
             data: list[list[Any]] = [[ts, v] for ts, v in points]
             chart = self.charts.get(key)
             if chart is None:
@@ -244,7 +296,7 @@ class Charts:
         return chart
 
     def take(self, key: str, ts: int, value: float) -> None:
-        if self.window.live:
+        if self.window.live and key in self.cards.keys.shown:
             fold = self.folds.get(key)
             if fold is None:
                 fold = self.folds[key] = LiveFold(self.window)
@@ -413,14 +465,14 @@ class LiveFeed:
         self._timer = None
         self._last_flush = asyncio.get_running_loop().time()
         readings, self._readings = self._readings, []
-        newest: dict[str, tuple[int, Value]] = {}
+        newest: dict[str, TsValue] = {}
         for _, key, ts, value in readings:
             if key not in newest or ts >= newest[key][0]:
                 newest[key] = (ts, value)
+        self.cards.show(newest)  # first: a new key may join the page
+        for _, key, ts, value in readings:
             if is_number(value):
                 self.charts.take(key, ts, float(value))  # type: ignore[arg-type]
-        for key, (ts, value) in newest.items():
-            self.cards.show(key, ts, value)
         self.charts.push()
         if self._attributes_changed:
             self._attributes_changed = False
