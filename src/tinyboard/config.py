@@ -7,6 +7,7 @@ documentation cannot drift apart (a test checks that each setting is documented)
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from tinyboard.core.limits import DeviceLimits, RateLimit
 from tinyboard.errors import ConfigError
 
 SyncMode = Literal["full", "normal"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,14 @@ class Config:
     dashboard: bool = True
     alarm_webhook: str = ""
     retention_days: float = 0.0
+    http_max_header: int = 16384
+    http_max_url: int = 8192
+    http_max_body: int = 1_048_576
+    http_header_timeout: int = 10
+    http_body_timeout: int = 30
+    http_idle_timeout: int = 5
+    http_max_connections_per_address: int = 256
+    trusted_proxies: str = ""
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -83,6 +93,21 @@ class Config:
             RateLimit.parse(self.device_datapoint_rate_limit, "--device-datapoint-rate-limit"),
             max_payload=self.max_packet,
         )
+
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """The `--trusted-proxies` entries as networks (a single address is a /32 or /128)."""
+        networks = []
+        for entry in (e.strip() for e in self.trusted_proxies.split(",")):
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry))
+            except ValueError:
+                raise ConfigError(
+                    f"--trusted-proxies {entry!r}: give IP addresses or networks such as "
+                    "10.0.0.0/8, comma-separated"
+                ) from None
+        return tuple(networks)
 
     def store_url(self) -> str:
         """The store to open: the explicit `--store`, or SQLite in the data directory."""
@@ -184,7 +209,66 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.retention_days,
         "Delete time-series points older than this many days (0: keep everything).",
     ),
+    Setting(
+        "http_max_header",
+        int,
+        _DEFAULT.http_max_header,
+        "Most bytes of request line plus headers in one HTTP request (431 above it).",
+    ),
+    Setting("http_max_url", int, _DEFAULT.http_max_url, "Longest HTTP request URL (414 above it)."),
+    Setting(
+        "http_max_body",
+        int,
+        _DEFAULT.http_max_body,
+        "Largest HTTP request body and WebSocket message (413 above it); the device API's "
+        "limit is --max-packet.",
+    ),
+    Setting(
+        "http_header_timeout",
+        int,
+        _DEFAULT.http_header_timeout,
+        "Seconds a client has to send a request's whole header, from its first byte (408).",
+    ),
+    Setting(
+        "http_body_timeout",
+        int,
+        _DEFAULT.http_body_timeout,
+        "Seconds a client has to send a request's whole body, after the header (408).",
+    ),
+    Setting(
+        "http_idle_timeout",
+        int,
+        _DEFAULT.http_idle_timeout,
+        "Seconds an HTTP connection may wait for its next request before it is closed.",
+    ),
+    Setting(
+        "http_max_connections_per_address",
+        int,
+        _DEFAULT.http_max_connections_per_address,
+        "Open HTTP connections one client address may hold (0: no limit; trusted proxies are "
+        "exempt).",
+    ),
+    Setting(
+        "trusted_proxies",
+        str,
+        _DEFAULT.trusted_proxies,
+        "Addresses or networks, comma-separated, of reverse proxies (HAProxy, nginx) whose "
+        "X-Forwarded-For is believed (default: none, the header is ignored).",
+    ),
 )
+
+_AT_LEAST = {
+    "http_max_header": 1024,
+    "http_max_url": 64,
+    "http_max_body": 1,
+    "http_header_timeout": 1,
+    "http_body_timeout": 1,
+    "http_idle_timeout": 1,
+    "http_max_connections_per_address": 0,
+    "max_clock_lead": 1,
+    "line_idle_timeout": 0,
+    "packet_timeout": 1,
+}
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})
 
@@ -198,6 +282,13 @@ def config_from(values: dict[str, object]) -> Config:
     config = Config(**known)  # type: ignore[arg-type]
     config.webhook_urls()  # refuse a malformed URL before anything starts
     config.device_limits()
-    if config.max_clock_lead < 1:
-        raise ConfigError("--max-clock-lead must be at least 1 (ms)")
+    config.proxy_networks()
+    _check_minimums(config)
     return config
+
+
+def _check_minimums(config: Config) -> None:
+    for name, least in _AT_LEAST.items():
+        if getattr(config, name) < least:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least {least}")

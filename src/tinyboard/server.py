@@ -44,6 +44,7 @@ from tinyboard.transports.line import LineServer
 from tinyboard.transports.mqtt import MQTTServer
 from tinyboard.web.app import create_app
 from tinyboard.web.context import WebContext
+from tinyboard.web.limits import HttpLimits
 from tinyboard.web.server import HttpServer
 from tinyboard.web.tokens import TokenService
 from tinyboard.webhooks import Webhooks
@@ -155,7 +156,8 @@ class Server:
             await self._listen(MQTT, self.mqtt, self.config.mqtt_port)
             http_socket = self._bind(HTTP, self.config.http_port)
             self.created_admin = await ensure_admin(self.store)
-            self.http = HttpServer(await self._web_app(), http_socket, backlog=BACKLOG)
+            limits = HttpLimits.from_config(self.config)
+            self.http = HttpServer(await self._web_app(), http_socket, limits, backlog=BACKLOG)
             await self.http.start()
         except BaseException:
             await self.shutdown()
