@@ -260,22 +260,24 @@ class Server:
     def _announce(self) -> None:
         bind = self.config.bind
         ports = self.ports
-        print(
+        lines = [
             f"tinyboard {__version__} ready: line protocol on {bind}:{ports['line_port']}"
             f", MQTT on {bind}:{ports['mqtt_port']}, HTTP on {bind}:{ports['http_port']}"
-            f", store {self.config.store_url()}",
-            flush=True,
-        )
+            f", store {self.config.store_url()}"
+        ]
         host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-        print(f"REST API and its docs: http://{host}:{ports['http_port']}/docs", flush=True)
+        lines.append(f"REST API and its docs: http://{host}:{ports['http_port']}/docs")
         if self.created_admin is not None:
             user, password = self.created_admin
-            print(
+            lines.append(
                 f"first start: created the admin user {user.email} with password {password}\n"
                 "  (shown only this once; change it with `tinyboard user passwd "
-                f"{user.email}`)",
-                flush=True,
+                f"{user.email}`)"
             )
+        # Whoever started us may have closed our stdout already (a service manager, a
+        # script that read the first line): that must not stop a running server.
+        with contextlib.suppress(OSError, ValueError):
+            print("\n".join(lines), flush=True)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
