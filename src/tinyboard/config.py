@@ -60,6 +60,10 @@ class Config:
     dashboard: bool = True
     alarm_webhook: str = ""
     retention_days: float = 0.0
+    metrics_token: str = ""
+    login_tries: int = 5
+    login_max_delay: float = 300.0
+    login_budget: int = 100
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -130,6 +134,32 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.retention_days,
         "Delete time-series points older than this many days (0: keep everything).",
     ),
+    Setting(
+        "metrics_token",
+        str,
+        _DEFAULT.metrics_token,
+        "Bearer token Prometheus sends to scrape /metrics (default: only an admin's JWT). "
+        "Prefer the environment variable: flags show in `ps`.",
+    ),
+    Setting(
+        "login_tries",
+        int,
+        _DEFAULT.login_tries,
+        "Failed logins of one account from one address before its next attempts wait "
+        "(1 s, doubling).",
+    ),
+    Setting(
+        "login_max_delay",
+        float,
+        _DEFAULT.login_max_delay,
+        "Longest wait (seconds) between login attempts of one account from one address.",
+    ),
+    Setting(
+        "login_budget",
+        int,
+        _DEFAULT.login_budget,
+        "Failed logins one address may make per hour, over every account.",
+    ),
 )
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})
@@ -143,4 +173,20 @@ def config_from(values: dict[str, object]) -> Config:
         raise ConfigError("--sync must be 'full' or 'normal'")
     config = Config(**known)  # type: ignore[arg-type]
     config.webhook_urls()  # refuse a malformed URL before anything starts
+    _check_secrets_and_limits(config)
     return config
+
+
+MIN_METRICS_TOKEN = 16
+
+
+def _check_secrets_and_limits(config: Config) -> None:
+    if config.metrics_token and len(config.metrics_token) < MIN_METRICS_TOKEN:
+        raise ConfigError(
+            f"--metrics-token needs at least {MIN_METRICS_TOKEN} characters "
+            "(e.g. the output of `openssl rand -hex 32`)"
+        )
+    if config.login_tries < 0 or config.login_max_delay < 0:
+        raise ConfigError("--login-tries and --login-max-delay cannot be negative")
+    if config.login_budget < 1:
+        raise ConfigError("--login-budget must be at least 1")

@@ -25,7 +25,6 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
         title="tinyboard", version=__version__, description=DESCRIPTION, redoc_url=None
     )
     app.state.ctx = ctx
-    app.state.login_limiter = auth.LoginLimiter()
     app.state.device_clocks = {}
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)

@@ -12,6 +12,7 @@ from tinyboard.core.live import LiveHub
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
+from tinyboard.core.users import Logins
 from tinyboard.registry import Registry
 from tinyboard.storage.base import Store
 from tinyboard.web.tokens import TokenService
@@ -32,4 +33,7 @@ class WebContext:
     alarms: AlarmEngine
     webhooks: Webhooks
     tokens: TokenService
+    logins: Logins
     max_payload: int = 65536
+    metrics_token: str = ""
+    """`--metrics-token`: a bearer token for Prometheus (empty: only an admin's JWT)."""

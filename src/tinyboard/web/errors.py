@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tinyboard.core.login_limits import LoginThrottled
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
 from tinyboard.errors import ConflictError, NotFoundError, PayloadError, TinyboardError
 from tinyboard.web.tokens import AuthError
@@ -31,17 +32,13 @@ def error(status: int, message: str, code: int = GENERAL) -> JSONResponse:
     return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
 
 
-class TooManyRequests(TinyboardError):
-    """Login attempts over the limit (HTTP 429)."""
-
-
 class PayloadTooLarge(TinyboardError):
     """A device message over --max-packet (HTTP 413)."""
 
 
 _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (AuthError, 401, AUTHENTICATION),
-    (TooManyRequests, 429, TOO_MANY_REQUESTS),
+    (LoginThrottled, 429, TOO_MANY_REQUESTS),
     (PayloadTooLarge, 413, BAD_REQUEST),
     (NotFoundError, 404, ITEM_NOT_FOUND),
     (ConflictError, 409, BAD_REQUEST),
