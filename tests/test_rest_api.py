@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,19 @@ def test_every_rest_endpoint_refuses_bad_tokens(
         assert response.json()["errorCode"] == 10
 
 
-def test_wrong_password_and_rate_limit(server: ServerThread) -> None:
+@pytest.fixture
+def slow_retry_server(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server whose failed-login waits start at a minute: a slow machine cannot outlast
+    them while a test checks them."""
+    running = ServerThread(tmp_path / "data", login_delay=60.0).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_wrong_password_and_rate_limit(slow_retry_server: ServerThread) -> None:
+    server = slow_retry_server
     email, password = server.admin
     for _ in range(5):  # --login-tries of this account from this address
         bad = httpx.post(
@@ -101,9 +114,12 @@ def test_wrong_password_and_rate_limit(server: ServerThread) -> None:
     assert "try again" in blocked.json()["message"]
 
 
-def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(server: ServerThread) -> None:
+def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(
+    slow_retry_server: ServerThread,
+) -> None:
     """30 wrong logins at once: each is counted before its (slow) password check, so only
     the free ones (5) reach it."""
+    server = slow_retry_server
     email, password = server.admin
 
     async def storm() -> list[int]:

@@ -62,6 +62,7 @@ class Config:
     retention_days: float = 0.0
     metrics_token: str = ""
     login_tries: int = 5
+    login_delay: float = 1.0
     login_max_delay: float = 300.0
     login_budget: int = 100
 
@@ -145,8 +146,13 @@ SETTINGS: tuple[Setting, ...] = (
         "login_tries",
         int,
         _DEFAULT.login_tries,
-        "Failed logins of one account from one address before its next attempts wait "
-        "(1 s, doubling).",
+        "Failed logins of one account from one address before its next attempts wait.",
+    ),
+    Setting(
+        "login_delay",
+        float,
+        _DEFAULT.login_delay,
+        "First wait (seconds) after those; it doubles with each further failure.",
     ),
     Setting(
         "login_max_delay",
@@ -186,7 +192,7 @@ def _check_secrets_and_limits(config: Config) -> None:
             f"--metrics-token needs at least {MIN_METRICS_TOKEN} characters "
             "(e.g. the output of `openssl rand -hex 32`)"
         )
-    if config.login_tries < 0 or config.login_max_delay < 0:
-        raise ConfigError("--login-tries and --login-max-delay cannot be negative")
+    if min(config.login_tries, config.login_delay, config.login_max_delay) < 0:
+        raise ConfigError("--login-tries, --login-delay and --login-max-delay cannot be negative")
     if config.login_budget < 1:
         raise ConfigError("--login-budget must be at least 1")

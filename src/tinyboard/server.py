@@ -69,6 +69,7 @@ def login_policy(config: Config) -> LoginPolicy:
     """The failed-login rules (`core.login_limits`) the settings ask for."""
     return LoginPolicy(
         free_failures=config.login_tries,
+        first_delay=config.login_delay,
         max_delay=config.login_max_delay,
         address_failures=config.login_budget,
     )

@@ -3,8 +3,9 @@
 Strategy: two rules, keyed by the account (the e-mail as typed, known or not) and by the
 address the web layer gives (the socket peer, unless a trusted proxy vouches for another).
 1. Account from one address (the pair): the first `free_failures` failures cost nothing; after
-   that the pair's next attempt waits 1 s, 2 s, 4 s ... after its last failure, up to
-   `max_delay`. A success clears the pair; a pair without failures for an hour is forgotten.
+   that the pair's next attempt waits `first_delay` (1 s), then twice as long after each
+   further failure, up to `max_delay`. A success clears the pair; a pair without failures
+   for an hour is forgotten.
 2. Address: at most `address_failures` failures per hour, whatever accounts they name (stops
    one address spraying many accounts, or made-up e-mails to dodge rule 1).
 There is deliberately no account-wide rule: it would let anyone lock the real user out from
@@ -48,6 +49,8 @@ class LoginThrottled(TinyboardError):
 class LoginPolicy:
     free_failures: int = 5
     """Failures of one account from one address before its attempts must wait."""
+    first_delay: float = 1.0
+    """The first wait (s) after the free failures; it doubles with each further failure."""
     max_delay: float = 300.0
     """Longest wait (s) between attempts of one account from one address."""
     address_failures: int = 100
@@ -113,7 +116,7 @@ class MemoryLoginLimiter:
         excess = pair.failures - self.policy.free_failures
         if excess < 0:
             return 0.0
-        delay = min(self.policy.max_delay, 2.0 ** min(excess, 62))
+        delay = min(self.policy.max_delay, self.policy.first_delay * 2.0 ** min(excess, 62))
         return pair.last + delay - now
 
     def _address_wait(self, address: str, now: float) -> float:
