@@ -271,6 +271,28 @@ def test_an_attacker_cannot_lock_the_admin_out(tmp_path: Path) -> None:
             assert counter(server, "tinyboard_logins_throttled") == 18
 
 
+def test_concurrent_guesses_reach_the_password_check_only_for_the_free_tries(
+    tmp_path: Path,
+) -> None:
+    """Each attempt is counted before its (slow) argon2 check: 30 guesses at once get 5
+    checks, not 30 (which would also be 30 x 64 MiB of argon2 memory)."""
+    with serving(tmp_path, login_delay=60.0, metrics_token=SCRAPE) as server:
+        email, _ = server.admin
+
+        async def storm() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                answers = await asyncio.gather(*(login_async(client, email) for _ in range(30)))
+            return [a.status_code for a in answers]
+
+        codes = asyncio.run(storm())
+        assert sorted(codes) == [401] * 5 + [429] * 25
+        assert counter(server, "tinyboard_password_checks") == 5
+
+
+async def login_async(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post("/api/auth/login", json={"username": email, "password": "no"})
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
