@@ -18,10 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers import ServerThread, tinyboard
+from tests.helpers import ServeProcess, ServerThread, tinyboard
+from tests.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
 from tinyboard.core.login_limits import LoginPolicy, LoginThrottled, MemoryLoginLimiter
 from tinyboard.core.users import ROLE_ADMIN, hash_password
 
@@ -291,6 +293,34 @@ def test_concurrent_guesses_reach_the_password_check_only_for_the_free_tries(
 
 async def login_async(client: httpx.AsyncClient, email: str) -> httpx.Response:
     return await client.post("/api/auth/login", json={"username": email, "password": "no"})
+
+
+@pytest.mark.slow
+def test_the_dashboard_login_shares_the_rest_limit(tmp_path: Path) -> None:
+    """One `Logins` for both doors: a failure over REST makes the dashboard wait too."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    served = ServeProcess(tmp_path / "data", "--login-tries", "1", "--login-delay", "60")
+    try:
+        email, password = "admin@tinyboard.local", served.admin_password
+        base = f"http://127.0.0.1:{served.http_port}"
+        wrong = httpx.post(f"{base}/api/auth/login", json={"username": email, "password": "no"})
+        assert wrong.status_code == 401
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+            )
+            tab = browser.new_page()
+            tab.goto(base + "/ui/login")
+            tab.get_by_label("E-mail").fill(email)
+            tab.get_by_label("Password").fill(password)
+            tab.get_by_role("button", name="Log in").click()
+            expect(tab.get_by_text("too many failed logins; try again in")).to_be_visible()
+            assert "/ui/login" in tab.url
+            browser.close()
+    finally:
+        served.signal(15)
+        served.wait()
 
 
 class Clock:
