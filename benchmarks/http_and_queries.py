@@ -308,7 +308,7 @@ async def _wait_ready(
 
 async def start_tinyboard(tinyboard: str, data_dir: Path, sync: str = "full") -> Server:
     log_path = data_dir / "server.log"
-    argv = serve_argv(tinyboard, data_dir, "--sync", sync)
+    argv = serve_argv(tinyboard, data_dir, "--sync", sync, "--metrics-token", METRICS_TOKEN)
     with log_path.open("wb") as out:
         proc = spawn(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     match = await _wait_ready(proc, log_path, TINYBOARD_READY, "tinyboard")
@@ -445,9 +445,15 @@ class HttpPoint:
     server_exit: int | None = None
 
 
+METRICS_TOKEN = "benchmark-scrape-token"
+"""/metrics needs a scrape token (or an admin's JWT)."""
+
+
 async def pipeline_counters(client: httpx.AsyncClient, port: int) -> tuple[int, int]:
     """(commits, readings stored) from tinyboard's /metrics."""
-    text = (await client.get(f"http://{HOST}:{port}/metrics")).text
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    response = await client.get(f"http://{HOST}:{port}/metrics", headers=auth)
+    text = response.raise_for_status().text
     values: dict[str, int] = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")

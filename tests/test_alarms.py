@@ -315,7 +315,7 @@ def test_webhooks_deliver_and_retry_a_failing_receiver(tmp_path: Path) -> None:
             assert state[flaky.url]["retries"] == 2 and state[flaky.url]["delivered"] == 2
             assert state[flaky.url]["lastError"] == "HTTP 503"
             assert state[flaky.url]["failing"] is False
-            metrics = httpx.get(f"{running.base_url}/metrics").text
+            metrics = rest.get("/metrics").text
             assert f'tinyboard_webhook_retries_total{{url="{flaky.url}"}} 2.0' in metrics
     finally:
         running.stop()

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import POSTGRES
 from tests.helpers import ServerThread, tinyboard
 from tests.mqtt_clients import Device
-from tests.web_helpers import api
+from tests.web_helpers import api, login
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_lost_database_connections_lose_no_acknowledged_reading(pg_server: Serve
         stored = {int(v) for _, v in points}
         missing = set(got) - stored
         assert not missing, f"{device.name}: {len(missing)} acknowledged readings lost"
-    metrics = httpx.get(f"{pg_server.base_url}/metrics").text
+    metrics = httpx.get(f"{pg_server.base_url}/metrics", headers=login(pg_server)).text
     assert "tinyboard_commit_errors_total 0.0" in metrics  # retried, never failed
 
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,21 @@ def test_every_rest_endpoint_refuses_bad_tokens(
         assert response.json()["errorCode"] == 10
 
 
-def test_wrong_password_and_rate_limit(server: ServerThread) -> None:
+@pytest.fixture
+def slow_retry_server(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server whose failed-login waits start at a minute: a slow machine cannot outlast
+    them while a test checks them."""
+    running = ServerThread(tmp_path / "data", login_delay=60.0).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_wrong_password_and_rate_limit(slow_retry_server: ServerThread) -> None:
+    server = slow_retry_server
     email, password = server.admin
-    for _ in range(10):
+    for _ in range(5):  # --login-tries of this account from this address
         bad = httpx.post(
             f"{server.base_url}/api/auth/login", json={"username": email, "password": "nope"}
         )
@@ -101,8 +114,12 @@ def test_wrong_password_and_rate_limit(server: ServerThread) -> None:
     assert "try again" in blocked.json()["message"]
 
 
-def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(server: ServerThread) -> None:
-    """30 wrong logins at once: each is counted before its (slow) password check."""
+def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(
+    slow_retry_server: ServerThread,
+) -> None:
+    """30 wrong logins at once: each is counted before its (slow) password check, so only
+    the free ones (5) reach it."""
+    server = slow_retry_server
     email, password = server.admin
 
     async def storm() -> list[int]:
@@ -116,11 +133,11 @@ def test_concurrent_wrong_passwords_cannot_slip_past_the_limit(server: ServerThr
         return [a.status_code for a in answers]
 
     codes = asyncio.run(storm())
-    assert codes.count(401) == 10 and codes.count(429) == 20
+    assert codes.count(401) == 5 and codes.count(429) == 25
     right = httpx.post(
         f"{server.base_url}/api/auth/login", json={"username": email, "password": password}
     )
-    assert right.status_code == 429  # still locked out, the right password included
+    assert right.status_code == 429  # this address waits, the right password included
 
 
 def test_devices(server: ServerThread) -> None:
@@ -286,11 +303,12 @@ def test_rpc_errors(server: ServerThread) -> None:
 
 def test_metrics(server: ServerThread) -> None:
     device = server.add_device("metrics")
+    headers = login(server)  # /metrics needs an admin's JWT (or --metrics-token)
     httpx.post(f"{server.base_url}/api/v1/{device.token}/telemetry", json={"a": 1, "b": 2})
     mqtt = MqttDevice(server.mqtt_port, device.token)
     try:
         mqtt.publish("v1/devices/me/telemetry", '{"c": 3}')
-        text = httpx.get(f"{server.base_url}/metrics").text
+        text = httpx.get(f"{server.base_url}/metrics", headers=headers).text
     finally:
         mqtt.close()
     assert "tinyboard_readings_stored_total 3.0" in text

@@ -194,6 +194,10 @@ async def test_users(store: Store) -> None:
     with pytest.raises(NotFoundError):
         await store.set_password_hash("nobody@example.org", "x")
     assert [u.email for u in await store.list_users()] == ["Ana@Example.org"]
+    await store.delete_user("ANA@example.org")
+    assert await store.user_by_email("ana@example.org") is None
+    with pytest.raises(NotFoundError):
+        await store.delete_user("ana@example.org")
 
 
 async def test_settings_keep_the_first_value(store: Store) -> None:

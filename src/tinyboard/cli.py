@@ -412,6 +412,16 @@ def user_passwd(email: str, password: str | None, **options: Any) -> None:
     click.echo(f"password of {email} changed")
 
 
+@user.command("rm")
+@click.argument("email")
+@setting_options(STORE_SETTINGS)
+def user_rm(email: str, **options: Any) -> None:
+    """Remove a user: their tokens and dashboard sessions stop working at once. (With no
+    users left, the next `serve` creates a new admin and prints its password.)"""
+    run_async(_with_store(options, lambda s: s.delete_user(email)))
+    click.echo(f"removed {email}")
+
+
 @user.command("list")
 @setting_options(STORE_SETTINGS)
 def user_list(**options: Any) -> None:

@@ -77,6 +77,11 @@ class Config:
     http_idle_timeout: int = 5
     http_max_connections_per_address: int = 256
     trusted_proxies: str = ""
+    metrics_token: str = ""
+    login_tries: int = 5
+    login_delay: float = 1.0
+    login_max_delay: float = 300.0
+    login_budget: int = 100
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -255,6 +260,37 @@ SETTINGS: tuple[Setting, ...] = (
         "Addresses or networks, comma-separated, of reverse proxies (HAProxy, nginx) whose "
         "X-Forwarded-For is believed (default: none, the header is ignored).",
     ),
+    Setting(
+        "metrics_token",
+        str,
+        _DEFAULT.metrics_token,
+        "Bearer token Prometheus sends to scrape /metrics (default: only an admin's JWT). "
+        "Prefer the environment variable: flags show in `ps`.",
+    ),
+    Setting(
+        "login_tries",
+        int,
+        _DEFAULT.login_tries,
+        "Failed logins of one account from one address before its next attempts wait.",
+    ),
+    Setting(
+        "login_delay",
+        float,
+        _DEFAULT.login_delay,
+        "First wait (seconds) after those; it doubles with each further failure.",
+    ),
+    Setting(
+        "login_max_delay",
+        float,
+        _DEFAULT.login_max_delay,
+        "Longest wait (seconds) between login attempts of one account from one address.",
+    ),
+    Setting(
+        "login_budget",
+        int,
+        _DEFAULT.login_budget,
+        "Failed logins one address may make per hour, over every account.",
+    ),
 )
 
 _AT_LEAST = {
@@ -284,6 +320,7 @@ def config_from(values: dict[str, object]) -> Config:
     config.device_limits()
     config.proxy_networks()
     _check_minimums(config)
+    _check_secrets_and_limits(config)
     return config
 
 
@@ -292,3 +329,18 @@ def _check_minimums(config: Config) -> None:
         if getattr(config, name) < least:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} must be at least {least}")
+
+
+MIN_METRICS_TOKEN = 16
+
+
+def _check_secrets_and_limits(config: Config) -> None:
+    if config.metrics_token and len(config.metrics_token) < MIN_METRICS_TOKEN:
+        raise ConfigError(
+            f"--metrics-token needs at least {MIN_METRICS_TOKEN} characters "
+            "(e.g. the output of `openssl rand -hex 32`)"
+        )
+    if min(config.login_tries, config.login_delay, config.login_max_delay) < 0:
+        raise ConfigError("--login-tries, --login-delay and --login-max-delay cannot be negative")
+    if config.login_budget < 1:
+        raise ConfigError("--login-budget must be at least 1")

@@ -29,12 +29,13 @@ from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
+from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
 from tinyboard.core.models import User
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.retention import Retention
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
-from tinyboard.core.users import ensure_admin
+from tinyboard.core.users import Logins, ensure_admin
 from tinyboard.errors import PortInUseError, TinyboardError
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
@@ -68,6 +69,16 @@ class Listener:
 LINE = Listener("the line protocol", "line_port")
 MQTT = Listener("MQTT", "mqtt_port")
 HTTP = Listener("HTTP", "http_port")
+
+
+def login_policy(config: Config) -> LoginPolicy:
+    """The failed-login rules (`core.login_limits`) the settings ask for."""
+    return LoginPolicy(
+        free_failures=config.login_tries,
+        first_delay=config.login_delay,
+        max_delay=config.login_max_delay,
+        address_failures=config.login_budget,
+    )
 
 
 class Server:
@@ -216,7 +227,9 @@ class Server:
             tokens=await TokenService.from_store(self.store),
             clocks=self.clocks,
             limits=self.limits,
+            logins=Logins(self.store, MemoryLoginLimiter(login_policy(self.config))),
             max_payload=self.config.max_packet,
+            metrics_token=self.config.metrics_token,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

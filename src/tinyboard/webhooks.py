@@ -5,6 +5,10 @@ slow or dead receiver. One task per URL delivers in order and retries the head w
 exponential backoff (1 s, 2 s, 4 s ... up to 60 s) for about ten minutes, then gives up on
 that notification and goes on. What failed, and why, is kept for the dashboard and /metrics.
 
+A URL may hold secrets (`https://user:pass@host/hook?token=...`): it is used only to send.
+What people see (metrics labels, logs, the dashboard, /api/webhooks) is `Target.url`, the
+redacted form `scheme://host[:port]/path` with `***` for userinfo and query.
+
 Body (also in docs/protocols.md):
     {"event": "ALARM_CREATED" | "ALARM_ESCALATED" | "ALARM_CLEARED" | "ALARM_ACKNOWLEDGED"
               | "ALARM_DELETED",
@@ -16,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tinyboard import __version__
 from tinyboard.core.alarms import AlarmEvent
@@ -37,11 +42,54 @@ GIVE_UP_AFTER = 16
 """Attempts per notification (~10 minutes of retries) before it is dropped as failed."""
 
 
+def redact_url(url: str) -> str:
+    """`scheme://host[:port]/path`, with `***` where userinfo or a query was: both often
+    carry credentials."""
+    parts = urlsplit(url)
+    _, at, host = parts.netloc.rpartition("@")
+    userinfo = "***@" if at else ""
+    query = "?***" if parts.query else ""
+    return f"{parts.scheme}://{userinfo}{host}{parts.path}{query}"
+
+
+def shown_urls(urls: list[str]) -> list[str]:
+    """The redacted URLs, made distinct (` #2`...) where redaction made two alike: each is
+    a metrics label value."""
+    redacted = [redact_url(u) for u in urls]
+    repeats = Counter(redacted)
+    seen: Counter[str] = Counter()
+    shown = []
+    for url in redacted:
+        seen[url] += 1
+        shown.append(f"{url} #{seen[url]}" if repeats[url] > 1 else url)
+    return shown
+
+
+class _RedactUrls(logging.Filter):
+    """httpx logs every request at INFO with its whole URL: redact what it logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        return True
+
+
+def _redact_arg(arg: object) -> object:
+    text = str(arg)
+    return redact_url(text) if text.startswith(("http://", "https://")) else arg
+
+
+_REDACT_URLS = _RedactUrls()
+
+
 @dataclass(slots=True)
 class Target:
     """One webhook URL and what happened to its deliveries."""
 
     url: str
+    """Redacted (`redact_url`): the only form that may be shown or logged."""
+    endpoint: str = field(repr=False)
+    """The URL as configured, secrets included: only for sending."""
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     delivered: int = 0
     failed: int = 0
@@ -55,6 +103,17 @@ class Target:
     """True from a failed attempt until the next successful one."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def scrub(self, error: str | None) -> str | None:
+        """An error text without the URL's secrets (an exception may quote the URL)."""
+        if error is None:
+            return None
+        parts = urlsplit(self.endpoint)
+        error = error.replace(self.endpoint, self.url)
+        for secret in (parts.netloc.rpartition("@")[0], parts.query):
+            if secret:
+                error = error.replace(secret, "***")
+        return error
+
 
 class Webhooks:
     def __init__(
@@ -64,7 +123,7 @@ class Webhooks:
         first_retry: float = FIRST_RETRY_SECONDS,
         max_retry: float = MAX_RETRY_SECONDS,
     ) -> None:
-        self.targets = [Target(url) for url in urls]
+        self.targets = [Target(s, u) for s, u in zip(shown_urls(urls), urls, strict=True)]
         self._first_retry = first_retry
         self._max_retry = max_retry
         self._client: httpx.AsyncClient | None = None  # made only when there are URLs
@@ -75,6 +134,7 @@ class Webhooks:
             return
         import httpx  # ~6 MB of memory: only for servers that send webhooks
 
+        logging.getLogger("httpx").addFilter(_REDACT_URLS)
         self._client = httpx.AsyncClient(
             timeout=TIMEOUT_SECONDS,
             headers={"User-Agent": f"tinyboard/{__version__}"},
@@ -113,7 +173,7 @@ class Webhooks:
             body = target.queue[0]
             delay = self._first_retry
             for attempt in range(1, GIVE_UP_AFTER + 1):
-                error = await self._post(target.url, body)
+                error = target.scrub(await self._post(target.endpoint, body))
                 if error is None:
                     target.delivered += 1
                     target.failing = False

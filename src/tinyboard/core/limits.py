@@ -15,9 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tinyboard.errors import ConfigError
+from tinyboard.errors import ConfigError, TinyboardError
 
 OFF = ("", "off", "none", "0")
+
+
+class OverLimit(TinyboardError):
+    """A device is over its rate limit (HTTP 429 with Retry-After; MQTT: session ends)."""
+
+    retry_after = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""People: password hashing (argon2) and the first admin account.
+"""People: password hashing (argon2), the login check and the first admin account.
 
 Hashing takes tens of milliseconds of CPU on purpose, so callers on the event loop run it in
 a thread (`asyncio.to_thread`).
@@ -6,14 +6,21 @@ a thread (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from tinyboard.core.login_limits import LoginLimiter, LoginThrottled
 from tinyboard.core.models import User
 from tinyboard.errors import TinyboardError
 from tinyboard.storage.base import Store
+
+log = logging.getLogger(__name__)
 
 ADMIN_EMAIL = "admin@tinyboard.local"
 ROLE_ADMIN = "TENANT_ADMIN"
@@ -28,11 +35,58 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(user: User, password: str) -> bool:
+def password_matches(encoded: str, password: str) -> bool:
+    """Whether `password` hashes to `encoded` (argon2: slow on purpose)."""
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher.verify(encoded, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def unknown_user_hash() -> str:
+    """What an unknown e-mail's password is checked against, so that it costs the same argon2
+    work as a known one: a hash of a password nobody knows, with the parameters new passwords
+    get (made on first use)."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
+class Logins:
+    """The one e-mail and password check behind every login (REST and dashboard): the
+    failed-login limits first (`core.login_limits`), then argon2."""
+
+    def __init__(self, store: Store, limiter: LoginLimiter) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.password_checks = 0
+        """argon2 verifications run, known e-mail or not (for /metrics)."""
+        self.failed = 0
+        self.throttled = 0
+        self._lock = threading.Lock()  # password_checks is counted on worker threads
+
+    async def check(self, email: str, password: str, address: str) -> User | None:
+        """The user when the password is right, else None; raises `LoginThrottled` when
+        `address` must wait (then no password is checked)."""
+        try:
+            await self.limiter.attempt(email, address)
+        except LoginThrottled:
+            self.throttled += 1
+            raise
+        user = await self.store.user_by_email(email.strip())
+        if await asyncio.to_thread(self._verify, user, password):
+            await self.limiter.succeeded(email, address)
+            return user
+        self.failed += 1
+        log.info("failed login from %s", address)
+        return None
+
+    def _verify(self, user: User | None, password: str) -> bool:
+        """On a worker thread: the same argon2 work whether the e-mail is known or not."""
+        encoded = user.password_hash if user is not None else unknown_user_hash()
+        matches = password_matches(encoded, password)
+        with self._lock:
+            self.password_checks += 1
+        return matches and user is not None
 
 
 def check_email(email: str) -> str:

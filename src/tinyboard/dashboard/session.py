@@ -16,8 +16,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 
 from tinyboard.core.models import User
-from tinyboard.storage.base import Store
-from tinyboard.web.tokens import AuthError, Claims, TokenService, password_mark
+from tinyboard.web.tokens import AuthError, Claims, TokenService
 
 COOKIE = "tinyboard_session"
 SESSION_SECONDS = 7 * 24 * 3600
@@ -29,7 +28,6 @@ HOME_PATH = "/ui/devices"
 @dataclass(slots=True)
 class Sessions:
     tokens: TokenService
-    store: Store
     _tickets: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def ticket_for(self, user: User) -> str:
@@ -38,7 +36,7 @@ class Sessions:
         for stale in [t for t, (expiry, _) in self._tickets.items() if expiry < now]:
             del self._tickets[stale]
         ticket = secrets.token_urlsafe(32)
-        token = self.tokens.encode(user, "session", SESSION_SECONDS, mark=True)
+        token = self.tokens.encode(user, "session", SESSION_SECONDS)
         self._tickets[ticket] = (now + TICKET_SECONDS, token)
         return ticket
 
@@ -59,18 +57,14 @@ class Sessions:
 
     async def user(self, request: Request) -> Claims | None:
         """The signed-in user, if the cookie is valid, the user still exists and has not
-        changed password since."""
+        changed password since (the same check as REST tokens: `TokenService.check`)."""
         token = request.cookies.get(COOKIE)
         if not token:
             return None
         try:
-            claims = self.tokens.verify(token, kind="session")
+            return await self.tokens.check(token, kind="session")
         except AuthError:
             return None
-        user = await self.store.user_by_email(claims.email)
-        if user is None or password_mark(user) != claims.password_mark:
-            return None
-        return claims
 
 
 def logout() -> RedirectResponse:

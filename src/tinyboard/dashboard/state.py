@@ -8,7 +8,6 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from tinyboard.dashboard.session import HOME_PATH, LOGIN_PATH, Sessions, logout
-from tinyboard.web.auth import LoginLimiter
 from tinyboard.web.context import WebContext
 from tinyboard.web.export import csv_export
 from tinyboard.web.rest import MAX_TS
@@ -22,8 +21,6 @@ class Dashboard:
     sessions: Sessions
     ports: dict[str, int]
     """Listening ports by setting name, for the connection snippets."""
-    login_limiter: LoginLimiter
-    """The REST API's: failed logins count together, whichever door they knock on."""
 
 
 _current: Dashboard | None = None
@@ -41,8 +38,8 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int]) -> None:
     global _current  # noqa: PLW0603 - NiceGUI itself is one per process
     if _current is not None:
         raise RuntimeError("this process already serves a dashboard (NiceGUI allows one)")
-    sessions = Sessions(ctx.tokens, ctx.store)
-    _current = Dashboard(ctx, sessions, ports, app.state.login_limiter)
+    sessions = Sessions(ctx.tokens)
+    _current = Dashboard(ctx, sessions, ports)
 
     @app.get(MOUNT + "/session", include_in_schema=False)
     async def session(

@@ -115,6 +115,9 @@ class Store(Protocol):
     async def set_password_hash(self, email: str, password_hash: str) -> None:
         """Replace a user's password hash; raises `NotFoundError`."""
 
+    async def delete_user(self, email: str) -> None:
+        """Remove a user (case-insensitive e-mail); raises `NotFoundError`."""
+
     async def settings(self) -> dict[str, str]:
         """Every stored setting (for `tinyboard copy`)."""
 

@@ -556,6 +556,11 @@ class PostgresStore:
         if status == "UPDATE 0":
             raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
 
+    async def delete_user(self, email: str) -> None:
+        status = await self._execute("DELETE FROM users WHERE lower(email) = lower($1)", email)
+        if status == "DELETE 0":
+            raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
+
     async def settings(self) -> dict[str, str]:
         return {r[0]: r[1] for r in await self._fetch("SELECT name, value FROM setting")}
 

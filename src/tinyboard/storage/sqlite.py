@@ -594,6 +594,14 @@ class SQLiteStore:
         if cur.rowcount == 0:
             raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
 
+    async def delete_user(self, email: str) -> None:
+        await self._write_op(self._delete_user, email)
+
+    def _delete_user(self, email: str) -> None:
+        cur = self._conn().execute("DELETE FROM users WHERE email = ?", (email,))
+        if cur.rowcount == 0:
+            raise NotFoundError(f"no user with e-mail {email} (see `tinyboard user list`)")
+
     async def settings(self) -> dict[str, str]:
         return await self._read_op(self._settings)
 

@@ -22,7 +22,7 @@ from tinyboard.core.attributes import AttributeService, parse_attribute_request
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
-from tinyboard.core.limits import DeviceLimits
+from tinyboard.core.limits import DeviceLimits, OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
@@ -331,12 +331,12 @@ class MQTTProtocol(StreamProtocol):
         limits = self._server.limits
         try:
             if not limits.allow(device.key, self._last_seen):
-                raise RateLimited
+                raise OverLimit
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
             self._payload_refused(packet, Reason.PAYLOAD_FORMAT_INVALID, str(exc))
             return
-        except RateLimited:
+        except OverLimit:
             self._rate_limited()
             return
         self._ack(packet)
@@ -383,7 +383,7 @@ class MQTTProtocol(StreamProtocol):
         server = self._server
         readings = telemetry_from_json(parse_json(payload), device.key, server.clocks)
         if not server.limits.allow_telemetry(device.key, len(readings), self._last_seen):
-            raise RateLimited
+            raise OverLimit
         self._readings += readings
 
     def _client_attributes(self, device: Device, payload: bytes, _: int) -> None:
@@ -595,10 +595,6 @@ def _outcome_seen(delivered: asyncio.Future[None]) -> None:
     """A reply nobody waits for: look at its outcome so asyncio does not log it as lost."""
     if not delivered.cancelled():
         delivered.exception()
-
-
-class RateLimited(Exception):
-    """The device is over its rate limit (core/limits.py)."""
 
 
 _HANDLERS: dict[PacketType, Callable[[MQTTProtocol, Any], None]] = {

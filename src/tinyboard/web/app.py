@@ -27,7 +27,6 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)
     app.state.ctx = ctx
-    app.state.login_limiter = auth.LoginLimiter()
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
     for module in (auth, device_api, rest, alarms, ws, metrics):

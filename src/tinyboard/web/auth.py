@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from tinyboard.core.users import verify_password
-from tinyboard.web.errors import TooManyRequests
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError, Claims
-
-LOGIN_ATTEMPTS = 10
-LOGIN_WINDOW = 60.0
 
 
 class LoginRequest(BaseModel):
@@ -39,41 +31,6 @@ class CurrentUser(BaseModel):
     authority: str
 
 
-class LoginLimiter:
-    """At most LOGIN_ATTEMPTS failed logins per client address per LOGIN_WINDOW seconds."""
-
-    def __init__(self, attempts: int = LOGIN_ATTEMPTS, window: float = LOGIN_WINDOW) -> None:
-        self.attempts = attempts
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-
-    def check(self, who: str) -> None:
-        failures = self._failures.get(who)
-        if failures is None:
-            return
-        now = time.monotonic()
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[who]
-        elif len(failures) >= self.attempts:
-            wait = int(self.window - (now - failures[0])) + 1
-            raise TooManyRequests(f"too many failed logins; try again in {wait} s")
-
-    def attempt(self, who: str) -> None:
-        """Count an attempt as failed before its password is checked, so attempts made while
-        others are being checked (the hash takes ~0.1 s) cannot slip past the limit; raises
-        `TooManyRequests` when the limit is reached."""
-        self.check(who)
-        self._failures.setdefault(who, deque()).append(time.monotonic())
-
-    def succeeded(self, who: str) -> None:
-        """The attempt was right after all: take back what `attempt` counted."""
-        failures = self._failures.get(who)
-        if failures:
-            failures.pop()
-
-
 def bearer(request: Request) -> str:
     """The JWT from `X-Authorization: Bearer ...` (ThingsBoard) or `Authorization: Bearer`."""
     for header in ("x-authorization", "authorization"):
@@ -84,10 +41,17 @@ def bearer(request: Request) -> str:
     raise AuthError("authentication required: send X-Authorization: Bearer <JWT>")
 
 
-def current_user(request: Request) -> Claims:
-    """Dependency of every protected route."""
-    claims: Claims = request.app.state.ctx.tokens.verify(bearer(request))
+async def current_user(request: Request) -> Claims:
+    """Dependency of every protected route: a valid access token of a user who has not
+    changed password since it was issued."""
+    claims: Claims = await request.app.state.ctx.tokens.check(bearer(request))
     return claims
+
+
+def peer(request: Request) -> str:
+    """The client's address as the server was given it (a trusted proxy's forwarded one, or
+    the socket's): what failed logins are counted against."""
+    return request.client.host if request.client else "?"
 
 
 User = Annotated[Claims, Depends(current_user)]
@@ -97,28 +61,21 @@ router = APIRouter(tags=["auth"], responses=errors(400, 401, 429))
 
 @router.post("/api/auth/login", response_model=TokenPair)
 async def login(body: LoginRequest, request: Request) -> dict[str, str]:
-    """Exchange e-mail and password for a JWT (2.5 h) and a refresh token (1 week)."""
+    """Exchange e-mail and password for a JWT (2.5 h) and a refresh token (1 week); 429
+    while failed logins of this account from this address (or of this address) must wait."""
     ctx = request.app.state.ctx
-    limiter: LoginLimiter = request.app.state.login_limiter
-    who = request.client.host if request.client else "?"
-    limiter.attempt(who)
-    user = await ctx.store.user_by_email(body.username.strip())
-    valid = user is not None and await asyncio.to_thread(verify_password, user, body.password)
-    if user is None or not valid:
+    user = await ctx.logins.check(body.username, body.password, peer(request))
+    if user is None:
         raise AuthError("invalid username or password")
-    limiter.succeeded(who)
     tokens: dict[str, str] = ctx.tokens.issue(user)
     return tokens
 
 
 @router.post("/api/auth/token", response_model=TokenPair)
 async def refresh(body: RefreshRequest, request: Request) -> dict[str, str]:
-    """A new token pair for a valid refresh token."""
+    """A new token pair for a valid refresh token (none after a password change)."""
     ctx = request.app.state.ctx
-    claims = ctx.tokens.verify(body.refreshToken, kind="refresh")
-    user = await ctx.store.user_by_email(claims.email)
-    if user is None:
-        raise AuthError("the user no longer exists")
+    user = await ctx.tokens.holder(ctx.tokens.verify(body.refreshToken, kind="refresh"))
     tokens: dict[str, str] = ctx.tokens.issue(user)
     return tokens
 

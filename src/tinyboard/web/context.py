@@ -14,6 +14,7 @@ from tinyboard.core.live import LiveHub
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
+from tinyboard.core.users import Logins
 from tinyboard.registry import Registry
 from tinyboard.storage.base import Store
 from tinyboard.web.tokens import TokenService
@@ -36,4 +37,7 @@ class WebContext:
     tokens: TokenService
     clocks: DeviceClocks
     limits: DeviceLimits
+    logins: Logins
     max_payload: int = 65536
+    metrics_token: str = ""
+    """`--metrics-token`: a bearer token for Prometheus (empty: only an admin's JWT)."""

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from tinyboard.core.attributes import parse_attribute_request
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
+from tinyboard.core.limits import OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
 from tinyboard.errors import RejectedDataError, StorageError, StoreFullError
 from tinyboard.web.context import WebContext
-from tinyboard.web.errors import PayloadTooLarge, TooManyRequests, error
+from tinyboard.web.errors import PayloadTooLarge, error
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
 
@@ -80,8 +81,8 @@ async def _device(request: Request, token: str) -> Device:
     return device
 
 
-def _over_limit(ctx: WebContext) -> TooManyRequests:
-    return TooManyRequests(
+def _over_limit(ctx: WebContext) -> OverLimit:
+    return OverLimit(
         f"this device is over its rate limit ({ctx.limits.describe()}); send it again later"
     )
 

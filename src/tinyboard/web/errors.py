@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from tinyboard.core.limits import OverLimit
+from tinyboard.core.login_limits import LoginThrottled
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
 from tinyboard.errors import ConflictError, NotFoundError, PayloadError, TinyboardError
 from tinyboard.web.tokens import AuthError
@@ -28,13 +30,7 @@ def error_body(status: int, message: str, code: int = GENERAL) -> dict[str, obje
 
 def error(status: int, message: str, code: int = GENERAL) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 429:
-        headers = {"Retry-After": "1"}
     return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
-
-
-class TooManyRequests(TinyboardError):
-    """Login attempts over the limit (HTTP 429)."""
 
 
 class PayloadTooLarge(TinyboardError):
@@ -43,7 +39,8 @@ class PayloadTooLarge(TinyboardError):
 
 _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (AuthError, 401, AUTHENTICATION),
-    (TooManyRequests, 429, TOO_MANY_REQUESTS),
+    (LoginThrottled, 429, TOO_MANY_REQUESTS),
+    (OverLimit, 429, TOO_MANY_REQUESTS),
     (PayloadTooLarge, 413, BAD_REQUEST),
     (NotFoundError, 404, ITEM_NOT_FOUND),
     (ConflictError, 409, BAD_REQUEST),
@@ -61,7 +58,10 @@ def install(app: FastAPI) -> None:
     async def tinyboard_error(_: Request, exc: Exception) -> JSONResponse:
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
-                return error(status, str(exc), code)
+                response = error(status, str(exc), code)
+                if retry_after := getattr(exc, "retry_after", None):
+                    response.headers["Retry-After"] = str(retry_after)
+                return response
         return error(400, str(exc), BAD_REQUEST)  # pragma: no cover - TinyboardError is last
 
     @app.exception_handler(RequestValidationError)

@@ -2,10 +2,15 @@
 
 Strategy: nothing is counted per message for metrics' sake. The collector reads the
 counters the server keeps anyway (client registry, pipeline stats) when it is scraped.
+
+Access: the page names webhook targets and shows traffic, so it needs a bearer token: the
+`--metrics-token` (what Prometheus' `authorization: credentials:` sends) or an admin's JWT.
+Webhook URLs appear redacted (`webhooks.redact_url`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
@@ -13,7 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tinyboard.core.users import ROLE_ADMIN
+from tinyboard.web.auth import bearer
 from tinyboard.web.context import WebContext
+from tinyboard.web.models import errors
+from tinyboard.web.tokens import AuthError
 
 router = APIRouter(tags=["metrics"])
 
@@ -65,6 +74,25 @@ class TinyboardCollector(Collector):
             self.ctx.live.subscriber_count(),
         )
         yield from self._alarms()
+        yield from self._logins()
+
+    def _logins(self) -> Iterator[Metric]:
+        logins = self.ctx.logins
+        yield CounterMetricFamily(
+            "tinyboard_password_checks",
+            "Password hashes verified at login (unknown e-mails too)",
+            logins.password_checks,
+        )
+        yield CounterMetricFamily(
+            "tinyboard_logins_failed",
+            "Logins refused for a wrong e-mail or password",
+            logins.failed,
+        )
+        yield CounterMetricFamily(
+            "tinyboard_logins_throttled",
+            "Logins refused by the failed-login limits",
+            logins.throttled,
+        )
 
     def _alarms(self) -> Iterator[Metric]:
         alarms = self.ctx.alarms.stats
@@ -108,7 +136,34 @@ def registry_for(ctx: WebContext) -> CollectorRegistry:
     return registry
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=errors(401))
 async def metrics(request: Request) -> Response:
-    """Counters in Prometheus' text format (no login needed, as scrapers expect)."""
+    """Counters in Prometheus' text format, for `Authorization: Bearer <--metrics-token>` or
+    an admin's JWT."""
+    await _may_scrape(request)
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _may_scrape(request: Request) -> None:
+    ctx: WebContext = request.app.state.ctx
+    try:
+        token = bearer(request)
+    except AuthError:
+        raise AuthError(_how_to_scrape(ctx)) from None
+    if ctx.metrics_token and secrets.compare_digest(token.encode(), ctx.metrics_token.encode()):
+        return
+    try:
+        claims = await ctx.tokens.check(token)
+    except AuthError as exc:
+        raise AuthError(f"{exc}; {_how_to_scrape(ctx)}") from None
+    if claims.role != ROLE_ADMIN:
+        raise AuthError(f"only an admin may read /metrics; {_how_to_scrape(ctx)}")
+
+
+def _how_to_scrape(ctx: WebContext) -> str:
+    if ctx.metrics_token:
+        return "/metrics needs Authorization: Bearer <the --metrics-token> or an admin's JWT"
+    return (
+        "/metrics needs an admin's JWT (Authorization: Bearer <JWT from POST /api/auth/login>);"
+        " for Prometheus, start the server with --metrics-token and send that token"
+    )

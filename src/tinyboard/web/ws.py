@@ -227,7 +227,7 @@ async def _drop_slow(session: Session) -> None:
 async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
     ctx: WebContext = websocket.app.state.ctx
     try:
-        ctx.tokens.verify(token)
+        await ctx.tokens.check(token)
     except AuthError as exc:
         await websocket.close(code=POLICY_VIOLATION, reason=str(exc)[:120])
         return

@@ -1,19 +1,18 @@
-"""The login page: the users of the REST API, with the same failed-login limit."""
+"""The login page: the users of the REST API, checked by the same `Logins` (one limit)."""
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from tinyboard.core.users import verify_password
 from tinyboard.dashboard.pages.frame import TZ_SCRIPT, notify_error, signed_in
 from tinyboard.dashboard.session import LOGIN_PATH, local_path
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.errors import TinyboardError
+from tinyboard.web.auth import peer
 
 
 @ui.page(LOGIN_PATH[len(MOUNT) :], title="Log in · tinyboard")
@@ -21,20 +20,14 @@ async def login_page(request: Request, next: str = "") -> RedirectResponse | Non
     if await signed_in(request) is not None:
         return RedirectResponse(local_path(next or MOUNT + "/devices"), status_code=303)
     ui.add_head_html(TZ_SCRIPT)
-    who = request.client.host if request.client else "?"
+    who = peer(request)
 
     async def attempt() -> None:
         dash = current()
-        limiter = dash.login_limiter
         try:
-            limiter.attempt(who)
-            user = await dash.ctx.store.user_by_email(email.value.strip())
-            valid = user is not None and await asyncio.to_thread(
-                verify_password, user, password.value
-            )
-            if user is None or not valid:
+            user = await dash.ctx.logins.check(email.value, password.value, who)
+            if user is None:
                 raise TinyboardError("wrong e-mail or password")
-            limiter.succeeded(who)
         except TinyboardError as exc:
             notify_error(exc)
             return
