@@ -3,6 +3,8 @@ send garbage or stop reading (issue 13, point 14 and the WebSocket half of point
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import queue
 import threading
@@ -125,3 +127,37 @@ def test_rpc_to_an_absent_or_silent_device(
     finally:
         listener.disconnect()
         listener.loop_stop()
+
+
+# -- attribute pushes to a vanished device ---------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs transports/mqtt.py (another engineer's file) to hand push_attributes' "
+    "delivery future back to the caller; core/attributes.py already consumes it",
+)
+def test_unacknowledged_attribute_pushes_leave_no_unretrieved_futures(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    device = server.add_device("vanishing")
+    silent = SilentDevice(server, device, "v1/devices/me/attributes")
+
+    async def push_many() -> None:
+        push = server.server.attributes.update_shared
+        await asyncio.gather(*(push(device, {"n": i}) for i in range(2000)))
+
+    server.call(push_many())
+    _wait_for(lambda: silent.messages.qsize() >= 2000, "the device did not get 2,000 pushes")
+    silent.drop()
+    _wait_for(
+        lambda: not server.on_loop(lambda: server.server.hub.is_connected(device.id)),
+        "the server did not notice the device left",
+    )
+    server.on_loop(gc.collect)  # unretrieved futures are reported when collected
+    gc.collect()
+    server.call(asyncio.sleep(0.1))  # let the loop run what collection scheduled
+    never = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert not never, f"{len(never)} x {never[0].getMessage()[:200]}"
+    assert sum(r.name == "asyncio" for r in caplog.records) == 0
+    noisy = [r for r in caplog.records if r.levelno > logging.DEBUG and "vanishing" in str(r)]
+    assert not noisy
