@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from tinyboard.core.models import AttributeRow, Device, Scope, Value
@@ -11,6 +14,8 @@ from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import PayloadError
 from tinyboard.storage.base import Store
+
+log = logging.getLogger(__name__)
 
 Keys = Sequence[str] | None
 """Attribute keys to read; None means every key of that scope."""
@@ -40,6 +45,19 @@ def _keys(raw: object) -> list[str]:
     raise PayloadError("clientKeys and sharedKeys are comma-separated strings")
 
 
+def _consume(delivery: asyncio.Future[None] | None, device: Device) -> None:
+    """Pushes are fire-and-forget (the value is stored; a device that reconnects asks for
+    it), so a device that leaves before acknowledging one is normal: one debug line, never
+    an unretrieved future's error."""
+    if delivery is not None:
+        delivery.add_done_callback(partial(_delivered, device.name))
+
+
+def _delivered(device_name: str, delivery: asyncio.Future[None]) -> None:
+    if not delivery.cancelled() and (exc := delivery.exception()) is not None:
+        log.debug("shared attributes not delivered to %s: %s", device_name, exc)
+
+
 class AttributeService:
     def __init__(self, store: Store, pipeline: Pipeline, hub: SessionHub) -> None:
         self.store = store
@@ -53,7 +71,7 @@ class AttributeService:
         await self.pipeline.commit([], rows)
         for session in self.hub.for_device(device.id):
             if session.wants_attributes:
-                session.push_attributes(values)
+                _consume(session.push_attributes(values), device)
 
     async def update_server(self, device: Device, values: dict[str, Value]) -> None:
         """Store server attributes (never sent to the device)."""

@@ -31,6 +31,10 @@ class LiveHub:
             if not subscribers:
                 del self._by_device[device_key]
 
+    def subscribers(self, device_key: int) -> tuple[Subscriber, ...]:
+        """Who follows a device now (to look at their state, e.g. what waits to be sent)."""
+        return tuple(self._by_device.get(device_key, ()))
+
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._by_device.values())
 

@@ -49,7 +49,8 @@ class RpcService:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Any:
         """Send `method(params)` to a device; return its response (two-way) or None (one-way,
-        once delivered). Raises `DeviceOffline` or `RpcTimeout`."""
+        once delivered). Raises `DeviceOffline` (also when the device drops out while the
+        request is on its way) or `RpcTimeout`."""
         sessions = [s for s in self.hub.for_device(device_id) if s.wants_rpc]
         if not sessions:
             raise DeviceOffline(
@@ -67,6 +68,11 @@ class RpcService:
         except TimeoutError:
             raise RpcTimeout(
                 f"device {device_id} did not answer {method!r} within {timeout:g} s"
+            ) from None
+        except ConnectionError:  # the session ended between our look-up and its delivery
+            raise DeviceOffline(
+                f"device {device_id} disconnected before it took {method!r}; "
+                "try again once it is connected"
             ) from None
         finally:
             self._pending.pop(key, None)

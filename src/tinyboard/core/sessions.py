@@ -6,6 +6,7 @@ attribute services find a device's sessions here without knowing which transport
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -21,8 +22,10 @@ class DeviceSession(Protocol):
     def wants_rpc(self) -> bool:
         """The device subscribed to server-side RPC requests."""
 
-    def push_attributes(self, values: dict[str, Value]) -> None:
-        """Send a shared-attribute update (ThingsBoard: `{"key": value, ...}`)."""
+    def push_attributes(self, values: dict[str, Value]) -> asyncio.Future[None] | None:
+        """Send a shared-attribute update (ThingsBoard: `{"key": value, ...}`). May return a
+        future that completes when the device has it (QoS 1: its PUBACK) or fails when it
+        leaves first; the caller consumes it, so no failure goes unretrieved."""
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> Awaitable[None]:
         """Send an RPC request; the awaitable completes when the device has it."""

@@ -45,7 +45,9 @@ _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (NotFoundError, 404, ITEM_NOT_FOUND),
     (ConflictError, 409, BAD_REQUEST),
     (PayloadError, 400, BAD_REQUEST),
-    (DeviceOffline, 409, GENERAL),
+    # ThingsBoard's RpcV2Controller: 504 for NO_ACTIVE_CONNECTION and for TIMEOUT alike
+    # (the deprecated /api/plugins/rpc routes map them themselves, see web/rest.py).
+    (DeviceOffline, 504, GENERAL),
     (RpcTimeout, 504, GENERAL),
     (TinyboardError, 400, BAD_REQUEST),
 )

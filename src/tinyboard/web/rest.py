@@ -14,9 +14,11 @@ from fastapi.responses import StreamingResponse
 
 from tinyboard.core.ingest import attributes_from_json
 from tinyboard.core.models import AGGREGATIONS, Aggregation, Device, Scope
+from tinyboard.core.rpc import DeviceOffline, RpcTimeout
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
+from tinyboard.web.errors import error
 from tinyboard.web.export import csv_export
 from tinyboard.web.models import (
     AttributeOut,
@@ -258,26 +260,50 @@ async def save_attributes(
 
 
 # -- RPC -----------------------------------------------------------------------------------
-@router.post("/api/rpc/oneway/{device_id}", responses=errors(504), response_class=Response)
-@router.post("/api/plugins/rpc/oneway/{device_id}", include_in_schema=False)
-async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> Response:
-    """Send a command; 200 once the device has it. 409 if it is not connected to receive RPC,
-    504 if it did not take the command in time."""
+# As ThingsBoard: /api/rpc (RpcV2Controller) answers 504 when the device is not connected and
+# when it does not answer in time (web/errors.py maps both); the deprecated /api/plugins/rpc
+# (RpcV1Controller) answers 409 and 408. Both with a JSON error body.
+async def _rpc(request: Request, device_id: str, body: RpcIn, *, oneway: bool) -> Any:
     device = await _device(request, device_id)
-    await _ctx(request).rpc.call(
-        device.id, body.method, body.params, oneway=True, timeout=body.timeout / 1000
+    return await _ctx(request).rpc.call(
+        device.id, body.method, body.params, oneway=oneway, timeout=body.timeout / 1000
     )
+
+
+async def _rpc_v1(request: Request, device_id: str, body: RpcIn, *, oneway: bool) -> Any:
+    try:
+        return await _rpc(request, device_id, body, oneway=oneway)
+    except DeviceOffline as exc:
+        return error(409, str(exc))
+    except RpcTimeout as exc:
+        return error(408, str(exc))
+
+
+@router.post("/api/rpc/oneway/{device_id}", responses=errors(504), response_class=Response)
+async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> Response:
+    """Send a command; 200 once the device has it. 504 if it is not connected to receive RPC
+    or did not take the command in time."""
+    await _rpc(request, device_id, body, oneway=True)
     return Response(status_code=200)
 
 
 @router.post("/api/rpc/twoway/{device_id}", responses=errors(504))
-@router.post("/api/plugins/rpc/twoway/{device_id}", include_in_schema=False)
 async def rpc_twoway(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
-    """Send a command and return the device's answer; 409 not connected, 504 timeout."""
-    device = await _device(request, device_id)
-    return await _ctx(request).rpc.call(
-        device.id, body.method, body.params, timeout=body.timeout / 1000
-    )
+    """Send a command and return the device's answer; 504 not connected or no answer in time."""
+    return await _rpc(request, device_id, body, oneway=False)
+
+
+@router.post("/api/plugins/rpc/oneway/{device_id}", include_in_schema=False)
+async def rpc_oneway_v1(device_id: str, body: RpcIn, request: Request, _: User) -> Response:
+    """ThingsBoard's deprecated path: 409 not connected, 408 timeout."""
+    answer = await _rpc_v1(request, device_id, body, oneway=True)
+    return answer if isinstance(answer, Response) else Response(status_code=200)
+
+
+@router.post("/api/plugins/rpc/twoway/{device_id}", include_in_schema=False)
+async def rpc_twoway_v1(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
+    """ThingsBoard's deprecated path: 409 not connected, 408 timeout."""
+    return await _rpc_v1(request, device_id, body, oneway=False)
 
 
 # -- the client registry -------------------------------------------------------------------

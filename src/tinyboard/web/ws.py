@@ -4,11 +4,12 @@ Connect to `/api/ws/plugins/telemetry?token=JWT` and send
 `{"tsSubCmds": [...], "historyCmds": [...], "attrSubCmds": [...]}`. Each subscription
 answers with its current data, then with every committed change:
 `{"subscriptionId": n, "errorCode": 0, "errorMsg": null, "data": {"key": [[ts, "value"]]}}`.
+A command that cannot be read (see `ws_commands`) gets ThingsBoard's error reply instead.
 
 Strategy: the pipeline's after-commit listener (LiveHub) calls `deliver` on the event loop;
-`deliver` only formats and queues. One sender task per connection drains the queue; if a
-client falls `QUEUE_LIMIT` messages behind it is disconnected, so a slow browser never
-slows ingestion.
+`deliver` only formats and queues. One sender task per connection writes the queue out; a
+client that lets `MAX_PENDING_BYTES` (or `QUEUE_LIMIT` updates) pile up is disconnected, so
+a browser that stops reading costs bounded memory and never slows ingestion.
 """
 
 from __future__ import annotations
@@ -17,35 +18,65 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
-from tinyboard.core.models import AGGREGATIONS, AttributeRow, Device, Reading, Scope
-from tinyboard.errors import TinyboardError
+from tinyboard.core.models import AttributeRow, Device, Reading, Scope
+from tinyboard.errors import NotFoundError, StorageError, TinyboardError
 from tinyboard.web.context import WebContext
 from tinyboard.web.models import as_text
-from tinyboard.web.rest import SCOPE_OF
 from tinyboard.web.tokens import AuthError
+from tinyboard.web.ws_commands import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    AttrSubscribe,
+    BadCommand,
+    Command,
+    HistoryRequest,
+    Refused,
+    TsSubscribe,
+    Unsubscribe,
+    Window,
+    parse_message,
+)
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1000
+"""Updates that may wait for one client (ThingsBoard's max_queue_per_ws_session)."""
+MAX_PENDING_BYTES = 4 * 1024 * 1024
+"""Bytes of updates that may wait behind the one being written to a client. A live
+dashboard stays far below (it reads as fast as the server writes); a client that stops
+reading is dropped once this much has piled up, so it holds at most this plus one answer
+and the socket's write buffer."""
+MAX_SUBSCRIPTIONS = 1000
+"""Subscriptions one connection may hold. Each costs memory and work on every commit of its
+device; a dashboard uses tens, so more means a runaway client (ThingsBoard caps these per
+tenant and user)."""
 CLOSE_WAIT = 10.0
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
-HISTORY_LIMIT = 100
 router = APIRouter()
 
-
-def _update(cmd_id: int, data: dict[str, list[list[Any]]]) -> bytes:
-    return orjson.dumps({"subscriptionId": cmd_id, "errorCode": 0, "errorMsg": None, "data": data})
+Data = dict[str, list[list[Any]]]
 
 
-def _failure(cmd_id: int, message: str) -> bytes:
-    return orjson.dumps({"subscriptionId": cmd_id, "errorCode": 2, "errorMsg": message, "data": {}})
+def _update(cmd_id: int, data: Data) -> bytes:
+    return orjson.dumps(
+        {"subscriptionId": cmd_id, "errorCode": NO_ERROR, "errorMsg": None, "data": data}
+    )
+
+
+def _failure(cmd_id: int, code: int, message: str) -> bytes:
+    return orjson.dumps(
+        {"subscriptionId": cmd_id, "errorCode": code, "errorMsg": message, "data": {}}
+    )
 
 
 @dataclass(eq=False)
@@ -59,7 +90,7 @@ class Subscription:
     attributes: Scope | None = None  # None: telemetry
 
     def deliver(self, readings: list[Reading], rows: list[AttributeRow]) -> None:
-        data: dict[str, list[list[Any]]] = {}
+        data: Data = {}
         keys = self.keys
         if self.attributes is None:
             for _, key, ts, value in readings:
@@ -74,153 +105,191 @@ class Subscription:
 
 
 class Session:
-    """One WebSocket connection and its subscriptions."""
+    """One WebSocket connection: its subscriptions and the updates waiting to be written."""
 
     def __init__(self, websocket: WebSocket, ctx: WebContext) -> None:
         self.websocket = websocket
         self.ctx = ctx
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_LIMIT)
+        self.pending: deque[bytes] = deque()
+        """Updates waiting behind the one the sender is writing."""
+        self.pending_bytes = 0
         self.subscriptions: dict[int, Subscription] = {}
         self.too_slow = asyncio.Event()
+        self._ready = asyncio.Event()
 
     def send(self, message: bytes) -> None:
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        """Queue a message; past the limits, flag the client as too slow instead."""
+        if self.too_slow.is_set():
+            return
+        if self.pending and (
+            len(self.pending) >= QUEUE_LIMIT
+            or self.pending_bytes + len(message) > MAX_PENDING_BYTES
+        ):
             self.too_slow.set()
+            return
+        self.pending.append(message)
+        self.pending_bytes += len(message)
+        self._ready.set()
 
     async def sender(self) -> None:
         while True:
-            message = await self.queue.get()
+            while not self.pending:
+                self._ready.clear()
+                await self._ready.wait()
+            message = self.pending.popleft()
+            self.pending_bytes -= len(message)
             await self.websocket.send_text(message.decode())
 
-    async def handle(self, raw: str) -> None:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.send(_failure(0, "commands must be JSON"))
-            return
-        if not isinstance(doc, dict):
-            self.send(_failure(0, 'send {"tsSubCmds": [...], "historyCmds": [...]}'))
-            return
-        for name, handler in (
-            ("tsSubCmds", self._ts_sub),
-            ("historyCmds", self._history),
-            ("attrSubCmds", self._attr_sub),
-        ):
-            for cmd in doc.get(name) or []:
-                cmd_id = cmd.get("cmdId", 0) if isinstance(cmd, dict) else 0
-                try:
-                    if not isinstance(cmd, dict) or not isinstance(cmd_id, int):
-                        raise TinyboardError("each command is an object with an integer cmdId")
-                    await handler(cmd_id, cmd)
-                except TinyboardError as exc:
-                    self.send(_failure(cmd_id, str(exc)))
+    async def handle(self, message: Mapping[str, Any]) -> None:
+        """Answer every command of one message, in order."""
+        for command in parse_message(message, _now_ms()):
+            if isinstance(command, Refused):
+                self.send(_failure(command.cmd_id, BAD_REQUEST, command.reason))
+                continue
+            try:
+                await _HANDLERS[type(command)](self, command)
+            except TinyboardError as exc:
+                self.send(_failure(command.cmd_id, _error_code(exc), str(exc)))
 
-    async def _device(self, cmd: dict[str, Any]) -> Device:
-        if cmd.get("entityType", "DEVICE") != "DEVICE":
-            raise TinyboardError("only entityType DEVICE is supported")
-        return await self.ctx.store.get_device(str(cmd.get("entityId", "")))
+    def _subscribe(
+        self, cmd_id: int, device: Device, keys: frozenset[str] | None, scope: Scope | None
+    ) -> None:
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise BadCommand(
+                f"a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions: unsubscribe "
+                "some or open another connection"
+            )
+        sub = Subscription(self, cmd_id, device, keys, attributes=scope)
+        self.subscriptions[cmd_id] = sub
+        self.ctx.live.subscribe(device.key, sub)
 
     def _unsubscribe(self, cmd_id: int) -> None:
         old = self.subscriptions.pop(cmd_id, None)
         if old is not None:
             self.ctx.live.unsubscribe(old.device.key, old)
 
-    async def _ts_sub(self, cmd_id: int, cmd: dict[str, Any]) -> None:
-        self._unsubscribe(cmd_id)
-        if cmd.get("unsubscribe"):
-            return
-        device = await self._device(cmd)
-        keys = _keys(cmd.get("keys"))
-        sub = Subscription(self, cmd_id, device, keys)
-        self.subscriptions[cmd_id] = sub
-        self.ctx.live.subscribe(device.key, sub)
-        if cmd.get("startTs") or cmd.get("timeWindow"):
-            now = _now_ms()
-            start = int(cmd.get("startTs") or now - int(cmd["timeWindow"]))
-            data = await self._history_data(device, keys, start, now + 1, cmd)
-        else:
-            latest = await self.ctx.store.latest(device.key, sorted(keys) if keys else None)
-            data = {k: [[ts, as_text(v)]] for k, (ts, v) in latest.items()}
+    async def _answer(self, cmd_id: int, query: Awaitable[Data]) -> None:
+        """Send a new subscription's first data; a failed query ends the subscription."""
+        try:
+            data = await query
+        except BaseException:
+            self._unsubscribe(cmd_id)
+            raise
         self.send(_update(cmd_id, data))
 
-    async def _history(self, cmd_id: int, cmd: dict[str, Any]) -> None:
-        device = await self._device(cmd)
-        start, end = int(cmd.get("startTs", 0)), int(cmd.get("endTs", _now_ms() + 1))
-        data = await self._history_data(device, _keys(cmd.get("keys")), start, end, cmd)
-        self.send(_update(cmd_id, data))
+    async def _on_unsubscribe(self, cmd: Unsubscribe) -> None:
+        self._unsubscribe(cmd.cmd_id)
+
+    async def _on_ts_subscribe(self, cmd: TsSubscribe) -> None:
+        self._unsubscribe(cmd.cmd_id)
+        device = await self.ctx.store.get_device(cmd.entity_id)
+        self._subscribe(cmd.cmd_id, device, cmd.keys, None)
+        if cmd.window is None:
+            await self._answer(cmd.cmd_id, self._latest(device, cmd.keys))
+        else:
+            await self._answer(cmd.cmd_id, self._history_data(device, cmd.keys, cmd.window))
+
+    async def _on_history(self, cmd: HistoryRequest) -> None:
+        device = await self.ctx.store.get_device(cmd.entity_id)
+        self.send(_update(cmd.cmd_id, await self._history_data(device, cmd.keys, cmd.window)))
+
+    async def _on_attr_subscribe(self, cmd: AttrSubscribe) -> None:
+        self._unsubscribe(cmd.cmd_id)
+        device = await self.ctx.store.get_device(cmd.entity_id)
+        self._subscribe(cmd.cmd_id, device, cmd.keys, cmd.scope)
+        await self._answer(cmd.cmd_id, self._attributes(device, cmd.keys, cmd.scope))
+
+    async def _latest(self, device: Device, keys: frozenset[str] | None) -> Data:
+        latest = await self.ctx.store.latest(device.key, sorted(keys) if keys else None)
+        return {k: [[ts, as_text(v)]] for k, (ts, v) in latest.items()}
+
+    async def _attributes(self, device: Device, keys: frozenset[str] | None, scope: Scope) -> Data:
+        values = await self.ctx.store.attributes(device.key, scope, sorted(keys) if keys else None)
+        return {k: [[ts, as_text(v)]] for k, (ts, v) in values.items()}
 
     async def _history_data(
-        self, device: Device, keys: frozenset[str] | None, start: int, end: int, cmd: dict[str, Any]
-    ) -> dict[str, list[list[Any]]]:
+        self, device: Device, keys: frozenset[str] | None, window: Window
+    ) -> Data:
         store = self.ctx.store
-        agg = str(cmd.get("agg") or "NONE")
-        if agg not in AGGREGATIONS:
-            raise TinyboardError(f"agg must be one of {', '.join(AGGREGATIONS)}")
-        interval = int(cmd.get("interval") or 0)
-        if agg != "NONE" and interval <= 0:
-            raise TinyboardError("an aggregation needs interval > 0")
-        limit = int(cmd.get("limit") or HISTORY_LIMIT)
-        data: dict[str, list[list[Any]]] = {}
+        data: Data = {}
         for key in sorted(keys) if keys else await store.ts_keys(device.key):
             points = await store.aggregate(
                 device.key,
                 key,
-                start_ts=start,
-                end_ts=end,
-                interval=interval,
-                agg=agg,
-                limit=limit,
+                start_ts=window.start,
+                end_ts=window.end,
+                interval=window.interval,
+                agg=window.agg,
+                limit=window.limit,
                 descending=False,
             )
             if points:
                 data[key] = [[ts, as_text(v)] for ts, v in points]
         return data
 
-    async def _attr_sub(self, cmd_id: int, cmd: dict[str, Any]) -> None:
-        self._unsubscribe(cmd_id)
-        if cmd.get("unsubscribe"):
-            return
-        device = await self._device(cmd)
-        scope = SCOPE_OF.get(str(cmd.get("scope") or "CLIENT_SCOPE"))
-        if scope is None:
-            raise TinyboardError("scope must be CLIENT_SCOPE, SHARED_SCOPE or SERVER_SCOPE")
-        keys = _keys(cmd.get("keys"))
-        sub = Subscription(self, cmd_id, device, keys, attributes=scope)
-        self.subscriptions[cmd_id] = sub
-        self.ctx.live.subscribe(device.key, sub)
-        values = await self.ctx.store.attributes(device.key, scope, sorted(keys) if keys else None)
-        self.send(_update(cmd_id, {k: [[ts, as_text(v)]] for k, (ts, v) in values.items()}))
-
     def close(self) -> None:
+        """End every subscription and free what was waiting to be sent."""
         for cmd_id in list(self.subscriptions):
             self._unsubscribe(cmd_id)
+        self.pending.clear()
+        self.pending_bytes = 0
 
 
-def _keys(raw: object) -> frozenset[str] | None:
-    if not raw:
-        return None
-    if isinstance(raw, str):
-        return frozenset(k.strip() for k in raw.split(",") if k.strip())
-    if isinstance(raw, list):
-        return frozenset(str(k) for k in raw)
-    raise TinyboardError("keys is a comma-separated string")
+_HANDLERS: dict[type[Command], Callable[[Session, Any], Awaitable[None]]] = {
+    Unsubscribe: Session._on_unsubscribe,
+    TsSubscribe: Session._on_ts_subscribe,
+    HistoryRequest: Session._on_history,
+    AttrSubscribe: Session._on_attr_subscribe,
+}
+
+
+def _error_code(exc: TinyboardError) -> int:
+    """A missing device is the client's mistake; a failing store is ours."""
+    if isinstance(exc, StorageError) and not isinstance(exc, NotFoundError):
+        log.error("WebSocket command failed in the store: %s", exc)
+        return INTERNAL_ERROR
+    return BAD_REQUEST
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def _drop_slow(session: Session) -> None:
+async def _drop_slow(session: Session, sender: asyncio.Task[None]) -> None:
     """Stop feeding a client that fell behind, then close it once its socket drains (the
     close frame queues behind what it has not read yet)."""
-    log.info("WebSocket client too slow; disconnecting it")
+    websocket = session.websocket
+    log.warning(
+        "WebSocket client %s stopped reading: %d updates (%d bytes) waiting, over the limit "
+        "of %d updates or %d bytes; disconnecting it (close code %d)",
+        websocket.client,
+        len(session.pending),
+        session.pending_bytes,
+        QUEUE_LIMIT,
+        MAX_PENDING_BYTES,
+        TRY_AGAIN_LATER,
+    )
+    sender.cancel()
     session.close()
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(
-            session.websocket.close(code=TRY_AGAIN_LATER, reason="too slow"), CLOSE_WAIT
-        )
+        await asyncio.wait_for(websocket.close(code=TRY_AGAIN_LATER, reason="too slow"), CLOSE_WAIT)
+
+
+async def _serve(session: Session, sender: asyncio.Task[None], slow: asyncio.Task[bool]) -> None:
+    """Handle messages until the client leaves, the sender fails or the client is too slow."""
+    websocket = session.websocket
+    while True:
+        receive = asyncio.create_task(websocket.receive())
+        done, _ = await asyncio.wait({receive, slow, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if receive not in done:
+            receive.cancel()
+            if slow in done:
+                await _drop_slow(session, sender)
+            return
+        message = receive.result()
+        if message["type"] == "websocket.disconnect":
+            return
+        await session.handle(message)
 
 
 @router.websocket("/api/ws/plugins/telemetry")
@@ -236,19 +305,7 @@ async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
     sender = asyncio.create_task(session.sender())
     slow = asyncio.create_task(session.too_slow.wait())
     try:
-        while True:
-            receive = asyncio.create_task(websocket.receive_text())
-            done, _ = await asyncio.wait(
-                {receive, slow, sender}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if receive not in done:
-                receive.cancel()
-                if slow in done:
-                    await _drop_slow(session)
-                break
-            await session.handle(receive.result())
-    except WebSocketDisconnect:
-        pass
+        await _serve(session, sender, slow)
     finally:
         session.close()
         for task in (sender, slow):
