@@ -136,11 +136,6 @@ def test_rpc_to_an_absent_or_silent_device(
 
 
 # -- attribute pushes to a vanished device ---------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs transports/mqtt.py (another engineer's file) to hand push_attributes' "
-    "delivery future back to the caller; core/attributes.py already consumes it",
-)
 def test_unacknowledged_attribute_pushes_leave_no_unretrieved_futures(
     server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -490,9 +490,9 @@ class MQTTProtocol(StreamProtocol):
     def wants_rpc(self) -> bool:
         return tb.Feed.RPC_REQUESTS in self._feeds
 
-    def push_attributes(self, values: dict[str, Value]) -> None:
+    def push_attributes(self, values: dict[str, Value]) -> asyncio.Future[None]:
         qos = self._feeds.get(tb.Feed.ATTRIBUTE_UPDATES, 0)
-        self.publish(tb.ATTRIBUTES, values, qos=qos)
+        return self.publish(tb.ATTRIBUTES, values, qos=qos)
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> asyncio.Future[None]:
         qos = self._feeds.get(tb.Feed.RPC_REQUESTS, 0)
