@@ -15,6 +15,7 @@ import orjson
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, STORE_SETTINGS, Setting, config_from
 from tinyboard.errors import TinyboardError
+from tinyboard.redact import hide_password
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -223,7 +224,7 @@ def migrate(**options: Any) -> None:
         return store.applied, store.schema_version
 
     applied, version = run_async(_with_store(options, run))
-    url = config_from(options).store_url()
+    url = hide_password(config_from(options).store_url())
     if applied:
         click.echo(f"applied migrations {', '.join(map(str, applied))} to {url}")
     click.echo(f"schema version {version}: up to date")

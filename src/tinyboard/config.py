@@ -14,6 +14,7 @@ from typing import Literal
 
 from tinyboard.core.limits import DeviceLimits, RateLimit
 from tinyboard.errors import ConfigError
+from tinyboard.redact import redact_url
 
 SyncMode = Literal["full", "normal"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -87,7 +88,10 @@ class Config:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
         for url in urls:
             if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"--alarm-webhook {url!r}: give an http:// or https:// URL")
+                shown = redact_url(url) if "://" in url else url.rpartition("@")[2]
+                raise ConfigError(
+                    f"--alarm-webhook {shown.partition('?')[0]!r}: give an http:// or https:// URL"
+                )
         return urls
 
     def device_limits(self) -> DeviceLimits:

@@ -37,6 +37,7 @@ from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
 from tinyboard.core.users import Logins, ensure_admin
 from tinyboard.errors import PortInUseError, TinyboardError
+from tinyboard.redact import hide_password
 from tinyboard.registry import Registry
 from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
@@ -106,6 +107,7 @@ class Server:
         self.hub = SessionHub()
         self.rpc = RpcService(self.hub)
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
+        self.logins = Logins(self.store, MemoryLoginLimiter(login_policy(config)))
         self.clocks = DeviceClocks(config.max_clock_lead)
         self.limits = config.device_limits()
         self.line = LineServer(
@@ -227,7 +229,7 @@ class Server:
             tokens=await TokenService.from_store(self.store),
             clocks=self.clocks,
             limits=self.limits,
-            logins=Logins(self.store, MemoryLoginLimiter(login_policy(self.config))),
+            logins=self.logins,
             max_payload=self.config.max_packet,
             metrics_token=self.config.metrics_token,
         )
@@ -276,7 +278,7 @@ class Server:
         lines = [
             f"tinyboard {__version__} ready: line protocol on {bind}:{ports['line_port']}"
             f", MQTT on {bind}:{ports['mqtt_port']}, HTTP on {bind}:{ports['http_port']}"
-            f", store {self.config.store_url()}"
+            f", store {hide_password(self.config.store_url())}"
         ]
         host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
         lines.append(f"REST API and its docs: http://{host}:{ports['http_port']}/docs")

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from tinyboard import __version__
 from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import Alarm
+from tinyboard.redact import redact_url
 
 if TYPE_CHECKING:
     import httpx
@@ -40,16 +41,6 @@ FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 GIVE_UP_AFTER = 16
 """Attempts per notification (~10 minutes of retries) before it is dropped as failed."""
-
-
-def redact_url(url: str) -> str:
-    """`scheme://host[:port]/path`, with `***` where userinfo or a query was: both often
-    carry credentials."""
-    parts = urlsplit(url)
-    _, at, host = parts.netloc.rpartition("@")
-    userinfo = "***@" if at else ""
-    query = "?***" if parts.query else ""
-    return f"{parts.scheme}://{userinfo}{host}{parts.path}{query}"
 
 
 def shown_urls(urls: list[str]) -> list[str]:

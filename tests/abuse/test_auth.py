@@ -22,10 +22,11 @@ from playwright.sync_api import expect, sync_playwright
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.conftest import IN_CI
 from tests.helpers import ServeProcess, ServerThread, tinyboard
 from tests.test_dashboard import CHROMIUM, CHROMIUM_FLAGS
 from tinyboard.core.login_limits import LoginPolicy, LoginThrottled, MemoryLoginLimiter
-from tinyboard.core.users import ROLE_ADMIN, hash_password
+from tinyboard.core.users import MAX_HASHING, ROLE_ADMIN, hash_password
 
 SCRAPE = "scrape-token-for-prometheus-0123"
 NEW_PASSWORD = "a-new-long-password"
@@ -299,6 +300,8 @@ async def login_async(client: httpx.AsyncClient, email: str) -> httpx.Response:
 def test_the_dashboard_login_shares_the_rest_limit(tmp_path: Path) -> None:
     """One `Logins` for both doors: a failure over REST makes the dashboard wait too."""
     if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail("Chromium is missing at /usr/bin/chromium; .ci/run installs it")
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
     served = ServeProcess(tmp_path / "data", "--login-tries", "1", "--login-delay", "60")
     try:
@@ -405,6 +408,21 @@ def test_a_rotating_forwarded_for_header_does_not_reset_the_address_budget(
             for i in range(8)
         ]
     assert codes == [401] * 5 + [429] * 3
+
+
+def test_a_login_flood_hashes_at_most_two_passwords_at_once(tmp_path: Path) -> None:
+    """argon2 takes 64 MiB a check: 30 logins at once (distinct accounts, so no limit stops
+    them) wait in line, not all in memory together."""
+    with serving(tmp_path) as server:
+
+        async def flood() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+                emails = [f"user{i}@example.org" for i in range(30)]
+                answers = await asyncio.gather(*(login_async(client, e) for e in emails))
+            return [a.status_code for a in answers]
+
+        assert asyncio.run(flood()) == [401] * 30
+        assert 1 <= server.on_loop(lambda: server.server.logins.most_hashing) <= MAX_HASHING
 
 
 def test_unknown_and_known_emails_cost_the_same(tmp_path: Path) -> None:

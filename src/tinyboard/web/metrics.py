@@ -5,7 +5,7 @@ counters the server keeps anyway (client registry, pipeline stats) when it is sc
 
 Access: the page names webhook targets and shows traffic, so it needs a bearer token: the
 `--metrics-token` (what Prometheus' `authorization: credentials:` sends) or an admin's JWT.
-Webhook URLs appear redacted (`webhooks.redact_url`).
+Webhook URLs appear redacted (`redact.redact_url`).
 """
 
 from __future__ import annotations
