@@ -51,9 +51,17 @@ def values(server: ServerThread, device: Device, key: str = "v") -> list[Any]:
     return [value for _, value in rows]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every test here runs on SQLite (the default) and on a fresh PostgreSQL schema."""
+    if request.param == "postgres":
+        return {"store": request.getfixturevalue("postgres_url")()}
+    return {}
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Any:
-    running = ServerThread(tmp_path / "data", **UNLIMITED).start()
+def server(tmp_path: Path, store: dict[str, str]) -> Any:
+    running = ServerThread(tmp_path / "data", **UNLIMITED, **store).start()
     try:
         yield running
     finally:
@@ -118,15 +126,17 @@ def test_server_time_stays_within_the_lead_of_the_real_clock(server: ServerThrea
     assert len(values(server, device)) == N
 
 
-def test_a_restart_right_after_a_fast_sender_overwrites_nothing(tmp_path: Path) -> None:
+def test_a_restart_right_after_a_fast_sender_overwrites_nothing(
+    tmp_path: Path, store: dict[str, str]
+) -> None:
     data = tmp_path / "data"
-    first = ServerThread(data, **UNLIMITED).start()
+    first = ServerThread(data, **UNLIMITED, **store).start()
     try:
         device = first.add_device("restart")
         blast(first.mqtt_port, device.token, 0, N, "before")
     finally:
         first.stop()
-    second = ServerThread(data, **UNLIMITED).start()
+    second = ServerThread(data, **UNLIMITED, **store).start()
     try:
         blast(second.mqtt_port, device.token, N, N, "after")
         assert sorted(values(second, device)) == list(range(2 * N))
