@@ -69,8 +69,11 @@ def test_a_restarted_process_never_reuses_a_stamp_of_the_previous_one() -> None:
         used.add(before.stamp(1))
     wall.advance(1)  # the new process starts a moment later
     after = wall.make(1000)
+    after.resume({1: max(used), 2: wall.ms + 10**9})  # what the store holds
     fresh = {after.stamp(1) for _ in range(2000)}
     assert not used & fresh
+    assert after.stamp(2) == wall.ms  # a device stamp far ahead is not followed
+    assert after.stamp(3) == wall.ms  # a device with nothing stored starts at now
 
 
 def test_a_device_stamp_near_now_moves_the_clock_past_it() -> None:

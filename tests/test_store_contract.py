@@ -99,6 +99,14 @@ async def test_latest_is_the_newest_not_the_last_written(store: Store) -> None:
     assert await store.latest(d.key) == {"t": (5000, 5)}
 
 
+async def test_newest_stamps_are_per_device_and_from_a_time_on(store: Store) -> None:
+    a, b, c = [await store.create_device(name) for name in ("a", "b", "c")]
+    await store.write([(a.key, "t", 5000, 1), (a.key, "h", 7000, 2), (b.key, "t", 6000, 3)], [])
+    await store.write([(c.key, "t", 1000, 4), (a.key, "t", 2000, 5)], [])  # older, sent late
+    assert await store.newest_stamps(5500) == {a.key: 7000, b.key: 6000}
+    assert await store.newest_stamps(0) == {a.key: 7000, b.key: 6000, c.key: 1000}
+
+
 async def test_history_range_order_and_limit(store: Store) -> None:
     d = await store.create_device("hist")
     other = await store.create_device("other")

@@ -161,6 +161,7 @@ class Server:
                 None, importlib.import_module, "tinyboard.dashboard.pages"
             )
         await self.store.open()
+        self.clocks.resume(await self.store.newest_stamps(self.clocks.tick()))
         await self.alarms.start()
         self.webhooks.start()
         self.pipeline.start()

@@ -379,17 +379,22 @@ def failed_logins(server: ServerThread, forwarded_for: list[str]) -> list[int]:
     return codes
 
 
+TRIES = 5
+"""Failed logins of one account from one address before its next attempts wait
+(--login-tries, core/login_limits.py)."""
+
+
 def test_x_forwarded_for_is_ignored_by_default(server: ServerThread) -> None:
-    rotating = [f"203.0.113.{i}" for i in range(11)]
-    assert failed_logins(server, rotating) == [401] * 10 + [429]
+    rotating = [f"203.0.113.{i}" for i in range(TRIES + 1)]
+    assert failed_logins(server, rotating) == [401] * TRIES + [429]  # one address: 127.0.0.1
 
 
 def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path) -> None:
     proxied = ServerThread(tmp_path / "data", trusted_proxies="127.0.0.0/8").start()
     try:
-        rotating = [f"203.0.113.{i}" for i in range(11)]
-        assert failed_logins(proxied, rotating) == [401] * 11  # 11 different clients
-        assert failed_logins(proxied, ["198.51.100.7"] * 11) == [401] * 10 + [429]
+        rotating = [f"203.0.113.{i}" for i in range(TRIES + 1)]
+        assert failed_logins(proxied, rotating) == [401] * (TRIES + 1)  # different clients
+        assert failed_logins(proxied, ["198.51.100.7"] * (TRIES + 1)) == [401] * TRIES + [429]
     finally:
         proxied.stop()
 

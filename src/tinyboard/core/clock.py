@@ -10,10 +10,10 @@ the server stamps must never replace another, so:
 - a stamp never runs more than `max_lead_ms` ahead of the wall clock. A device sending
   faster than one unstamped message per millisecond is held back (`wait_ms` says for how
   long; the transports stop reading it meanwhile) instead of being stamped into the future;
-- after a restart the first stamps start at the process's start time plus `max_lead_ms`:
-  the previous process never stamped beyond its own wall clock plus that lead, so the new
-  one cannot hand out a stamp the old one used (as long as the wall clock does not step
-  back across the restart by more than that);
+- after a restart each device's clock resumes past its newest stored reading when that one
+  is later than now (`resume`, fed by the store at start-up): a stamp the previous process
+  handed out ahead of real time, and acknowledged, is in the store, so it is never reused.
+  The others start at the wall clock: no stamp runs ahead without a reason;
 - a device-stamped reading close to now (at most `max_lead_ms` ahead) moves the device's
   clock past it, so a later server stamp does not land on it;
 - with several nodes (issue 17), node `i` of `n` hands out only stamps with
@@ -35,7 +35,7 @@ def wall_ms() -> int:
 class DeviceClocks:
     """Strictly increasing server time, per device, bounded ahead of the wall clock."""
 
-    __slots__ = ("_last", "_node", "_nodes", "_now", "floor", "max_lead_ms", "now_ms")
+    __slots__ = ("_last", "_node", "_nodes", "_now", "max_lead_ms", "now_ms")
 
     def __init__(
         self,
@@ -57,8 +57,15 @@ class DeviceClocks:
         self.now_ms = now()
         """The wall clock as of the last `tick`: one clock read per network read, not one
         per message (a stale value only makes stamps later and waits longer, never equal)."""
-        self.floor = self.now_ms + max_lead_ms
-        """No stamp of this process is below it (see the module docstring)."""
+
+    def resume(self, newest: dict[int, int]) -> None:
+        """Start past what the store holds: `newest` is the ts of each device's newest
+        stored reading (those at or after now are enough: `Store.newest_stamps(now)`). One
+        further ahead than the lead bound was stamped by the device and is not followed."""
+        limit = self.tick() + self.max_lead_ms
+        for device, ts in newest.items():
+            if ts <= limit and ts > self._last.get(device, -1):
+                self._last[device] = ts
 
     def tick(self) -> int:
         """Read the wall clock; transports call it once per network read or request."""
@@ -67,7 +74,7 @@ class DeviceClocks:
 
     def stamp(self, device: int) -> int:
         """The next server timestamp for `device` (call `wait_ms` first to stay in bounds)."""
-        candidate = max(self.now_ms, self._last.get(device, self.floor - 1) + 1)
+        candidate = max(self.now_ms, self._last.get(device, -1) + 1)
         nodes = self._nodes
         if nodes > 1:
             candidate += (self._node - candidate) % nodes
@@ -85,8 +92,7 @@ class DeviceClocks:
 
     def saw(self, device: int, ts: int) -> None:
         """A device stamped a reading `ts` itself: keep later server stamps off it."""
-        last = self._last.get(device, self.floor - 1)
-        if last < ts <= self.now_ms + self.max_lead_ms:
+        if self._last.get(device, -1) < ts <= self.now_ms + self.max_lead_ms:
             self._last[device] = ts
 
     def forget(self, device: int) -> None:

@@ -65,6 +65,10 @@ class Store(Protocol):
     async def latest(self, device: int, keys: Sequence[str] | None = None) -> dict[str, TsValue]:
         """The newest value of each (or the given) telemetry key of a device."""
 
+    async def newest_stamps(self, since_ms: int) -> dict[int, int]:
+        """The `ts` of each device's newest reading, for the devices that have one at or
+        after `since_ms` (a restarted server's clocks start past them: core/clock.py)."""
+
     async def history(
         self,
         device: int,

@@ -427,6 +427,12 @@ class PostgresStore:
             if wanted is None or r[0] in wanted
         }
 
+    async def newest_stamps(self, since_ms: int) -> dict[int, int]:
+        rows = await self._fetch(
+            "SELECT device, MAX(ts) FROM ts_latest WHERE ts >= $1 GROUP BY device", since_ms
+        )
+        return {r[0]: r[1] for r in rows}
+
     async def history(
         self,
         device: int,

@@ -380,6 +380,15 @@ class SQLiteStore:
     async def latest(self, device: int, keys: Sequence[str] | None = None) -> dict[str, TsValue]:
         return await self._read_op(self._latest, device, keys)
 
+    async def newest_stamps(self, since_ms: int) -> dict[int, int]:
+        return await self._read_op(self._newest_stamps, since_ms)
+
+    def _newest_stamps(self, since_ms: int) -> dict[int, int]:
+        rows = self._conn().execute(
+            "SELECT device, MAX(ts) FROM ts_latest WHERE ts >= ? GROUP BY device", (since_ms,)
+        )
+        return dict(rows.fetchall())
+
     def _latest(self, device: int, keys: Sequence[str] | None) -> dict[str, TsValue]:
         rows = self._conn().execute(
             "SELECT k.key, l.ts, l.kind, l.v FROM ts_latest l JOIN ts_key k ON k.id = l.key "
