@@ -61,6 +61,28 @@ def test_the_lead_is_bounded_and_wait_says_for_how_long() -> None:
     assert clocks.stamp(1) == max(stamps) + 1
 
 
+@given(st.integers(1, 3), st.integers(0, 200), st.integers(0, 400), st.integers(0, 400))
+def test_room_never_promises_a_stamp_past_the_bound(
+    nodes: int, extra: int, burst: int, later: int
+) -> None:
+    lead = nodes + extra
+    wall = Wall(1_000_000)
+    clocks = wall.make(lead, nodes=nodes)
+    for _ in range(burst):  # an earlier burst, perhaps as far ahead as allowed
+        if clocks.wait_ms(1):
+            break
+        clocks.stamp(1)
+    wall.advance(later)
+    room = clocks.room(1)
+    taken = 0
+    while not clocks.wait_ms(1):
+        assert clocks.stamp(1) <= wall.ms + lead
+        taken += 1
+    assert room <= taken
+    if nodes == 1:
+        assert room == taken
+
+
 def test_a_restarted_process_never_reuses_a_stamp_of_the_previous_one() -> None:
     wall = Wall(5_000_000)
     before = wall.make(1000)
@@ -104,3 +126,5 @@ def test_bad_settings_are_refused() -> None:
         DeviceClocks(0)
     with pytest.raises(ValueError, match="not one of"):
         DeviceClocks(10, node=2, nodes=2)
+    with pytest.raises(ValueError, match="number of nodes"):
+        DeviceClocks(2, node=0, nodes=3)

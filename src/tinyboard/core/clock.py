@@ -49,6 +49,8 @@ class DeviceClocks:
             raise ValueError("max_lead_ms must be at least 1 ms")
         if not 0 <= node < nodes:
             raise ValueError(f"node {node} is not one of {nodes} nodes")
+        if max_lead_ms < nodes:
+            raise ValueError(f"max_lead_ms must be at least the number of nodes ({nodes})")
         self.max_lead_ms = max_lead_ms
         self._node = node
         self._nodes = nodes
@@ -89,6 +91,12 @@ class DeviceClocks:
             return 0
         ahead = last + self._nodes - self.now_ms - self.max_lead_ms
         return ahead if ahead > 0 else 0
+
+    def room(self, device: int) -> int:
+        """How many more stamps `device` may take now without passing the lead bound (the
+        transports count down from it instead of asking before every message)."""
+        last = max(self._last.get(device, -1), self.now_ms - 1)
+        return max(0, (self.now_ms + self.max_lead_ms - last) // self._nodes)
 
     def saw(self, device: int, ts: int) -> None:
         """A device stamped a reading `ts` itself: keep later server stamps off it."""

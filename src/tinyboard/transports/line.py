@@ -81,15 +81,18 @@ class LineProtocol(StreamProtocol):
         self._eof = False
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
+        self._heard = False
+        """Data arrived since the last sweep (the sweep keeps the time: no clock read per read)."""
         self._partial_since = 0.0
-        """When the unfinished line in `_buf` (or a too-long one being skipped) began; 0: none."""
+        """The sweep that first saw the unfinished line in `_buf` (or a too-long one being
+        skipped); 0: none."""
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         client = self._client
         assert client is not None
         client.bytes_in += len(data)
-        self._last_seen = now = self._loop.time()
+        self._heard = True
         if self._done:
             return
         if self._skipping:
@@ -108,10 +111,8 @@ class LineProtocol(StreamProtocol):
             self._skipping = True
             rest = b""
         self._buf = rest
-        if not (rest or self._skipping):
+        if lines:  # the unfinished line is finished; a new one's clock starts at the sweep
             self._partial_since = 0.0
-        elif lines or not self._partial_since:
-            self._partial_since = now
         client.messages_in += len(lines)
         self._feed(lines)
 
@@ -135,8 +136,10 @@ class LineProtocol(StreamProtocol):
         server = self._server
         max_line = server.max_line
         device = self._device
-        server.clocks.tick()
-        now = self._last_seen
+        now = 0.0
+        if device is not None:
+            now = self._loop.time()
+            server.clocks.tick()
         replies: list[str] = []
         readings: list[Reading] = []
         for line in pending:
@@ -265,8 +268,17 @@ class LineProtocol(StreamProtocol):
     # -- deadlines (one sweep of the server, not a timer per connection) -----------------
     def check_alive(self, now: float) -> None:
         server = self._server
-        if self._done or self._blocked or self._out:
-            return  # waiting on us, not on the client
+        if self._done:
+            return
+        waiting_on_us = bool(self._blocked or self._out)
+        if self._heard or waiting_on_us:
+            self._heard, self._last_seen = False, now
+        if waiting_on_us or not (self._buf or self._skipping):
+            self._partial_since = 0.0
+        elif not self._partial_since:
+            self._partial_since = now
+        if waiting_on_us:
+            return
         if self._partial_since and now - self._partial_since > server.packet_timeout:
             why = f"a line stayed unfinished for {server.packet_timeout:g} s"
         elif server.idle_timeout and now - self._last_seen > server.idle_timeout:
