@@ -65,24 +65,60 @@ class _Buckets:
         self.tokens = [capacity for capacity, _ in limit.buckets]
         self.last = now
 
-    def take(self, limit: RateLimit, n: int, now: float) -> bool:
-        """Refill every bucket for the time passed, then take `n` from each if all have it
-        (written for speed: it runs for every message)."""
+    def credit(self, limit: RateLimit, now: float) -> int:
+        """Refill every bucket for the time passed; how many tokens all of them have."""
         elapsed = now - self.last
         if elapsed < 0:
             elapsed = 0.0
         self.last = now
-        ok = True
-        levels = []
-        for tokens, (capacity, rate) in zip(self.tokens, limit.buckets, strict=True):
-            level = tokens + elapsed * rate
-            if level > capacity:  # noqa: PLR1730 - min() is a call, this runs per message
-                level = capacity
-            if level < n:
-                ok = False
-            levels.append(level)
-        self.tokens = [level - n for level in levels] if ok else levels
-        return ok
+        levels = [
+            min(capacity, tokens + elapsed * rate)
+            for tokens, (capacity, rate) in zip(self.tokens, limit.buckets, strict=True)
+        ]
+        self.tokens = levels
+        return int(min(levels))
+
+    def spend(self, n: int) -> None:
+        self.tokens = [tokens - n for tokens in self.tokens]
+
+
+UNLIMITED = 1 << 62
+
+
+@dataclass(slots=True)
+class Quota:
+    """What one device may still send at one instant (one network read): counted down per
+    message with integer arithmetic only, then spent on the buckets at once
+    (`DeviceLimits.spend`). Exact: every message of a read arrives at the same time."""
+
+    messages: int
+    telemetry: int
+    datapoints: int
+    used: list[int]
+    """Messages, telemetry messages and data points taken so far."""
+
+    def message(self) -> bool:
+        """Take one message; False: over the limit."""
+        if self.used[0] >= self.messages:
+            return False
+        self.used[0] += 1
+        return True
+
+    def telemetry_message(self, datapoints: int) -> bool:
+        """Take one telemetry message of `datapoints` values (after `message`). As in
+        ThingsBoard's buckets, a message refused for its values still counts as one."""
+        used = self.used
+        if used[1] >= self.telemetry:
+            return False
+        used[1] += 1
+        if used[2] + datapoints > self.datapoints:
+            return False
+        used[2] += datapoints
+        return True
+
+
+NO_QUOTA = Quota(0, 0, 0, [0, 0, 0])
+"""Nothing may be sent (outside a transport's read, or before a connection is a device)."""
 
 
 class DeviceLimits:
@@ -103,17 +139,37 @@ class DeviceLimits:
         self._state: tuple[dict[int, _Buckets], ...] = ({}, {}, {})
         """Buckets per device, for messages, telemetry and data points."""
 
+    def quota(self, device: int, now: float) -> Quota:
+        """What `device` may send at `now` (monotonic seconds, e.g. the loop's time); pass
+        it to `spend` before anything else can send for the device (no await between)."""
+        limits = (self.messages, self.telemetry, self.datapoints)
+        credits = [
+            UNLIMITED if limit is None else _buckets(state, limit, device, now).credit(limit, now)
+            for state, limit in zip(self._state, limits, strict=True)
+        ]
+        return Quota(credits[0], credits[1], credits[2], [0, 0, 0])
+
+    def spend(self, device: int, quota: Quota) -> None:
+        """Take what a quota handed out from the device's buckets."""
+        for state, used in zip(self._state, quota.used, strict=True):
+            if used:
+                buckets = state.get(device)
+                if buckets is not None:
+                    buckets.spend(used)
+
     def allow(self, device: int, now: float) -> bool:
-        """Count one message of `device` at `now` (monotonic seconds, e.g. the loop's time);
-        False: over the limit, refuse it."""
-        return self.messages is None or _take(self._state[0], self.messages, device, 1, now)
+        """Count one message of `device` at `now`; False: over the limit, refuse it."""
+        quota = self.quota(device, now)
+        ok = quota.message()
+        self.spend(device, quota)
+        return ok
 
     def allow_telemetry(self, device: int, datapoints: int, now: float) -> bool:
         """Count one telemetry message with `datapoints` values (after `allow`)."""
-        state = self._state
-        if self.telemetry is not None and not _take(state[1], self.telemetry, device, 1, now):
-            return False
-        return self.datapoints is None or _take(state[2], self.datapoints, device, datapoints, now)
+        quota = self.quota(device, now)
+        ok = quota.telemetry_message(datapoints)
+        self.spend(device, quota)
+        return ok
 
     def forget(self, device: int) -> None:
         for buckets in self._state:
@@ -145,11 +201,11 @@ class DeviceLimits:
         }
 
 
-def _take(state: dict[int, _Buckets], limit: RateLimit, device: int, n: int, now: float) -> bool:
+def _buckets(state: dict[int, _Buckets], limit: RateLimit, device: int, now: float) -> _Buckets:
     buckets = state.get(device)
     if buckets is None:
         buckets = state[device] = _Buckets(limit, now)
-    return buckets.take(limit, n, now)
+    return buckets
 
 
 def _text(limit: RateLimit | None) -> str | None:

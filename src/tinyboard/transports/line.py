@@ -20,7 +20,7 @@ from functools import partial
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.ingest import parse_line
-from tinyboard.core.limits import DeviceLimits
+from tinyboard.core.limits import NO_QUOTA, DeviceLimits, Quota
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, StorageError, StoreFullError
@@ -132,14 +132,23 @@ class LineProtocol(StreamProtocol):
             self._process(iter(lines))
 
     def _process(self, pending: Iterator[bytes | None]) -> None:
-        """Answer lines in order until they run out or one must wait (token, full queue)."""
+        """Answer lines in order until they run out or one must wait (token, full queue);
+        a device's lines are counted against its rate limits as one read."""
+        device = self._device
+        if device is None:
+            self._answer(pending, None, NO_QUOTA)
+            return
+        server = self._server
+        server.clocks.tick()
+        quota = server.limits.quota(device.key, self._loop.time())
+        try:
+            self._answer(pending, device, quota)
+        finally:
+            server.limits.spend(device.key, quota)
+
+    def _answer(self, pending: Iterator[bytes | None], device: Device | None, quota: Quota) -> None:
         server = self._server
         max_line = server.max_line
-        device = self._device
-        now = 0.0
-        if device is not None:
-            now = self._loop.time()
-            server.clocks.tick()
         replies: list[str] = []
         readings: list[Reading] = []
         for line in pending:
@@ -165,7 +174,7 @@ class LineProtocol(StreamProtocol):
             if device is not None and (stripped := text.strip()):
                 if self._clock_ahead(device, replies, readings, [line], pending):
                     return
-                refusal = self._reading(device, stripped, readings, now)
+                refusal = self._reading(device, stripped, readings, quota)
                 if refusal:
                     replies.append(refusal)
                     continue
@@ -199,19 +208,16 @@ class LineProtocol(StreamProtocol):
             self._wait_for_space(rest)
         return True
 
-    def _reading(self, device: Device, text: str, readings: list[Reading], now: float) -> str:
+    def _reading(self, device: Device, text: str, readings: list[Reading], quota: Quota) -> str:
         """Add the line's readings to `readings`; or the ERROR reply that refuses them."""
         server = self._server
         try:
             parsed = parse_line(text, device.key, server.clocks)
         except PayloadError as exc:
             return f"ERROR {exc}; {READING_HELP}\n"
-        limits = server.limits
-        if not (
-            limits.allow(device.key, now) and limits.allow_telemetry(device.key, len(parsed), now)
-        ):
+        if not (quota.message() and quota.telemetry_message(len(parsed))):
             return (
-                f"ERROR too many readings: this device may send {limits.describe()}"
+                f"ERROR too many readings: this device may send {server.limits.describe()}"
                 "; send this one again later\n"
             )
         readings += parsed

@@ -22,7 +22,7 @@ from tinyboard.core.attributes import AttributeService, parse_attribute_request
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
-from tinyboard.core.limits import DeviceLimits, OverLimit
+from tinyboard.core.limits import NO_QUOTA, DeviceLimits, OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
@@ -125,6 +125,8 @@ class MQTTProtocol(StreamProtocol):
         self._holds: set[str] = set()
         """Why buffered packets wait unhandled ("connect", "clock", "reads", "replies")."""
         self._pending_reads = 0
+        self._quota = NO_QUOTA
+        """What the device may send in the read being handled (core/limits.py)."""
         self._connacked = False
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
@@ -169,16 +171,19 @@ class MQTTProtocol(StreamProtocol):
         client = self._client
         assert client is not None
         handled = False
-        clocks = self._server.clocks
-        clocks.tick()
+        server = self._server
+        server.clocks.tick()
         room = 0  # stamps this read may still take before the clock is looked at again
+        device = self.device
+        if device is not None:
+            self._quota = server.limits.quota(device.key, self._last_seen)
         try:
             while not (self._holds or self._done):
                 if self.device is not None:
                     if room <= 0:
                         if self._clock_ahead(self.device):
                             break
-                        room = clocks.room(self.device.key)
+                        room = server.clocks.room(self.device.key)
                     room -= 1  # any packet may take a stamp: count every one
                 event = conn.next_event()
                 if event is NEED_DATA:
@@ -193,6 +198,9 @@ class MQTTProtocol(StreamProtocol):
         except ProtocolError as exc:
             self._refuse(exc)
         finally:
+            if device is not None:
+                server.limits.spend(device.key, self._quota)
+                self._quota = NO_QUOTA
             self._submit()
 
     def _track_partial(self, handled: bool) -> None:
@@ -334,9 +342,8 @@ class MQTTProtocol(StreamProtocol):
             self._payload_refused(packet, Reason.TOPIC_NAME_INVALID, "unknown topic")
             return
         kind, request_id = target
-        limits = self._server.limits
         try:
-            if not limits.allow(device.key, self._last_seen):
+            if not self._quota.message():
                 raise OverLimit
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
@@ -388,7 +395,7 @@ class MQTTProtocol(StreamProtocol):
     def _telemetry(self, device: Device, payload: bytes, _: int) -> None:
         server = self._server
         readings = telemetry_from_json(parse_json(payload), device.key, server.clocks)
-        if not server.limits.allow_telemetry(device.key, len(readings), self._last_seen):
+        if not self._quota.telemetry_message(len(readings)):
             raise OverLimit
         self._readings += readings
 
