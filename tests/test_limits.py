@@ -68,3 +68,13 @@ def test_malformed_limits_are_refused_with_an_example(text: str) -> None:
 @pytest.mark.parametrize("text", ["", "off", "OFF", "none", "0"])
 def test_off_means_unlimited(text: str) -> None:
     assert RateLimit.parse(text) is None
+
+
+def test_a_quota_counts_one_read_and_owes_the_buckets_what_it_took() -> None:
+    device = limits("5:1")
+    expected = {0.0: [True] * 5 + [False], 0.5: [True, True, False], 1.0: [True] * 3 + [False]}
+    for now, answers in expected.items():  # 5 a second: 2.5 more by 0.5 s, 0.5 + 2.5 by 1 s
+        read = device.quota(1, now)
+        assert [read.message() for _ in answers] == answers
+        read.spend()
+    assert device.quota(2, 1.0).messages == 5  # another device has its own

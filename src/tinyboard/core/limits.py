@@ -59,27 +59,28 @@ class RateLimit:
 class _Buckets:
     """One device's token buckets for one limit."""
 
-    __slots__ = ("last", "tokens")
+    __slots__ = ("last", "owed", "tokens")
 
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.tokens = [capacity for capacity, _ in limit.buckets]
         self.last = now
+        self.owed = 0
+        """Tokens taken at `last` and not yet subtracted (`Quota`: an int add per read)."""
 
     def credit(self, limit: RateLimit, now: float) -> int:
-        """Refill every bucket for the time passed; how many tokens all of them have."""
+        """Subtract what was taken at `last`, refill every bucket for the time since; how
+        many tokens all of them have now."""
         elapsed = now - self.last
         if elapsed < 0:
             elapsed = 0.0
         self.last = now
+        owed, self.owed = self.owed, 0
         levels = [
-            min(capacity, tokens + elapsed * rate)
+            min(capacity, tokens - owed + elapsed * rate)
             for tokens, (capacity, rate) in zip(self.tokens, limit.buckets, strict=True)
         ]
         self.tokens = levels
         return int(min(levels))
-
-    def spend(self, n: int) -> None:
-        self.tokens = [tokens - n for tokens in self.tokens]
 
 
 UNLIMITED = 1 << 62
@@ -88,36 +89,49 @@ UNLIMITED = 1 << 62
 @dataclass(slots=True)
 class Quota:
     """What one device may still send at one instant (one network read): counted down per
-    message with integer arithmetic only, then spent on the buckets at once
-    (`DeviceLimits.spend`). Exact: every message of a read arrives at the same time."""
+    message with integer arithmetic only; `spend` then owes the buckets what was taken.
+    Exact: every message of a read arrives at the same time, the time of the credit."""
 
     messages: int
     telemetry: int
     datapoints: int
-    used: list[int]
-    """Messages, telemetry messages and data points taken so far."""
+    buckets: tuple[_Buckets | None, _Buckets | None, _Buckets | None] = (None, None, None)
+    used_messages: int = 0
+    used_telemetry: int = 0
+    used_datapoints: int = 0
 
     def message(self) -> bool:
         """Take one message; False: over the limit."""
-        if self.used[0] >= self.messages:
+        if self.used_messages >= self.messages:
             return False
-        self.used[0] += 1
+        self.used_messages += 1
         return True
 
     def telemetry_message(self, datapoints: int) -> bool:
         """Take one telemetry message of `datapoints` values (after `message`). As in
         ThingsBoard's buckets, a message refused for its values still counts as one."""
-        used = self.used
-        if used[1] >= self.telemetry:
+        if self.used_telemetry >= self.telemetry:
             return False
-        used[1] += 1
-        if used[2] + datapoints > self.datapoints:
+        self.used_telemetry += 1
+        if self.used_datapoints + datapoints > self.datapoints:
             return False
-        used[2] += datapoints
+        self.used_datapoints += datapoints
         return True
 
+    def spend(self) -> None:
+        """Owe the device's buckets what this quota handed out (call it before anything
+        else can send for the device: no await between `DeviceLimits.quota` and this)."""
+        messages, telemetry, datapoints = self.buckets
+        if messages is not None:
+            messages.owed += self.used_messages
+        if telemetry is not None:
+            telemetry.owed += self.used_telemetry
+        if datapoints is not None:
+            datapoints.owed += self.used_datapoints
+        self.used_messages = self.used_telemetry = self.used_datapoints = 0
 
-NO_QUOTA = Quota(0, 0, 0, [0, 0, 0])
+
+NO_QUOTA = Quota(0, 0, 0)
 """Nothing may be sent (outside a transport's read, or before a connection is a device)."""
 
 
@@ -140,35 +154,32 @@ class DeviceLimits:
         """Buckets per device, for messages, telemetry and data points."""
 
     def quota(self, device: int, now: float) -> Quota:
-        """What `device` may send at `now` (monotonic seconds, e.g. the loop's time); pass
-        it to `spend` before anything else can send for the device (no await between)."""
-        limits = (self.messages, self.telemetry, self.datapoints)
-        credits = [
-            UNLIMITED if limit is None else _buckets(state, limit, device, now).credit(limit, now)
-            for state, limit in zip(self._state, limits, strict=True)
-        ]
-        return Quota(credits[0], credits[1], credits[2], [0, 0, 0])
-
-    def spend(self, device: int, quota: Quota) -> None:
-        """Take what a quota handed out from the device's buckets."""
-        for state, used in zip(self._state, quota.used, strict=True):
-            if used:
-                buckets = state.get(device)
-                if buckets is not None:
-                    buckets.spend(used)
+        """What `device` may send at `now` (monotonic seconds, e.g. the loop's time); call
+        its `spend` when the read is handled."""
+        state = self._state
+        found: list[_Buckets | None] = [None, None, None]
+        credits = [UNLIMITED, UNLIMITED, UNLIMITED]
+        for i, limit in enumerate((self.messages, self.telemetry, self.datapoints)):
+            if limit is not None:
+                buckets = state[i].get(device)
+                if buckets is None:
+                    buckets = state[i][device] = _Buckets(limit, now)
+                found[i] = buckets
+                credits[i] = buckets.credit(limit, now)
+        return Quota(credits[0], credits[1], credits[2], (found[0], found[1], found[2]))
 
     def allow(self, device: int, now: float) -> bool:
         """Count one message of `device` at `now`; False: over the limit, refuse it."""
         quota = self.quota(device, now)
         ok = quota.message()
-        self.spend(device, quota)
+        quota.spend()
         return ok
 
     def allow_telemetry(self, device: int, datapoints: int, now: float) -> bool:
         """Count one telemetry message with `datapoints` values (after `allow`)."""
         quota = self.quota(device, now)
         ok = quota.telemetry_message(datapoints)
-        self.spend(device, quota)
+        quota.spend()
         return ok
 
     def forget(self, device: int) -> None:
@@ -199,13 +210,6 @@ class DeviceLimits:
                 "telemetryDataPoints": _text(self.datapoints),
             },
         }
-
-
-def _buckets(state: dict[int, _Buckets], limit: RateLimit, device: int, now: float) -> _Buckets:
-    buckets = state.get(device)
-    if buckets is None:
-        buckets = state[device] = _Buckets(limit, now)
-    return buckets
 
 
 def _text(limit: RateLimit | None) -> str | None:

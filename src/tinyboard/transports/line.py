@@ -144,7 +144,7 @@ class LineProtocol(StreamProtocol):
         try:
             self._answer(pending, device, quota)
         finally:
-            server.limits.spend(device.key, quota)
+            quota.spend()
 
     def _answer(self, pending: Iterator[bytes | None], device: Device | None, quota: Quota) -> None:
         server = self._server

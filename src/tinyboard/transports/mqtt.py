@@ -199,7 +199,7 @@ class MQTTProtocol(StreamProtocol):
             self._refuse(exc)
         finally:
             if device is not None:
-                server.limits.spend(device.key, self._quota)
+                self._quota.spend()
                 self._quota = NO_QUOTA
             self._submit()
 
