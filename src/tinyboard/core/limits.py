@@ -69,18 +69,22 @@ class _Buckets:
 
     def credit(self, limit: RateLimit, now: float) -> int:
         """Subtract what was taken at `last`, refill every bucket for the time since; how
-        many tokens all of them have now."""
+        many tokens all of them have now. (A plain loop: it runs once per network read.)"""
         elapsed = now - self.last
         if elapsed < 0:
             elapsed = 0.0
         self.last = now
         owed, self.owed = self.owed, 0
-        levels = [
-            min(capacity, tokens - owed + elapsed * rate)
-            for tokens, (capacity, rate) in zip(self.tokens, limit.buckets, strict=True)
-        ]
-        self.tokens = levels
-        return int(min(levels))
+        tokens = self.tokens
+        least = float(UNLIMITED)
+        for i, (capacity, rate) in enumerate(limit.buckets):
+            level = tokens[i] - owed + elapsed * rate
+            if level > capacity:  # noqa: PLR1730 - min() is a call
+                level = capacity
+            tokens[i] = level
+            if level < least:  # noqa: PLR1730
+                least = level
+        return int(least)
 
 
 UNLIMITED = 1 << 62
@@ -155,18 +159,20 @@ class DeviceLimits:
 
     def quota(self, device: int, now: float) -> Quota:
         """What `device` may send at `now` (monotonic seconds, e.g. the loop's time); call
-        its `spend` when the read is handled."""
+        its `spend` when the read is handled. Straight-line code: it runs once per read."""
         state = self._state
-        found: list[_Buckets | None] = [None, None, None]
-        credits = [UNLIMITED, UNLIMITED, UNLIMITED]
-        for i, limit in enumerate((self.messages, self.telemetry, self.datapoints)):
-            if limit is not None:
-                buckets = state[i].get(device)
-                if buckets is None:
-                    buckets = state[i][device] = _Buckets(limit, now)
-                found[i] = buckets
-                credits[i] = buckets.credit(limit, now)
-        return Quota(credits[0], credits[1], credits[2], (found[0], found[1], found[2]))
+        messages = telemetry = datapoints = UNLIMITED
+        m = t = d = None
+        if self.messages is not None:
+            m = state[0].get(device) or _new(state[0], device, self.messages, now)
+            messages = m.credit(self.messages, now)
+        if self.telemetry is not None:
+            t = state[1].get(device) or _new(state[1], device, self.telemetry, now)
+            telemetry = t.credit(self.telemetry, now)
+        if self.datapoints is not None:
+            d = state[2].get(device) or _new(state[2], device, self.datapoints, now)
+            datapoints = d.credit(self.datapoints, now)
+        return Quota(messages, telemetry, datapoints, (m, t, d))
 
     def allow(self, device: int, now: float) -> bool:
         """Count one message of `device` at `now`; False: over the limit, refuse it."""
@@ -210,6 +216,11 @@ class DeviceLimits:
                 "telemetryDataPoints": _text(self.datapoints),
             },
         }
+
+
+def _new(state: dict[int, _Buckets], device: int, limit: RateLimit, now: float) -> _Buckets:
+    buckets = state[device] = _Buckets(limit, now)
+    return buckets
 
 
 def _text(limit: RateLimit | None) -> str | None:
