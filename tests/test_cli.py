@@ -202,7 +202,7 @@ def test_help(args: list[str]) -> None:
 def test_graceful_shutdown_acknowledges_everything_it_read(tmp_path: Path) -> None:
     data = tmp_path / "data"
     token = tinyboard("device", "add", "drain", "--data-dir", str(data)).stdout.strip()
-    server = ServeProcess(data)
+    server = ServeProcess(data, "--device-rate-limit", "off")  # 20,000 readings at once
     with LineClient(server.line_port) as client:
         assert client.ask(f"TOKEN {token}") == "OK drain"
         client.send("".join(f"n={i}\n" for i in range(20_000)))
