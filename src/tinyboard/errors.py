@@ -44,6 +44,9 @@ class StoreFullError(StorageError):
     """The disk under the store is full: nothing is committed until space is freed. Not the
     sender's fault, and it passes by itself, so devices are told to send again later."""
 
+    retry_after = 30
+    """Seconds an HTTP client is told to wait (`Retry-After`)."""
+
 
 class RejectedDataError(StorageError):
     """The store refused a value or key it cannot hold (not its own state): only the

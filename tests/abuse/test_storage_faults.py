@@ -30,6 +30,7 @@ import pytest
 from tests.conftest import IN_CI
 from tests.helpers import FixedClock, LineClient, ServerThread
 from tests.mqtt_clients import V5, V311, Device
+from tests.web_helpers import login
 from tinyboard.core.ingest import (
     MAX_JSON_DEPTH,
     parse_attributes,
@@ -425,7 +426,11 @@ class Watched(Device):
 
 
 def _while_full(
-    server: ServerThread, devices: dict[str, DeviceRecord], ledger: Ledger, clients: Any
+    server: ServerThread,
+    devices: dict[str, DeviceRecord],
+    ledger: Ledger,
+    clients: Any,
+    admin: dict[str, str],
 ) -> list[tuple[str, Any, Any]]:
     """Every transport refuses, and says the disk is full; returns what must be sent again."""
     line, mqtt5, mqtt3 = clients
@@ -447,6 +452,16 @@ def _while_full(
             assert "disk is full" in props.ReasonString
         assert not info.is_published()  # no PUBACK: the device keeps it and sends it again
         pending.append((name, point, info))
+    # a person's write over REST (a shared attribute) is refused the same way, not as a 400
+    device_id = devices["http"].id
+    rest = httpx.post(
+        f"{server.base_url}/api/plugins/telemetry/DEVICE/{device_id}/attributes/SHARED_SCOPE",
+        json={"interval": 5},
+        headers=admin,
+    )
+    assert rest.status_code == 503, rest.text
+    assert rest.headers["Retry-After"] == "30"
+    assert "disk" in rest.json()["message"]
     with LineClient(server.line_port) as chat:  # the server is up, reads still work
         assert chat.ask("still here?") == "STILL HERE?"
     assert httpx.get(f"{server.base_url}/api/v1/{devices['http'].token}/attributes").is_success
@@ -482,8 +497,9 @@ def test_a_full_disk_is_said_on_every_transport_and_every_acknowledged_reading_s
                 ledger.ack(name, point)
 
         send_all("before")
+        admin = login(server)
         filler = fill(small_disk)
-        pending = _while_full(server, devices, ledger, clients)
+        pending = _while_full(server, devices, ledger, clients, admin)
         filler.unlink()
         # Space is back: what was refused is sent again (paho does it by itself on reconnect).
         for name, point, info in pending:

@@ -12,7 +12,13 @@ from starlette.exceptions import HTTPException
 from tinyboard.core.limits import OverLimit
 from tinyboard.core.login_limits import LoginThrottled
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
-from tinyboard.errors import ConflictError, NotFoundError, PayloadError, TinyboardError
+from tinyboard.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadError,
+    StoreFullError,
+    TinyboardError,
+)
 from tinyboard.web.tokens import AuthError
 
 # ThingsBoard's errorCode values (ThingsboardErrorCode).
@@ -47,6 +53,7 @@ _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (PayloadError, 400, BAD_REQUEST),
     # ThingsBoard's RpcV2Controller: 504 for NO_ACTIVE_CONNECTION and for TIMEOUT alike
     # (the deprecated /api/plugins/rpc routes map them themselves, see web/rest.py).
+    (StoreFullError, 503, GENERAL),  # not the request's fault: send it again later
     (DeviceOffline, 504, GENERAL),
     (RpcTimeout, 504, GENERAL),
     (TinyboardError, 400, BAD_REQUEST),
