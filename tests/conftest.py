@@ -3,13 +3,15 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import ServerThread
+from tinyboard.storage import open_store
+from tinyboard.storage.base import Store
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -91,3 +93,18 @@ def postgres_url(request: pytest.FixtureRequest) -> Callable[[], str]:
         return f"{POSTGRES}?schema={schema}"
 
     return make
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: Callable[[], str]
+) -> AsyncIterator[Store]:
+    """An open store, SQLite then a fresh PostgreSQL schema (modules with a `store` of their
+    own override it)."""
+    url = f"sqlite:{tmp_path / 'store.db'}" if request.param == "sqlite" else postgres_url()
+    opened = open_store(url)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()

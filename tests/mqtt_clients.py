@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from typing import Any
 
@@ -10,6 +11,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from tinyboard.mqtt.codec import encode, split_frame
+from tinyboard.mqtt.packets import Connect
 
 V311 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
@@ -71,3 +75,15 @@ def v5_properties(**values: Any) -> Properties:
     for name, value in values.items():
         setattr(props, name, value)
     return props
+
+
+def raw_connect(port: int, packet: Connect, version: int) -> socket.socket:
+    """A socket after a successful CONNECT/CONNACK exchange (the whole CONNACK read), for
+    tests that then send hand-made bytes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(encode(packet, version))
+    data = b""
+    while (found := split_frame(data, 1 << 16)) is None or len(data) < found[1]:
+        data += sock.recv(1)
+    assert data[0] == 0x20 and data[found[0] + 1] == 0  # CONNACK, success
+    return sock

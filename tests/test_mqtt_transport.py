@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from tests.helpers import ServerThread
-from tests.mqtt_clients import V5, V311, VERSIONS, Device
+from tests.mqtt_clients import V5, V311, VERSIONS, Device, raw_connect
 from tinyboard.core.models import Device as DeviceRecord
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
-from tinyboard.mqtt.codec import encode, split_frame
+from tinyboard.mqtt.codec import encode
 from tinyboard.mqtt.packets import MQTT_3_1_1, MQTT_5, Connect, Publish
 
 TELEMETRY = "v1/devices/me/telemetry"
@@ -344,21 +344,10 @@ def test_v5_connack_announces_limits(server: ServerThread) -> None:
         dev.close()
 
 
-def _raw_connect(port: int, packet: Connect, version: int) -> socket.socket:
-    """A socket after a successful CONNECT/CONNACK exchange (the whole CONNACK read)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(encode(packet, version))
-    data = b""
-    while (found := split_frame(data, 1 << 16)) is None or len(data) < found[1]:
-        data += sock.recv(1)
-    assert data[0] == 0x20 and data[found[0] + 1] == 0  # CONNACK, success
-    return sock
-
-
 @pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
 def test_keepalive_is_enforced_at_one_and_a_half_times(server: ServerThread, version: int) -> None:
     device = server.add_device("ka")
-    sock = _raw_connect(
+    sock = raw_connect(
         server.mqtt_port,
         Connect(protocol_level=version, client_id="ka", username=device.token, keep_alive=1),
         version,
@@ -430,7 +419,7 @@ def test_connect_must_come_first_and_only_once(server: ServerThread) -> None:
     sock.close()
     device = server.add_device("twice")
     connect = Connect(protocol_level=MQTT_5, client_id="t", username=device.token)
-    sock = _raw_connect(server.mqtt_port, connect, MQTT_5)
+    sock = raw_connect(server.mqtt_port, connect, MQTT_5)
     sock.sendall(encode(connect, MQTT_5))
     assert sock.recv(10) == b"\xe0\x01\x82"  # DISCONNECT, protocol error
     sock.close()

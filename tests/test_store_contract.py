@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +12,8 @@ import pytest
 
 from tinyboard.core.models import Alarm, Device, Reading
 from tinyboard.errors import ConflictError, NotFoundError
-from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
 from tinyboard.storage.sqlite import SQLiteStore, migrations
-
-BACKENDS = ["sqlite", "postgres"]
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: Callable[[], str]
-) -> AsyncIterator[Store]:
-    url = f"sqlite:{tmp_path / 'contract.db'}" if request.param == "sqlite" else postgres_url()
-    opened = open_store(url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_devices_are_created_found_listed_and_deleted(store: Store) -> None:

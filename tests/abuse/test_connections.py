@@ -22,8 +22,8 @@ import orjson
 import pytest
 
 from tests.helpers import LineClient, ServerThread
-from tests.mqtt_clients import V5, V311, Device
-from tinyboard.mqtt.codec import encode, split_frame
+from tests.mqtt_clients import V5, V311, Device, raw_connect
+from tinyboard.mqtt.codec import encode
 from tinyboard.mqtt.packets import MQTT_3_1_1, MQTT_5, Connect, Publish
 from tinyboard.transports.mqtt import MAX_PENDING_READS
 
@@ -47,15 +47,8 @@ def unlimited(tmp_path: Path) -> Iterator[ServerThread]:
 def raw_client(
     port: int, token: str, version: int = MQTT_3_1_1, keep_alive: int = 60
 ) -> socket.socket:
-    """A socket after a successful CONNECT/CONNACK exchange (the whole CONNACK read)."""
     connect = Connect(client_id="", username=token, keep_alive=keep_alive, protocol_level=version)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(encode(connect, version))
-    data = b""
-    while (found := split_frame(data, 1 << 16)) is None or len(data) < found[1]:
-        data += sock.recv(1)
-    assert data[0] == 0x20 and data[found[0] + 1] == 0  # CONNACK, success
-    return sock
+    return raw_connect(port, connect, version)
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bytes:

@@ -41,7 +41,6 @@ from tinyboard.core.models import AttributeRow, Reading
 from tinyboard.core.models import Device as DeviceRecord
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.errors import PayloadError, RejectedDataError, StoreFullError
-from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
 from tinyboard.storage.postgres import PostgresStore, split_url
 from tinyboard.storage.sqlite import SQLiteStore
@@ -98,17 +97,6 @@ def fill(disk: Path) -> Path:
 
 
 # -- pipeline over a real store -------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: Callable[[], str]
-) -> AsyncIterator[Store]:
-    url = f"sqlite:{tmp_path / 'faults.db'}" if request.param == "sqlite" else postgres_url()
-    opened = open_store(url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class Jobs:
