@@ -13,6 +13,7 @@ import contextlib
 import secrets
 import time
 
+from tinyboard.addresses import local_host
 from tinyboard.config import Config
 from tinyboard.core.users import hash_password
 from tinyboard.errors import ConflictError, NotFoundError
@@ -62,7 +63,7 @@ async def run_demo(config: Config) -> None:
         await store.create_user(DEMO_USER, hashed, role="TENANT_ADMIN")
     except ConflictError:
         await store.set_password_hash(DEMO_USER, hashed)
-    host = "127.0.0.1" if config.bind in ("0.0.0.0", "::") else config.bind
+    host = local_host(config.bind)
     print(
         f"\ndemo: two simulated ESP8266 boards send every {DEMO_INTERVAL:g} s over MQTT.\n"
         f"  Dashboard: http://{host}:{server.ports['http_port']}/  "
@@ -74,7 +75,7 @@ async def run_demo(config: Config) -> None:
     boards = build_boards(
         identities,
         protocol="mqtt",
-        host="127.0.0.1" if config.bind in ("0.0.0.0", "::") else config.bind,
+        host=local_host(config.bind),
         port=server.ports["mqtt_port"],
         interval=DEMO_INTERVAL,
         fault_after=FAULT_AFTER,

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI
 
 from tinyboard import __version__
+from tinyboard.addresses import local_host
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
@@ -281,7 +282,7 @@ class Server:
             f", MQTT on {bind}:{ports['mqtt_port']}, HTTP on {bind}:{ports['http_port']}"
             f", store {hide_password(self.config.store_url())}"
         ]
-        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        host = local_host(bind)
         lines.append(f"REST API and its docs: http://{host}:{ports['http_port']}/docs")
         if self.created_admin is not None:
             user, password = self.created_admin
