@@ -13,6 +13,7 @@ import errno
 import importlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -22,8 +23,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI
 
-from tinyboard import __version__
-from tinyboard.addresses import local_host
+from tinyboard import __version__, announce
 from tinyboard.config import SETTINGS, Config
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
@@ -86,8 +86,10 @@ def login_policy(config: Config) -> LoginPolicy:
 class Server:
     """One tinyboard process. `await serve()` runs it until a signal or `request_shutdown`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, announce_examples: bool = True) -> None:
         self.config = config
+        # test lines with a placeholder token; the demo prints its own, with a real one
+        self.announce_examples = announce_examples
         self.registry = Registry()
         self.store: Store = open_store(config.store_url(), sync=config.sync)
         self.pipeline = Pipeline(
@@ -275,26 +277,44 @@ class Server:
         return server
 
     def _announce(self) -> None:
-        bind = self.config.bind
-        ports = self.ports
+        bind, ports, dashboard = self.config.bind, self.ports, self.config.dashboard
         lines = [
             f"tinyboard {__version__} ready: line protocol on {bind}:{ports['line_port']}"
             f", MQTT on {bind}:{ports['mqtt_port']}, HTTP on {bind}:{ports['http_port']}"
-            f", store {hide_password(self.config.store_url())}"
+            f", store {hide_password(self.config.store_url())}",
+            *announce.local_lines(bind, ports["http_port"], dashboard=dashboard),
+            *announce.board_lines(bind, ports, dashboard=dashboard),
         ]
-        host = local_host(bind)
-        lines.append(f"REST API and its docs: http://{host}:{ports['http_port']}/docs")
+        if self.announce_examples:
+            lines += self._example_lines()
         if self.created_admin is not None:
             user, password = self.created_admin
             lines.append(
                 f"first start: created the admin user {user.email} with password {password}\n"
-                "  (shown only this once; change it with `tinyboard user passwd "
-                f"{user.email}`)"
+                "  (shown only this once; change it with "
+                f"`{self._command('user passwd ' + user.email)}`)"
             )
         # Whoever started us may have closed our stdout already (a service manager, a
         # script that read the first line): that must not stop a running server.
         with contextlib.suppress(OSError, ValueError):
             print("\n".join(lines), flush=True)
+
+    def _example_lines(self) -> list[str]:
+        host = announce.example_host(self.config.bind)
+        return [
+            f"send a test reading (replace {announce.PLACEHOLDER} with a device's access token;"
+            f" `{self._command('device add NAME')}` prints one):",
+            *announce.try_lines(host, self.ports, announce.PLACEHOLDER),
+        ]
+
+    def _command(self, args: str) -> str:
+        """A `tinyboard` command line that works on this server's store, from this shell."""
+        line = f"{announce.program()} {args}"
+        if self.config.store:
+            return f"{line} --store URL"
+        if self.config.data_dir != Config().data_dir:
+            return f"{line} --data-dir {shlex.quote(str(self.config.data_dir))}"
+        return line
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
