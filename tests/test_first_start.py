@@ -3,16 +3,22 @@ user, checked by doing what they say (the printed lines are run as they are)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.helpers import ServeProcess, tinyboard
+from tests.helpers import TINYBOARD, ServeProcess, tinyboard
 from tinyboard.addresses import lan_ipv4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,3 +126,97 @@ def test_serve_on_loopback_says_boards_cannot_reach_it(tmp_path: Path) -> None:
     assert "--bind 0.0.0.0" in output
     assert "boards on the LAN connect" not in output
     assert f"-h 127.0.0.1 -p {server.mqtt_port} " in printed(output, "mosquitto_pub")
+
+
+@contextmanager
+def taken_port(port: int, host: str = "127.0.0.1") -> Iterator[None]:
+    """Make sure `port` is taken on `host` while the block runs: hold it, or find it held."""
+    with socket.socket() as holder:
+        try:
+            holder.bind((host, port))
+            holder.listen()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+        yield
+
+
+class DemoProcess:
+    """`tinyboard demo` as a user starts it, read up to its "Ctrl+C" line."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        environ = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        self.proc = subprocess.Popen(
+            [*TINYBOARD, "demo", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**environ, **(env or {})},
+        )
+        assert self.proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl+C stops everything" in line:
+                break
+        self.output = "".join(lines)
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, err
+
+
+@needs_mosquitto_pub
+def test_demo_moves_off_a_taken_default_mqtt_port_and_says_where(tmp_path: Path) -> None:
+    with taken_port(1883):  # the default: Mosquitto's port, often taken
+        demo = DemoProcess(tmp_path, "--bind", "127.0.0.1", "--line-port", "0", "--http-port", "0")
+        try:
+            moved = re.search(
+                r"port 1883 \(MQTT\) is taken .*: using (\d+) instead \(choose one with "
+                r"--mqtt-port\)",
+                demo.output,
+            )
+            assert moved, demo.output
+            port = int(moved.group(1))
+            assert port != 1883
+            assert f"MQTT on 127.0.0.1:{port}," in demo.output
+            assert f"-p {port} " in printed(demo.output, "mosquitto_pub")
+            # the demo's lines carry the real token of its device for readings by hand
+            run_lines_and_check_stored(demo.output, "demo-by-hand", tmp_path / "tinyboard-demo")
+        finally:
+            code, err = demo.stop()
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("chosen", ["flag", "environment"])
+def test_a_taken_port_the_user_chose_still_fails_fast(tmp_path: Path, chosen: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        flag = ["--mqtt-port", port] if chosen == "flag" else []
+        env = {"TINYBOARD_MQTT_PORT": port} if chosen == "environment" else {}
+        for command in ("serve", "demo"):
+            started = tinyboard(
+                command,
+                "--bind",
+                "127.0.0.1",
+                "--line-port",
+                "0",
+                "--http-port",
+                "0",
+                "--no-dashboard",
+                "--data-dir",
+                str(tmp_path / command),
+                *flag,
+                env=env,
+            )
+            assert started.returncode == 1, started.stdout
+            assert f"127.0.0.1:{port}: the port is already in use" in started.stderr
+            assert "--mqtt-port PORT (or TINYBOARD_MQTT_PORT)" in started.stderr

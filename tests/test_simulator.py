@@ -279,7 +279,7 @@ def test_demo_starts_a_server_with_two_live_boards(tmp_path: Path) -> None:
             names = {d["name"]: d["id"]["id"] for d in rest.get(
                 "/api/tenant/devices", params={"pageSize": 10}
             ).json()["data"]}  # fmt: skip
-            assert set(names) == {"demo-temperature", "demo-light"}
+            assert set(names) == {"demo-temperature", "demo-light", "demo-by-hand"}
             assert [r["alarmType"] for r in rest.get("/api/alarmRules").json()] == ["Too hot"]
 
             def latest(name: str, key: str) -> list[Any]:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from tinyboard import __version__
 from tinyboard.config import SETTINGS, STORE_SETTINGS, Setting, config_from
@@ -89,14 +90,19 @@ def serve(**options: Any) -> None:
     help="Directory for the demo's own database (kept apart from `serve`'s).",
 )
 def demo(**options: Any) -> None:
-    """Start the server with two simulated boards and an alarm rule: the quickest look."""
-    from tinyboard.demo import run_demo
+    """Start the server with two simulated boards and an alarm rule: the quickest look.
+
+    A port you did not set (flag or environment) that is taken moves to the next free one.
+    """
+    from tinyboard.demo import PORTS, run_demo
     from tinyboard.server import new_loop
 
     logging.basicConfig(level=logging.WARNING, format="tinyboard: %(levelname)s %(message)s")
+    context = click.get_current_context()
+    movable = [p for p in PORTS if context.get_parameter_source(p) == ParameterSource.DEFAULT]
     try:
         config = config_from(options)
-        new_loop()(run_demo(config))
+        new_loop()(run_demo(config, movable))
     except TinyboardError as exc:
         fail(str(exc))
 
