@@ -159,7 +159,12 @@ TINYBOARD = [sys.executable, "-m", "tinyboard"]
 READY = re.compile(r"line protocol on [^:]+:(\d+), MQTT on [^:]+:(\d+), HTTP on [^:]+:(\d+)")
 
 
-def tinyboard(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
+def tinyboard(
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Any:
     """Run a `tinyboard` CLI command to completion."""
     return subprocess.run(
         [*TINYBOARD, *args],
@@ -168,6 +173,7 @@ def tinyboard(*args: str, input: str | None = None, env: dict[str, str] | None =
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         check=False,
     )
 

@@ -220,3 +220,41 @@ def test_a_taken_port_the_user_chose_still_fails_fast(tmp_path: Path, chosen: st
             assert started.returncode == 1, started.stdout
             assert f"127.0.0.1:{port}: the port is already in use" in started.stderr
             assert "--mqtt-port PORT (or TINYBOARD_MQTT_PORT)" in started.stderr
+
+
+def test_store_commands_say_which_data_dir_and_where_the_demos_is(tmp_path: Path) -> None:
+    made = tinyboard("device", "add", "demo-light", "--data-dir", "tinyboard-demo", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    here = "using data dir ./tinyboard-data (set --data-dir or TINYBOARD_DATA_DIR)"
+    hint = "the demo's data is in ./tinyboard-demo: add --data-dir tinyboard-demo"
+
+    listed = tinyboard("device", "list", "--json", cwd=tmp_path)
+    assert orjson.loads(listed.stdout) == []  # stdout stays the answer alone
+    assert listed.stderr.splitlines() == [here, hint]
+    missing = tinyboard("device", "show", "demo-light", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert here in missing.stderr and hint in missing.stderr
+    users = tinyboard("user", "list", cwd=tmp_path)
+    assert hint in users.stderr
+
+    pointed = tinyboard(
+        "device", "token", "demo-light", "--data-dir", "tinyboard-demo", cwd=tmp_path
+    )
+    assert pointed.returncode == 0 and pointed.stdout.strip() == made.stdout.strip()
+    assert pointed.stderr.splitlines() == [
+        "using data dir ./tinyboard-demo (set --data-dir or TINYBOARD_DATA_DIR)"
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    by_env = tinyboard("device", "list", cwd=tmp_path, env={"TINYBOARD_DATA_DIR": str(elsewhere)})
+    assert by_env.stderr.splitlines()[0] == (
+        f"using data dir {elsewhere} (set --data-dir or TINYBOARD_DATA_DIR)"
+    )
+    migrated = tinyboard("migrate", "--data-dir", str(elsewhere), cwd=tmp_path)
+    assert f"using data dir {elsewhere}" in migrated.stderr
+
+
+def test_store_commands_without_a_demo_give_no_hint(tmp_path: Path) -> None:
+    listed = tinyboard("device", "list", cwd=tmp_path)
+    assert listed.stderr.splitlines() == [
+        "using data dir ./tinyboard-data (set --data-dir or TINYBOARD_DATA_DIR)"
+    ]

@@ -14,7 +14,7 @@ import orjson
 from click.core import ParameterSource
 
 from tinyboard import __version__
-from tinyboard.config import SETTINGS, STORE_SETTINGS, Setting, config_from
+from tinyboard.config import SETTINGS, STORE_SETTINGS, Config, Setting, config_from
 from tinyboard.errors import TinyboardError
 from tinyboard.redact import hide_password
 
@@ -272,20 +272,47 @@ def device() -> None:
     """Manage devices and their access tokens (works while a server is running)."""
 
 
-def _store(options: dict[str, Any]) -> Any:
-    from tinyboard.storage import open_store
-
-    config = config_from(options)
-    return open_store(config.store_url(), sync=config.sync)
+DEMO_DIR = Path("tinyboard-demo")
 
 
 async def _with_store(options: dict[str, Any], action: Callable[[Any], Any]) -> Any:
-    store = _store(options)
+    """Run `action` on the store the options name, saying on stderr which one it is (stdout
+    stays for the answer) and where the demo's data is when this store has none."""
+    from tinyboard.storage import open_store
+
+    config = config_from(options)
+    _say_store(config)
+    store = open_store(config.store_url(), sync=config.sync)
     await store.open()
     try:
         return await action(store)
     finally:
-        await store.close()
+        try:
+            if not config.store and await store.count_devices() == 0:
+                _point_at_demo(config.data_dir)
+        finally:
+            await store.close()
+
+
+def _say_store(config: Config) -> None:
+    if config.store:
+        click.echo(f"using store {hide_password(config.store)}", err=True)
+    else:
+        click.echo(
+            f"using data dir {_shown(config.data_dir)} (set --data-dir or TINYBOARD_DATA_DIR)",
+            err=True,
+        )
+
+
+def _point_at_demo(data_dir: Path) -> None:
+    """A first-hour slip: the demo ran here, but this command looked in another data dir."""
+    if DEMO_DIR.is_dir() and data_dir.resolve() != DEMO_DIR.resolve():
+        click.echo(f"the demo's data is in {_shown(DEMO_DIR)}: add --data-dir {DEMO_DIR}", err=True)
+
+
+def _shown(path: Path) -> str:
+    """A relative path as `./path`, so it reads as "here", in the current directory."""
+    return str(path) if path.is_absolute() or str(path).startswith(".") else f"./{path}"
 
 
 @device.command("add")
@@ -325,8 +352,9 @@ def device_list(search: str, as_json: bool, **options: Any) -> None:
         click.echo("no devices yet: add one with `tinyboard device add NAME`")
         return
     width = max(len(d.name) for d in devices)
+    kinds = max(len(d.type) for d in devices)
     for d in devices:
-        click.echo(f"{d.name:<{width}}  {d.type:<10}  {d.id}")
+        click.echo(f"{d.name:<{width}}  {d.type:<{kinds}}  {d.id}")
 
 
 @device.command("show")
