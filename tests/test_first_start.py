@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -258,3 +259,38 @@ def test_store_commands_without_a_demo_give_no_hint(tmp_path: Path) -> None:
     assert listed.stderr.splitlines() == [
         "using data dir ./tinyboard-data (set --data-dir or TINYBOARD_DATA_DIR)"
     ]
+
+
+def test_scripts_demo_says_it_installs_and_shows_pips_progress(tmp_path: Path) -> None:
+    """The first run, offline (no package index): the script says what it does before pip,
+    pip's own lines show, and a failure says what to do. (A full install takes 1–2 minutes
+    and the network, so it is not run here.)"""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "demo", tmp_path / "scripts" / "demo")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": "",
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+    ran = subprocess.run(
+        [str(tmp_path / "scripts" / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    out = ran.stdout
+    assert ran.returncode == 1, out + ran.stderr
+    announced = out.index("installing tinyboard and its dependencies into .venv")
+    assert "the first run takes 1–2 minutes" in out
+    assert out.index("Obtaining file://") > announced  # pip is not --quiet: its progress shows
+    assert "installing failed (pip says why above)" in ran.stderr
+    assert "run ./scripts/demo again" in ran.stderr
+    assert "starting the demo" not in out
+    assert not (tmp_path / ".venv" / ".scripts-demo-installed").exists()
