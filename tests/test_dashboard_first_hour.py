@@ -1,15 +1,17 @@
 """A new user's first hour, in a real browser against real `tinyboard serve` processes: the
 "Add device" snippets, copied from the dialog, are run as they are (mosquitto_pub, curl,
 `tinyboard simulate`, both sketches built with g++) and store readings; the devices list on a
-phone."""
+phone; dark mode."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -23,6 +25,7 @@ from tinyboard.addresses import lan_ipv4
 pytestmark = pytest.mark.slow
 __all__ = ["browser"]  # the shared Chromium fixture
 
+DARK = re.compile(r"\bbody--dark\b")
 NON_DEFAULT = {"line_port": 12000, "mqtt_port": 1883, "http_port": 8080}
 
 
@@ -270,3 +273,34 @@ def test_the_wide_devices_table_keeps_its_columns(page: Page, lan_served: ServeP
     page.reload()
     expect(page.get_by_role("columnheader", name="Latest values")).to_be_visible()
     expect(page.get_by_test_id("device-card")).to_have_count(0)
+
+
+def shows_dark(tab: Page, dark: bool) -> None:
+    body = expect(tab.locator("body"))
+    if dark:
+        body.to_have_class(DARK)
+    else:
+        body.not_to_have_class(DARK)
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_the_dashboard_follows_the_browser_then_the_toggle(
+    browser: Browser, lan_served: ServeProcess, scheme: Literal["dark", "light"]
+) -> None:
+    context = browser.new_context(color_scheme=scheme)
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    log_in(tab, lan_served)
+    shows_dark(tab, scheme == "dark")
+    tab.get_by_role("button", name="Dark or light mode").click()
+    shows_dark(tab, scheme != "dark")
+    tab.get_by_placeholder("Search by name").fill("no-such-device")  # the page updates...
+    expect(tab.get_by_text("No data available")).to_be_visible()
+    shows_dark(tab, scheme != "dark")  # ...and stays as the user chose
+    tab.reload()
+    expect(tab.get_by_role("button", name="Add device")).to_be_visible()
+    shows_dark(tab, scheme != "dark")  # remembered by this browser, on every page
+    tab.get_by_role("link", name="Connections").click()
+    tab.wait_for_url("**/ui/connections")
+    shows_dark(tab, scheme != "dark")
+    context.close()

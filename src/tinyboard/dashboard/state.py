@@ -73,6 +73,7 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int], bind: str) -> No
         app,
         mount_path=MOUNT,
         title="tinyboard",
+        dark=None,  # follow the browser; the header's toggle overrides it (pages/frame.py)
         favicon=pages.FAVICON,
         binding_refresh_interval=None,
         show_welcome_message=False,
