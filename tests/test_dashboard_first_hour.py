@@ -184,6 +184,15 @@ def test_the_sketch_snippets_build_and_the_tcp_one_sends_readings(
     assert until_stored(lan_served, "esp-first", "temperature", 1)
 
 
+def test_the_token_and_snippets_can_be_shown_again(page: Page) -> None:
+    """Closing the dialog before copying everything is no dead end."""
+    token = add_in_dialog(page, "closed-too-soon")
+    page.get_by_role("button", name="Done").click()
+    page.get_by_role("button", name="Connect closed-too-soon").click()
+    expect(page.get_by_label("Access token")).to_have_value(token)
+    assert f'TOKEN[] = "{token}";' in copied(page, "MQTT sketch")
+
+
 def test_a_page_opened_by_its_lan_address_gives_that_address(
     browser: Browser, lan_served: ServeProcess
 ) -> None:

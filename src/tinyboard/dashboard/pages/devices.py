@@ -45,9 +45,11 @@ ALARMS_CELL = """<q-td :props="props">
   <q-badge v-if="props.value" :color="props.row.color"
            :label="props.row.severity + (props.value > 1 ? ' ×' + props.value : '')" />
 </q-td>"""
-DELETE_BUTTON = """<q-btn flat dense round icon="delete" color="negative"
+ROW_BUTTONS = """<q-btn flat dense round icon="key" :aria-label="'Connect ' + props.row.name"
+         title="Token and snippets" @click="$parent.$emit('connect', props.row)" />
+<q-btn flat dense round icon="delete" color="negative"
          :aria-label="'Delete ' + props.row.name" @click="$parent.$emit('delete', props.row)" />"""
-ACTIONS_CELL = f"""<q-td :props="props">{DELETE_BUTTON}</q-td>"""
+ACTIONS_CELL = f"""<q-td :props="props" class="whitespace-nowrap">{ROW_BUTTONS}</q-td>"""
 CARD = (
     """<div class="q-pa-xs col-12"><q-card flat bordered data-testid="device-card">
   <q-card-section class="row items-start no-wrap gap-2 q-py-sm">
@@ -58,7 +60,7 @@ CARD = (
     </div>
     <q-badge :color="props.row.status == 'online' ? 'positive' : 'grey'"
              :label="props.row.status" />"""
-    + DELETE_BUTTON
+    + ROW_BUTTONS
     + """
   </q-card-section>
   <q-card-section class="q-pt-none text-sm">
@@ -138,6 +140,7 @@ class DeviceList:
         self.table.add_slot("body-cell-actions", ACTIONS_CELL)
         self.table.add_slot("item", CARD)
         self.table.on("delete", lambda e: self.remover.ask(e.args["id"], e.args["name"]))
+        self.table.on("connect", lambda e: self.adder.connect(e.args["id"]))
         with ui.row().classes("items-center gap-2") as self.pager:
             self.previous = ui.button(icon="chevron_left", on_click=lambda: self.turn(-1))
             self.position = ui.label()
@@ -242,13 +245,26 @@ class AddDevice:
         except TinyboardError as exc:
             notify_error(exc)
             return
+        await self.present(device)
+        await self.on_added()
+
+    async def connect(self, device_id: str) -> None:
+        """The token and snippets of a device added before (the list's key button)."""
+        try:
+            device = await current().ctx.store.get_device(device_id)
+        except TinyboardError as exc:
+            notify_error(exc)
+            return
+        self.dialog.open()
+        await self.present(device)
+
+    async def present(self, device: Device) -> None:
         where = await self.target()
         self.form.set_visibility(False)
         self.result.clear()
         with self.result:
             show_token(device, where)
             ui.button("Done", on_click=self.dialog.close).classes("self-end")
-        await self.on_added()
 
     async def target(self) -> snippets.Target:
         """Where boards send to: the host in the browser's address bar, which behind a reverse
@@ -278,8 +294,8 @@ WRAP = "w-full [overflow-wrap:anywhere]"
 
 
 def show_token(device: Device, where: snippets.Target) -> None:
-    ui.label(f"{device.name} is ready").classes("text-lg font-semibold")
-    ui.label("Its access token (shown only now — copy it):")
+    ui.label(f"Connect {device.name}").classes("text-lg font-semibold break-all")
+    ui.label("Its access token (the key button in the device list shows it again):")
     with ui.row().classes("items-center gap-2 w-full no-wrap"):
         ui.input("Access token", value=device.token).props("readonly outlined dense").classes(
             "grow font-mono"
