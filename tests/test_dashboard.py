@@ -60,9 +60,10 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     # a webhook nobody answers: the Alarms page must say so
-    process = ServeProcess(
-        tmp_path_factory.mktemp("dashboard") / "data", "--alarm-webhook", DEAD_WEBHOOK
-    )
+    process = ServeProcess(  # on every address, as `tinyboard serve` listens by default
+        tmp_path_factory.mktemp("dashboard") / "data", "--alarm-webhook", DEAD_WEBHOOK,
+        "--bind", "0.0.0.0",
+    )  # fmt: skip
     process.admin_password  # noqa: B018 - read it now, before anyone else reads stdout
     yield process
     process.signal(15)

@@ -129,9 +129,10 @@ class DeviceList:
             ui.label("No devices yet — here is how to add one").classes("text-lg font-semibold")
             ui.markdown(
                 "Press **Add device** above, or run `tinyboard device add NAME` on the server. "
-                "You get the device's access token and a snippet for your sketch or for "
-                "`mosquitto_pub`; its values show up here as soon as it sends them."
-            )
+                "You get the device's access token and its settings for the sketches in "
+                "`firmware/esp8266`, for `mosquitto_pub`, `curl` or a simulated board; its "
+                "values show up here as soon as it sends them."
+            ).classes(WRAP)
         self.table = ui.table(columns=COLUMNS, rows=[], row_key="id").classes("w-full")
         self.table.props(f"hide-pagination flat bordered :rows-per-page-options=[0] :grid={PHONE}")
         self.table.add_slot("body-cell-name", NAME_CELL)
