@@ -3,13 +3,16 @@ connection snippets, the login redirect guard and device presence."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinyboard.addresses import lan_ipv4
 from tinyboard.core.models import Device
 from tinyboard.dashboard import snippets
 from tinyboard.dashboard.charts import MAX_POINTS, RANGES, LiveFold, custom, preset
@@ -18,6 +21,7 @@ from tinyboard.dashboard.session import local_path
 from tinyboard.registry import Registry
 
 NOW = 1_800_000_000_000
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp8266"
 
 
 @pytest.mark.parametrize("name", list(RANGES))
@@ -75,18 +79,70 @@ def test_folding_any_week_of_points_sends_at_most_one_point_per_bucket(
     assert all(value == 1.0 for _, value in sent)
 
 
+def settings_block(sketch: str) -> str:
+    """The settings block of a shipped sketch, from its "// ---- settings" line to the rule
+    that closes it, with runs of spaces made one (the sketch aligns its comments)."""
+    lines = (FIRMWARE / sketch / f"{sketch}.ino").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("// ---- settings"))
+    last = next(i for i in range(first + 1, len(lines)) if lines[i].startswith("// ----"))
+    return one_space("\n".join(lines[first : last + 1]) + "\n")
+
+
+def one_space(text: str) -> str:
+    return re.sub(" +", " ", text)
+
+
+def test_the_sketch_snippets_are_the_shipped_sketches_settings_blocks() -> None:
+    """With the sketches' own example values, each snippet is the block it replaces."""
+    tcp = snippets.tcp_sketch("192.168.1.10", 12000, "your-device-token")
+    assert one_space(tcp) == settings_block("tinyboard_tcp")
+    mqtt = snippets.mqtt_sketch("192.168.1.10", 1883, "your-device-token")
+    assert one_space(mqtt) == settings_block("tinyboard_mqtt")
+
+
 def test_snippets_carry_the_token_host_and_ports() -> None:
     token = "it's-a-token"
-    sketch = snippets.arduino("10.0.0.5", 1884, token)
-    assert 'THINGSBOARD_SERVER[] = "10.0.0.5";' in sketch
-    assert "THINGSBOARD_PORT = 1884U;" in sketch
-    assert 'TOKEN[] = "it\'s-a-token";' in sketch
+    assert 'THINGSBOARD_SERVER[] = "10.0.0.5";' in snippets.mqtt_sketch("10.0.0.5", 1884, token)
+    assert "THINGSBOARD_PORT = 1884U;" in snippets.mqtt_sketch("10.0.0.5", 1884, token)
+    assert 'TOKEN[] = "it\'s-a-token";' in snippets.mqtt_sketch("10.0.0.5", 1884, token)
+    tcp = snippets.tcp_sketch("10.0.0.5", 12001, token)
+    assert '#define TINYBOARD_HOST "10.0.0.5"' in tcp
+    assert "#define TINYBOARD_PORT 12001 " in tcp
+    assert '#define TINYBOARD_TOKEN "it\'s-a-token"' in tcp
     words = shlex.split(snippets.mosquitto_pub("10.0.0.5", 1884, token))
     assert words[words.index("-u") + 1] == token  # quoted for the shell
+    assert words[words.index("-h") + 1] == "10.0.0.5"
     assert words[words.index("-p") + 1] == "1884"
     assert words[words.index("-t") + 1] == "v1/devices/me/telemetry"
-    http = shlex.split(snippets.curl("10.0.0.5", 8080, token))
+    http = shlex.split(snippets.curl("http://10.0.0.5:8080", token))
     assert "http://10.0.0.5:8080/api/v1/it%27s-a-token/telemetry" in http
+    simulated = shlex.split(snippets.simulate("10.0.0.5", 1884, token))
+    assert simulated[:2] == ["tinyboard", "simulate"]
+    assert simulated[simulated.index("--token") + 1] == token
+    assert simulated[simulated.index("--port") + 1] == "1884"
+
+
+def test_a_page_opened_by_a_lan_address_or_name_gives_that_host() -> None:
+    lan = snippets.target("http://192.0.2.7:8080/ui/devices", "0.0.0.0", 8080)
+    assert (lan.host, lan.http_base, lan.via_loopback, lan.unreachable) == (
+        "192.0.2.7", "http://192.0.2.7:8080", False, False,
+    )  # fmt: skip
+    # behind a reverse proxy: the name and scheme the browser used, not the upstream's port
+    proxied = snippets.target("https://iot.example.org/ui/devices", "0.0.0.0", 8080)
+    assert (proxied.host, proxied.http_base) == ("iot.example.org", "https://iot.example.org")
+
+
+def test_a_page_opened_by_loopback_gives_the_address_boards_must_use() -> None:
+    bound = snippets.target("http://127.0.0.1:9000/ui/devices", "10.1.2.3", 9000)
+    assert (bound.host, bound.http_base) == ("10.1.2.3", "http://10.1.2.3:9000")
+    assert bound.via_loopback and not bound.unreachable
+    every = snippets.target("http://localhost:9000/ui/devices", "0.0.0.0", 9000)
+    if lan_ipv4():
+        assert (every.host, every.others) == (lan_ipv4()[0], tuple(lan_ipv4()[1:]))
+        assert not every.unreachable
+    local = snippets.target("http://[::1]:9000/ui/devices", "127.0.0.1", 9000)
+    assert (local.host, local.http_base) == ("127.0.0.1", "http://127.0.0.1:9000")
+    assert local.via_loopback and local.unreachable  # no board can reach this server
 
 
 @pytest.mark.parametrize(

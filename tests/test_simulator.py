@@ -248,7 +248,8 @@ def test_simulate_creates_its_devices_over_rest(server: ServerThread) -> None:
 
 def test_simulate_says_what_is_missing() -> None:
     result = tinyboard("simulate")
-    assert result.returncode == 1 and "give --tokens FILE or --create N" in result.stderr
+    assert result.returncode == 1
+    assert "give one of --token TOKEN, --tokens FILE or --create N" in result.stderr
     result = tinyboard("simulate", "--create", "2")
     assert result.returncode == 1 and "--password" in result.stderr
 

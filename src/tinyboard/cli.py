@@ -123,6 +123,12 @@ def demo(**options: Any) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help='Devices to be: JSON [{"name": ..., "token": ...}] or one token per line.',
 )
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    help="A device's access token (repeat for more boards), instead of --tokens.",
+)
 @click.option("--create", type=int, help="Instead, create this many devices over REST.")
 @click.option("--prefix", default="sim-", show_default=True, help="Name prefix for --create.")
 @click.option("--http-port", type=int, default=8080, show_default=True, help="REST API port.")
@@ -138,6 +144,7 @@ def simulate(
     protocol: str,
     port: int | None,
     tokens_file: Path | None,
+    tokens: tuple[str, ...],
     create: int | None,
     prefix: str,
     http_port: int,
@@ -154,15 +161,17 @@ def simulate(
     They use the same device APIs as the firmware (token, topics, paths), so this works against
     ThingsBoard too. Readings taken while the server is away are kept and sent later.
     """
-    from tinyboard.sim.fleet import FleetError, create_devices, read_tokens
+    from tinyboard.sim.fleet import FleetError, create_devices, named, read_tokens
     from tinyboard.sim.simulate import simulate as run_simulation
 
-    if (tokens_file is None) == (create is None):
-        fail("give --tokens FILE or --create N")
+    if [tokens_file is not None, bool(tokens), create is not None].count(True) != 1:
+        fail("give one of --token TOKEN, --tokens FILE or --create N")
     if (rate is not None and rate <= 0) or interval <= 0:
         fail("--rate and --interval must be more than 0")
     try:
-        if tokens_file is not None:
+        if tokens:
+            identities = named(list(tokens))
+        elif tokens_file is not None:
             identities = read_tokens(tokens_file)
         else:
             if password is None:

@@ -214,7 +214,7 @@ class Server:
         from tinyboard.dashboard import mount
 
         app = create_app(ctx, home="/ui/devices")
-        mount(app, ctx, self.ports)
+        mount(app, ctx, self.ports, self.config.bind)
         return app
 
     async def _web_context(self) -> WebContext:

@@ -21,6 +21,8 @@ class Dashboard:
     sessions: Sessions
     ports: dict[str, int]
     """Listening ports by setting name, for the connection snippets."""
+    bind: str
+    """The address the listeners are bound to: which hosts a board can use."""
 
 
 _current: Dashboard | None = None
@@ -32,14 +34,14 @@ def current() -> Dashboard:
     return _current
 
 
-def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int]) -> None:
+def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int], bind: str) -> None:
     """Add the dashboard to `app` at /ui. Its own HTTP routes go first: NiceGUI's mount
     would shadow anything under /ui registered after it."""
     global _current  # noqa: PLW0603 - NiceGUI itself is one per process
     if _current is not None:
         raise RuntimeError("this process already serves a dashboard (NiceGUI allows one)")
     sessions = Sessions(ctx.tokens)
-    _current = Dashboard(ctx, sessions, ports)
+    _current = Dashboard(ctx, sessions, ports, bind)
 
     @app.get(MOUNT + "/session", include_in_schema=False)
     async def session(
@@ -71,6 +73,7 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int]) -> None:
         app,
         mount_path=MOUNT,
         title="tinyboard",
+        dark=None,  # follow the browser; the header's toggle overrides it (pages/frame.py)
         favicon=pages.FAVICON,
         binding_refresh_interval=None,
         show_welcome_message=False,

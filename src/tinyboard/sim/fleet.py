@@ -46,7 +46,11 @@ def read_tokens(path: Path) -> list[Identity]:
             raise FleetError(
                 f'{path}: expected [{{"name": ..., "token": ...}}, ...] ({exc})'
             ) from None
-    tokens = [line.strip() for line in text.splitlines() if line.strip()]
+    return named([line.strip() for line in text.splitlines() if line.strip()])
+
+
+def named(tokens: list[str]) -> list[Identity]:
+    """Boards for bare tokens: board-1, board-2, ..."""
     return [Identity(f"board-{i + 1}", token) for i, token in enumerate(tokens)]
 
 

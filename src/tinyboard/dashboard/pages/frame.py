@@ -33,6 +33,29 @@ document.cookie = "{TZ_COOKIE}=" + encodeURIComponent(Intl.DateTimeFormat().reso
 """Tells the server the browser's time zone, so times are shown and read as the user's."""
 
 
+THEME_COOKIE = "tinyboard_theme"
+SWITCH_THEME = f"""() => {{
+  const dark = !document.body.classList.contains("body--dark");
+  setDark(dark);
+  document.cookie = "{THEME_COOKIE}=" + (dark ? "dark" : "light") +
+    "; path=/; SameSite=Lax; max-age=31536000";
+  emit(dark);
+}}"""
+"""The header's toggle: the other mode at once, remembered by this browser (in a cookie, so the
+server renders the next page in it), and told to the page's dark_mode element, which would
+otherwise put its own value back on its next update."""
+
+
+HOVER = "hover:bg-black/5 dark:hover:bg-white/10"
+"""A hover shade that shows in light and in dark mode."""
+
+
+def theme(request: Request | None) -> ui.dark_mode:
+    """Dark mode as chosen with the toggle; until then the browser's preference (None)."""
+    chosen = request.cookies.get(THEME_COOKIE, "") if request is not None else ""
+    return ui.dark_mode({"dark": True, "light": False}.get(chosen))
+
+
 def browser_zone(request: Request) -> tzinfo:
     """The browser's time zone (set by TZ_SCRIPT on the login page), else UTC."""
     name = request.cookies.get(TZ_COOKIE, "")
@@ -55,12 +78,18 @@ def frame(user: Claims, title: str) -> None:
     """Header, navigation drawer (a menu button on a phone) and the page title."""
     ui.add_head_html(TZ_SCRIPT)
     ui.colors(primary="#305680")
+    dark = theme(ui.context.client.request)
     with ui.header().classes("items-center gap-2 px-3 py-2"):
         drawer_button = ui.button(icon="menu").props("flat round color=white aria-label=Menu")
         drawer_button.classes("lg:hidden")
         ui.link("tinyboard", "/devices").classes("text-white text-lg font-bold no-underline")
         ui.space()
         ui.label(user.email).classes("text-sm max-sm:hidden")
+        with ui.button().props("flat round color=white aria-label='Dark or light mode'") as mode:
+            ui.icon("dark_mode").classes("dark:hidden")
+            ui.icon("light_mode").classes("hidden dark:inline-flex")
+        mode.on("click", lambda e: dark.set_value(bool(e.args)), js_handler=SWITCH_THEME)
+        mode.tooltip("Dark or light mode")
         ui.button(icon="logout", on_click=lambda: ui.navigate.to("/logout")).props(
             "flat round color=white aria-label='Log out'"
         ).tooltip("Log out")
@@ -70,7 +99,7 @@ def frame(user: Claims, title: str) -> None:
     with drawer.props("show-if-above width=200 breakpoint=1024"):
         for label, icon, path in NAV:
             link = ui.link(target=path).classes("no-underline text-inherit w-full")
-            with link, ui.row().classes("items-center gap-3 px-2 py-2 hover:bg-gray-100 w-full"):
+            with link, ui.row().classes(f"items-center gap-3 px-2 py-2 w-full {HOVER}"):
                 ui.icon(icon)
                 ui.label(label)
     drawer_button.on("click", drawer.toggle)

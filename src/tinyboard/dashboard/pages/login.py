@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from tinyboard.dashboard.pages.frame import TZ_SCRIPT, notify_error, signed_in
+from tinyboard.dashboard.pages.frame import TZ_SCRIPT, notify_error, signed_in, theme
 from tinyboard.dashboard.session import LOGIN_PATH, local_path
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.errors import TinyboardError
@@ -20,6 +20,7 @@ async def login_page(request: Request, next: str = "") -> RedirectResponse | Non
     if await signed_in(request) is not None:
         return RedirectResponse(local_path(next or MOUNT + "/devices"), status_code=303)
     ui.add_head_html(TZ_SCRIPT)
+    theme(request)
     who = peer(request)
 
     async def attempt() -> None:
