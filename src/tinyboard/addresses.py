@@ -54,3 +54,8 @@ def board_hosts(bind: str) -> list[str]:
 def local_host(bind: str) -> str:
     """The host a program on this machine uses to reach a server listening on `bind`."""
     return "127.0.0.1" if bind in WILDCARDS else bind
+
+
+def url_host(host: str) -> str:
+    """A host as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host else host

@@ -11,16 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from tinyboard.addresses import WILDCARDS, board_hosts, local_host
+from tinyboard.addresses import WILDCARDS, board_hosts, local_host, url_host
 from tinyboard.dashboard import snippets
 
 PLACEHOLDER = "TOKEN"
 """Stands for a device's access token in the test lines `serve` prints."""
-
-
-def url_host(host: str) -> str:
-    """A host as it goes into a URL (IPv6 addresses in brackets)."""
-    return f"[{host}]" if ":" in host else host
 
 
 def example_host(bind: str) -> str:
@@ -66,7 +61,7 @@ def try_lines(host: str, ports: dict[str, int], token: str) -> list[str]:
     """A telemetry reading over MQTT (QoS 1, with mosquitto_pub's debug lines) and HTTP."""
     return [
         "  " + snippets.mosquitto_pub(host, ports["mqtt_port"], token),
-        "  " + snippets.curl(url_host(host), ports["http_port"], token),
+        "  " + snippets.curl(f"http://{url_host(host)}:{ports['http_port']}", token),
     ]
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Collection
 
 from tinyboard import announce
-from tinyboard.addresses import local_host
+from tinyboard.addresses import local_host, url_host
 from tinyboard.config import Config
 from tinyboard.core.users import hash_password
 from tinyboard.errors import ConflictError, NotFoundError
@@ -69,7 +69,7 @@ async def run_demo(config: Config, movable: Collection[str] = ()) -> None:
     host = local_host(config.bind)
     print(
         f"\ndemo: two simulated ESP8266 boards send every {DEMO_INTERVAL:g} s over MQTT.\n"
-        f"  Dashboard: http://{announce.url_host(host)}:{server.ports['http_port']}/  "
+        f"  Dashboard: http://{url_host(host)}:{server.ports['http_port']}/  "
         f"log in as {DEMO_USER} / {password}\n"
         f"  In about a minute the temperature board overheats and the rule "
         f'"{DEMO_RULE["name"]}" raises an alarm.\n'

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from tinyboard.addresses import board_hosts, is_loopback, local_host
+from tinyboard.addresses import board_hosts, is_loopback, local_host, url_host
 
 EXAMPLE = '{"temperature": 25}'
 
@@ -45,9 +45,9 @@ def target(page_url: str, bind: str, http_port: int) -> Target:
         return Target(host, f"{page.scheme}://{page.netloc}", unreachable=not hosts)
     if not hosts:
         local = local_host(bind)
-        base = f"http://{_url_host(local)}:{http_port}"
+        base = f"http://{url_host(local)}:{http_port}"
         return Target(local, base, via_loopback=True, unreachable=True)
-    base = f"http://{_url_host(hosts[0])}:{http_port}"
+    base = f"http://{url_host(hosts[0])}:{http_port}"
     return Target(hosts[0], base, tuple(hosts[1:]), via_loopback=True)
 
 
@@ -120,7 +120,3 @@ def simulate(host: str, mqtt_port: int, token: str) -> str:
 def _c(text: str) -> str:
     """A C string literal (JSON's escapes are C's for what a host or token holds)."""
     return json.dumps(text)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
