@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Any
@@ -319,6 +320,36 @@ def test_unknown_publish_topic_on_v3_on_the_wire(server: ServerThread) -> None:
     assert sock.recv(4) == b"\x40\x02\x00\x07"
     sock.close()
     assert stored(server, device) == {"t": 3}
+
+
+def test_an_unknown_topic_is_named_in_the_log_once_with_the_right_one(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device hears nothing (as from ThingsBoard), so the log says what went wrong."""
+    caplog.set_level(logging.INFO, logger="tinyboard.transports.mqtt")
+    device = server.add_device("typo")
+    dev = Device(server.mqtt_port, device.token, protocol=V311)
+    try:
+        for _ in range(3):
+            dev.publish("v1/devices/me/telemetry/", '{"t": 1}')
+    finally:
+        dev.close()
+    told = [r.getMessage() for r in caplog.records if "nothing stored from topic" in r.message]
+    assert told == [told[0]]
+    assert told[0].endswith(
+        "nothing stored from topic 'v1/devices/me/telemetry/': "
+        "did you mean v1/devices/me/telemetry?"
+    )
+
+
+def test_a_refused_token_is_explained_in_the_log(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tinyboard.transports.mqtt")
+    dev = Device(server.mqtt_port, "the-device-name", protocol=V311)
+    dev.client.loop_stop()
+    assert "unknown token; refused (the user name must be a device's access token" in caplog.text
+    assert "the-device-name" not in caplog.text  # a token, even a wrong one, is not logged
 
 
 @pytest.mark.parametrize("qos", [0, 1])

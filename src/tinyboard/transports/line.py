@@ -335,8 +335,8 @@ def _unknown_token(token: str) -> str:
     if token.startswith("<") and token.endswith(">"):  # copied from `TOKEN <access-token>`
         return "ERROR unknown token: send the token itself, without < and >\n"
     return (
-        "ERROR unknown token: create a device with "
-        "`tinyboard device add NAME` and send TOKEN <its token>\n"
+        "ERROR unknown token: `tinyboard device token NAME` prints a device's token, "
+        "`tinyboard device add NAME` creates a device\n"
     )
 
 

@@ -67,6 +67,7 @@ MAX_PENDING_READS = 8
 MAX_WAITING_REPLIES = 1 << 20
 """Bytes of replies queued behind uncommitted readings before the connection stops reading."""
 DISK_FULL = "the server's disk is full; send the messages again later"
+TOKEN_HELP = "the user name must be a device's access token: `tinyboard device token NAME`"
 
 
 class MQTTServer(TransportServer):
@@ -128,6 +129,8 @@ class MQTTProtocol(StreamProtocol):
         self._quota = NO_QUOTA
         """What the device may send in the read being handled (core/limits.py)."""
         self._connacked = False
+        self._told_topic = False
+        """An unknown publish topic was logged (once per connection)."""
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
@@ -282,6 +285,7 @@ class MQTTProtocol(StreamProtocol):
             client_id = "tinyboard-" + secrets.token_hex(8)
         self._client_id = client_id
         if not packet.username:
+            log.info("MQTT client %s: no user name; refused (%s)", self._peer, TOKEN_HELP)
             self._connack(ConnectReturn.BAD_USERNAME_OR_PASSWORD, Reason.BAD_USERNAME_OR_PASSWORD)
             return
         self._hold("connect")
@@ -297,6 +301,7 @@ class MQTTProtocol(StreamProtocol):
         if self._done:
             return
         if device is None:
+            log.info("MQTT client %s: unknown token; refused (%s)", self._peer, TOKEN_HELP)
             self._connack(ConnectReturn.NOT_AUTHORIZED, Reason.BAD_USERNAME_OR_PASSWORD)
             return
         server = self._server
@@ -382,7 +387,12 @@ class MQTTProtocol(StreamProtocol):
         """ThingsBoard (MqttTransportHandler.processDevicePublish, last branch): a topic it
         does not have is acknowledged, with 0x90 topic name invalid on MQTT 5 and a plain
         PUBACK on MQTT 3; nothing is stored and the session goes on."""
-        log.info("MQTT client %s: publish to unknown topic %r ignored", self._peer, packet.topic)
+        if not self._told_topic:  # once per connection: a board may send it every second
+            self._told_topic = True
+            hint = tb.topic_hint(packet.topic)
+            log.info(
+                "MQTT client %s: nothing stored from topic %r: %s", self._peer, packet.topic, hint
+            )
         self._ack(packet, Reason.TOPIC_NAME_INVALID)
 
     def _payload_refused(self, packet: Publish, why: str) -> None:
