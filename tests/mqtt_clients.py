@@ -42,7 +42,11 @@ class Device:
         self.disconnected: queue.Queue[ReasonCode] = queue.Queue()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.put(rc)
+        self.connack_properties: list[Properties | None] = []
+        self.client.on_connect = lambda c, u, f, rc, p: (
+            self.connack_properties.append(p),
+            self.connected.put(rc),
+        )
         self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.put(rc)
         self.client.on_message = lambda c, u, msg: self.messages.put(msg)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(list(rcs))

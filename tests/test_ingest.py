@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import FixedClock
-from tinyboard.core.ingest import parse_attributes, parse_line, parse_telemetry
+from tinyboard.core.ingest import is_reading, parse_attributes, parse_line, parse_telemetry
 from tinyboard.errors import PayloadError
 
 NOW = 1_700_000_000_000
@@ -54,6 +54,53 @@ def test_pairs_are_typed() -> None:
         (DEV, "led", NOW, True),
         (DEV, "door", NOW, "open"),
     ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "temperature = 23 humidity = 40",
+        "temperature =23 humidity= 40",
+        "temperature\t=\t23,humidity = 40",
+        "temperature = 23, humidity = 40",
+        "temperature = 23 ; humidity=40",
+        "temperature=23, humidity=40,",
+        ";temperature=23 humidity=40;",
+    ],
+)
+def test_spaces_around_equals_are_ignored(line: str) -> None:
+    assert parse_line(line, DEV, AT_NOW) == [
+        (DEV, "temperature", NOW, 23),
+        (DEV, "humidity", NOW, 40),
+    ]
+    assert parse_line("led = TRUE", DEV, AT_NOW) == [(DEV, "led", NOW, True)]
+
+
+@pytest.mark.parametrize(
+    "line", ["note = hello world", "a = 1 b", "= 5", "a =", "a = 1 = 2 3", "door opened"]
+)
+def test_a_value_cannot_hold_spaces_so_such_a_line_is_a_message(line: str) -> None:
+    assert parse_line(line, DEV, AT_NOW) == [(DEV, "message", NOW, line)]
+    assert not is_reading(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "reading"),
+    [
+        ("23.5", True),
+        ("-4", True),
+        ("a=1", True),
+        ("temperature = 23", True),
+        ("{not json", True),  # refused as JSON once there is a device: never free text
+        ('[{"t": 1}]', True),
+        ("hello", False),
+        ("nan", False),
+        ("a=1 b", False),
+        ("1 2", False),
+    ],
+)
+def test_is_reading_follows_parse_line(line: str, reading: bool) -> None:
+    assert is_reading(line) is reading
 
 
 def test_other_text_is_a_message() -> None:
@@ -121,6 +168,37 @@ def test_key_value_pairs_round_trip(values: dict[str, int | bool]) -> None:
     parsed = parse_line(line, DEV, AT_NOW)
     assert {k: v for _, k, _, v in parsed} == values
     assert all(type(v) is type(values[k]) for _, k, _, v in parsed)
+
+
+spacing = st.sampled_from(["", " ", "  ", "\t"])
+separators = st.sampled_from([" ", ", ", ",", ";", " ; ", "\t"])
+
+
+@given(
+    st.dictionaries(pair_keys, st.integers(-(10**12), 10**12) | st.booleans(), min_size=1),
+    st.data(),
+)
+def test_spaced_pairs_parse_like_unspaced_ones(
+    values: dict[str, int | bool], data: st.DataObject
+) -> None:
+    parts = [
+        f"{k}{data.draw(spacing)}={data.draw(spacing)}{str(v).lower()}" for k, v in values.items()
+    ]
+    line = "".join(part + data.draw(separators) for part in parts).strip()
+    tight = " ".join(f"{k}={str(v).lower()}" for k, v in values.items())
+    assert parse_line(line, DEV, AT_NOW) == parse_line(tight, DEV, AT_NOW)
+    assert is_reading(line)
+
+
+@given(st.text(min_size=1).map(str.strip).filter(bool))
+def test_is_reading_means_not_stored_as_free_text(text: str) -> None:
+    try:
+        readings = parse_line(text, DEV, AT_NOW)
+    except PayloadError:
+        assert is_reading(text) or "\x00" in text  # free text is refused only for a NUL
+        return
+    as_message = [key for _, key, _, _ in readings] == ["message"] and readings[0][3] == text
+    assert is_reading(text) is not as_message
 
 
 @given(st.dictionaries(keys, json_values, min_size=1, max_size=8))

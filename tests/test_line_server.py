@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.helpers import LineClient, ServerThread
-from tinyboard.transports.line import MAX_JOB
+from tinyboard.transports.line import MAX_JOB, NOT_STORED
 
 
 def test_each_line_is_answered_in_capitals(server: ServerThread) -> None:
@@ -224,8 +224,36 @@ def test_unknown_token(server: ServerThread) -> None:
     with LineClient(server.line_port) as client:
         assert client.ask("TOKEN nope").startswith("ERROR unknown token")
         assert client.ask("TOKEN").startswith("ERROR unknown token")
-        assert client.ask("5") == "5"  # still a chat client: nothing stored
+        assert client.ask("5") == "5" + NOT_STORED  # still a chat client: nothing stored
+        assert client.ask("TOKEN <abc>").endswith("send the token itself, without < and >")
     assert server.call(server.server.store.list_devices()) == []
+
+
+def test_a_reading_before_token_says_it_was_not_stored(server: ServerThread) -> None:
+    device = server.add_device("esp-forgetful")
+    with LineClient(server.line_port) as client:
+        for line in ["23.5", "temperature = 23", "a=1, b=2", '{"t": 1}', "{oops"]:
+            assert (
+                client.ask(line) == line.upper() + " (NOT STORED: SEND TOKEN <ACCESS-TOKEN> FIRST)"
+            )
+        for chat in ["hello", "door opened", "note = hello world", ""]:
+            assert client.ask(chat) == chat.upper()  # the course's chat: CAPITALS, nothing more
+        assert client.ask(f"TOKEN {device.token}") == "OK esp-forgetful"
+        assert client.ask("23.5") == "23.5"  # stored: the echo and nothing else
+    latest = server.call(server.server.store.latest(device.key))
+    assert {k: v for k, (_, v) in latest.items()} == {"value": 23.5}
+
+
+def test_spaces_around_equals_make_a_typed_reading(server: ServerThread) -> None:
+    device = server.add_device("esp-spaced")
+    with LineClient(server.line_port) as client:
+        assert client.ask(f"TOKEN {device.token}") == "OK esp-spaced"
+        assert client.ask("temperature = 23") == "TEMPERATURE = 23"
+        assert client.ask("humidity = 40.5, led = true") == "HUMIDITY = 40.5, LED = TRUE"
+    latest = server.call(server.server.store.latest(device.key))
+    values = {k: v for k, (_, v) in latest.items()}
+    assert values == {"temperature": 23, "humidity": 40.5, "led": True}
+    assert "message" not in values
 
 
 def test_lines_pipelined_behind_a_token_are_readings_in_order(server: ServerThread) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Any
@@ -13,7 +14,7 @@ from tests.helpers import ServerThread
 from tests.mqtt_clients import V5, V311, VERSIONS, Device, raw_connect
 from tinyboard.core.models import Device as DeviceRecord
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
-from tinyboard.mqtt.codec import encode
+from tinyboard.mqtt.codec import encode, split_frame
 from tinyboard.mqtt.packets import MQTT_3_1_1, MQTT_5, Connect, Publish
 
 TELEMETRY = "v1/devices/me/telemetry"
@@ -226,11 +227,12 @@ def test_v3_refusals_on_the_wire(server: ServerThread, username: str, connack: b
     sock.close()
 
 
-def test_bad_json_closes_a_v3_session(server: ServerThread) -> None:
-    device = server.add_device("badjson3")
+@pytest.mark.parametrize("qos", [0, 1])
+def test_bad_json_closes_a_v3_session(server: ServerThread, qos: int) -> None:
+    device = server.add_device(f"badjson3-{qos}")
     dev = Device(server.mqtt_port, device.token, protocol=V311)
     try:
-        dev.client.publish(TELEMETRY, "{not json", qos=1)
+        dev.client.publish(TELEMETRY, "{not json", qos=qos)
         dev.disconnected.get(timeout=10)
     finally:
         dev.client.loop_stop()
@@ -254,22 +256,117 @@ def test_bad_json_gets_puback_0x99_on_v5(server: ServerThread) -> None:
     assert stored(server, device) == {"t": 1}
 
 
-def test_unknown_publish_topic(server: ServerThread) -> None:
-    device = server.add_device("topic")
-    v5 = Device(server.mqtt_port, device.token, protocol=V5, client_id="t5")
+def test_bad_json_at_qos0_on_v5_gets_disconnect_0x99(server: ServerThread) -> None:
+    """No packet id to answer, so the session ends, with the reason (ThingsBoard's
+    MqttTransportHandler.sendResponseForAdaptorErrorOrCloseContext)."""
+    device = server.add_device("badjson5-qos0")
+    dev = Device(server.mqtt_port, device.token, protocol=V5)
+    why: list[str] = []
+    dev.client.on_disconnect = lambda c, u, f, rc, p: (
+        why.append(getattr(p, "ReasonString", "")),
+        dev.disconnected.put(rc),
+    )
+    try:
+        dev.publish(TELEMETRY, '{"before": 1}')
+        dev.client.publish(TELEMETRY, "{not json", qos=0)
+        assert dev.disconnected.get(timeout=10).value == 0x99
+    finally:
+        dev.client.loop_stop()
+    assert why[0].startswith("payload on v1/devices/me/telemetry refused: invalid JSON")
+    assert stored(server, device) == {"before": 1}
+
+
+def test_bad_json_at_qos0_on_v5_on_the_wire(server: ServerThread) -> None:
+    device = server.add_device("badjson5-wire")
+    connect = Connect(client_id="w", username=device.token, protocol_level=MQTT_5)
+    sock = raw_connect(server.mqtt_port, connect, MQTT_5)
+    sock.sendall(encode(Publish(topic=TELEMETRY, payload=b"{not json"), MQTT_5))
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    sock.close()
+    header, size = split_frame(data, 1 << 16) or (0, 0)
+    assert data[0] == 0xE0 and data[header] == 0x99  # DISCONNECT, payload format invalid
+    assert size == len(data)  # and nothing after it: the connection closed
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_unknown_publish_topic_on_v3_is_acked_and_the_session_goes_on(
+    server: ServerThread, qos: int
+) -> None:
+    """ThingsBoard (MqttTransportHandler.processDevicePublish) acks a topic it does not
+    have and keeps the session; MQTT 3 PUBACKs carry no reason."""
+    device = server.add_device(f"topic3-{qos}")
+    dev = Device(server.mqtt_port, device.token, protocol=V311)
+    try:
+        info = dev.publish("some/other/topic", '{"lost": 1}', qos=qos)
+        assert qos == 0 or info.is_published()
+        dev.publish(TELEMETRY, '{"after": 2}')
+        assert dev.disconnected.empty()
+    finally:
+        dev.close()
+    assert stored(server, device) == {"after": 2}
+
+
+def test_unknown_publish_topic_on_v3_on_the_wire(server: ServerThread) -> None:
+    device = server.add_device("topic3-wire")
+    version = MQTT_3_1_1
+    sock = raw_connect(server.mqtt_port, Connect(client_id="w", username=device.token), version)
+    unknown = Publish(topic="v1/devices/me/nothing", payload=b"{}", qos=1, packet_id=0x1234)
+    sock.sendall(encode(unknown, version))
+    assert sock.recv(4) == b"\x40\x02\x12\x34"  # a plain PUBACK with its packet id
+    good = Publish(topic=TELEMETRY, payload=b'{"t": 3}', qos=1, packet_id=7)
+    sock.sendall(encode(good, version))
+    assert sock.recv(4) == b"\x40\x02\x00\x07"
+    sock.close()
+    assert stored(server, device) == {"t": 3}
+
+
+def test_an_unknown_topic_is_named_in_the_log_once_with_the_right_one(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device hears nothing (as from ThingsBoard), so the log says what went wrong."""
+    caplog.set_level(logging.INFO, logger="tinyboard.transports.mqtt")
+    device = server.add_device("typo")
+    dev = Device(server.mqtt_port, device.token, protocol=V311)
+    try:
+        for _ in range(3):
+            dev.publish("v1/devices/me/telemetry/", '{"t": 1}')
+    finally:
+        dev.close()
+    told = [r.getMessage() for r in caplog.records if "nothing stored from topic" in r.message]
+    assert told == [told[0]]
+    assert told[0].endswith(
+        "nothing stored from topic 'v1/devices/me/telemetry/': "
+        "did you mean v1/devices/me/telemetry?"
+    )
+
+
+def test_a_refused_token_is_explained_in_the_log(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tinyboard.transports.mqtt")
+    dev = Device(server.mqtt_port, "the-device-name", protocol=V311)
+    dev.client.loop_stop()
+    assert "unknown token; refused (the user name must be a device's access token" in caplog.text
+    assert "the-device-name" not in caplog.text  # a token, even a wrong one, is not logged
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_unknown_publish_topic_on_v5_gets_0x90(server: ServerThread, qos: int) -> None:
+    device = server.add_device(f"topic5-{qos}")
+    dev = Device(server.mqtt_port, device.token, protocol=V5)
     acks: list[int] = []
-    v5.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc.value)
+    dev.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc.value)
     try:
-        v5.publish("v1/devices/me/nothing", "{}")
-        wait_for(lambda: acks == [0x90])
+        dev.publish("v1/devices/me/nothing", "{}", qos=qos)
+        dev.publish(TELEMETRY, '{"after": 2}')
+        wait_for(lambda: len(acks) == 2)
+        assert acks == [0x90 if qos else 0, 0]
+        assert dev.disconnected.empty()
     finally:
-        v5.close()
-    v3 = Device(server.mqtt_port, device.token, protocol=V311, client_id="t3")
-    try:
-        v3.client.publish("some/other/topic", "{}", qos=1)
-        v3.disconnected.get(timeout=10)
-    finally:
-        v3.client.loop_stop()
+        dev.close()
+    assert stored(server, device) == {"after": 2}
 
 
 @pytest.mark.parametrize("protocol", VERSIONS)
@@ -332,11 +429,9 @@ def test_oversized_packet_is_refused(tmp_path: Any, protocol: int) -> None:
 
 def test_v5_connack_announces_limits(server: ServerThread) -> None:
     device = server.add_device("limits")
-    props: list[Any] = []
-    dev = Device(server.mqtt_port, device.token, protocol=V5, wait=False)
-    dev.client.on_connect = lambda c, u, f, rc, p: props.append(p)
+    dev = Device(server.mqtt_port, device.token, protocol=V5)
+    props: list[Any] = dev.connack_properties
     try:
-        wait_for(lambda: props)
         assert props[0].MaximumQoS == 1
         assert props[0].MaximumPacketSize == 65536
         assert props[0].AssignedClientIdentifier.startswith("tinyboard-")

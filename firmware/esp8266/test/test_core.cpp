@@ -61,6 +61,9 @@ static void replies() {
   CHECK(classify_reply("ERROR unknown token: abc") == ReplyKind::Error);
   CHECK(classify_reply("TEMPERATURE=21.5") == ReplyKind::Echo);
   CHECK(classify_reply("OKAY") == ReplyKind::Echo);
+  CHECK(classify_reply("TEMPERATURE=21.5 (NOT STORED: SEND TOKEN <ACCESS-TOKEN> FIRST)") ==
+        ReplyKind::NotStored);
+  CHECK(classify_reply("NOT STORED") == ReplyKind::Echo);
 }
 
 static void rpc() {

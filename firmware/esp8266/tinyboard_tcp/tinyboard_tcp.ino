@@ -127,6 +127,9 @@ void loop() {
     if (read_line(line, sizeof line)) {
       Serial.print("server: ");  // the reading echoed in CAPITALS = stored
       Serial.println(line);
+      if (tinyboard::classify_reply(line) == tinyboard::ReplyKind::NotStored) {
+        client.stop();  // the server does not know us as a device: connect and send TOKEN
+      }
     }
   }
   delay(10);

@@ -3,7 +3,8 @@
 Accepted telemetry (ThingsBoard's formats): `{"k": v}`, `[{"k": v}, ...]`,
 `{"ts": ms, "values": {...}}` and arrays of those. Values may be booleans, integers, floats,
 strings or JSON objects/arrays. The line protocol also accepts a bare number (key `value`),
-`key=value` pairs and free text (key `message`).
+`key=value` pairs (spaces around `=` allowed) and free text (key `message`); `is_reading`
+tells the first three from free text by the same rule.
 
 Every key and value passes the same checks whatever the transport and store (`_key`,
 `json_value`, `_text`): what one store cannot hold (NUL, JSON nested deeper than the encoder
@@ -32,6 +33,7 @@ INT64_MAX = 2**63 - 1
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _PAIR_SEPARATORS = re.compile(r"[\s,;]+")
+_SPACED_EQUALS = re.compile(r"\s*=\s*")
 
 
 class Stamps(Protocol):
@@ -98,14 +100,33 @@ def parse_line(text: str, device: int, clock: Stamps) -> list[Reading]:
     ts = clock.stamp(device)
     if _NUMBER.fullmatch(text):
         return [(device, "value", ts, _number(text))]
-    pairs = _PAIR_SEPARATORS.split(text)
-    if all(_is_pair(p) for p in pairs):
-        out: list[Reading] = []
-        for pair in pairs:
-            key, _, raw = pair.partition("=")
-            out.append((device, _key(key), ts, text_value(key, raw)))
-        return out
+    pairs = _pairs(text)
+    if pairs is not None:
+        return [(device, _key(key), ts, text_value(key, raw)) for key, raw in pairs]
     return [(device, "message", ts, _text("message", text))]
+
+
+def is_reading(text: str) -> bool:
+    """Whether a line (stripped, never empty) is written as a reading (JSON, a number or
+    key=value pairs) rather than free text: a connection without a device answers such a
+    line with a warning that nothing was stored."""
+    return text[0] in "{[" or _NUMBER.fullmatch(text) is not None or _pairs(text) is not None
+
+
+def _pairs(text: str) -> list[tuple[str, str]] | None:
+    """`a=1 b = 2, c=x;` as (key, raw value) pairs, or None when any part is not a pair (a
+    value cannot hold spaces: `note = hello world` is free text)."""
+    if "=" not in text:
+        return None
+    pairs = []
+    for part in _PAIR_SEPARATORS.split(_SPACED_EQUALS.sub("=", text)):
+        if not part:  # a separator at either end
+            continue
+        key, sep, raw = part.partition("=")
+        if not (sep and key and raw):
+            return None
+        pairs.append((key, raw))
+    return pairs
 
 
 def text_value(key: str, raw: str) -> Value:
@@ -176,11 +197,6 @@ def _json(key: object, value: JsonValue) -> JsonValue:
 
 def _children(item: JsonValue) -> Iterable[object]:
     return item.values() if isinstance(item, dict) else item
-
-
-def _is_pair(token: str) -> bool:
-    key, sep, value = token.partition("=")
-    return bool(sep and key and value)
 
 
 def _number(text: str) -> int | float:

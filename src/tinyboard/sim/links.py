@@ -97,8 +97,8 @@ class LineLink:
     async def send(self, readings: Sequence[Reading]) -> None:
         line = payload(readings).decode()
         reply = await self._ask(line)
-        if reply.startswith("ERROR"):
-            raise LinkError(reply)
+        if reply != line.upper():  # an ERROR, or a NOT STORED mark: only the echo is the ack
+            raise LinkError(f"not stored: {reply}")
 
     async def _ask(self, line: str) -> str:
         if self._reader is None or self._writer is None:

@@ -19,7 +19,7 @@ from functools import partial
 
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
-from tinyboard.core.ingest import parse_line
+from tinyboard.core.ingest import is_reading, parse_line
 from tinyboard.core.limits import NO_QUOTA, DeviceLimits, Quota
 from tinyboard.core.models import Device, Reading
 from tinyboard.core.pipeline import Pipeline
@@ -36,6 +36,9 @@ MAX_JOB = 100
 TOO_LONG = None
 READING_HELP = "send a number, key=value pairs or ThingsBoard JSON telemetry"
 DISK_FULL = "ERROR the server's disk is full; send the reading again later\n"
+NOT_STORED = " (NOT STORED: SEND TOKEN <ACCESS-TOKEN> FIRST)"
+"""Appended to the echo of a reading sent before TOKEN, so that it cannot pass for the
+echo of a stored reading (which is the line in CAPITALS and nothing else)."""
 
 
 class LineServer(TransportServer):
@@ -172,16 +175,19 @@ class LineProtocol(StreamProtocol):
                 self._emit(replies, readings)
                 self._identify(text[6:].strip(), pending)
                 return
-            if device is not None and (stripped := text.strip()):
-                if room <= 0:
-                    if self._clock_ahead(device, replies, readings, line, pending):
-                        return
-                    room = server.clocks.room(device.key)
-                room -= 1
-                refusal = self._reading(device, stripped, readings, quota)
-                if refusal:
-                    replies.append(refusal)
-                    continue
+            stripped = text.strip()
+            if device is None or not stripped:  # chat, or an empty line: nothing is stored
+                replies.append(_chat_echo(text, stripped))
+                continue
+            if room <= 0:
+                if self._clock_ahead(device, replies, readings, line, pending):
+                    return
+                room = server.clocks.room(device.key)
+            room -= 1
+            refusal = self._reading(device, stripped, readings, quota)
+            if refusal:
+                replies.append(refusal)
+                continue
             replies.append(text.upper() + "\n")
             if len(readings) >= MAX_JOB:
                 has_room = self._emit(replies, readings)
@@ -314,10 +320,7 @@ class LineProtocol(StreamProtocol):
             reply = "ERROR could not check the token right now; send TOKEN again\n"
         else:
             if device is None:
-                reply = (
-                    "ERROR unknown token: create a device with "
-                    "`tinyboard device add NAME` and send TOKEN <its token>\n"
-                )
+                reply = _unknown_token(token)
             else:
                 self._device = device
                 assert self._client is not None
@@ -326,3 +329,20 @@ class LineProtocol(StreamProtocol):
         slot.data = reply.encode()
         self._out.ready(slot)
         self._unblock()
+
+
+def _unknown_token(token: str) -> str:
+    if token.startswith("<") and token.endswith(">"):  # copied from `TOKEN <access-token>`
+        return "ERROR unknown token: send the token itself, without < and >\n"
+    return (
+        "ERROR unknown token: `tinyboard device token NAME` prints a device's token, "
+        "`tinyboard device add NAME` creates a device\n"
+    )
+
+
+def _chat_echo(text: str, stripped: str) -> str:
+    """The reply to a line that stores nothing: the line in CAPITALS (the course's chat),
+    marked when it is written as a reading, so it cannot pass for a stored one's echo."""
+    if stripped and is_reading(stripped):
+        return text.upper() + NOT_STORED + "\n"
+    return text.upper() + "\n"

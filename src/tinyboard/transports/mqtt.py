@@ -67,6 +67,7 @@ MAX_PENDING_READS = 8
 MAX_WAITING_REPLIES = 1 << 20
 """Bytes of replies queued behind uncommitted readings before the connection stops reading."""
 DISK_FULL = "the server's disk is full; send the messages again later"
+TOKEN_HELP = "the user name must be a device's access token: `tinyboard device token NAME`"
 
 
 class MQTTServer(TransportServer):
@@ -128,6 +129,8 @@ class MQTTProtocol(StreamProtocol):
         self._quota = NO_QUOTA
         """What the device may send in the read being handled (core/limits.py)."""
         self._connacked = False
+        self._told_topic = False
+        """An unknown publish topic was logged (once per connection)."""
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
@@ -282,6 +285,7 @@ class MQTTProtocol(StreamProtocol):
             client_id = "tinyboard-" + secrets.token_hex(8)
         self._client_id = client_id
         if not packet.username:
+            log.info("MQTT client %s: no user name; refused (%s)", self._peer, TOKEN_HELP)
             self._connack(ConnectReturn.BAD_USERNAME_OR_PASSWORD, Reason.BAD_USERNAME_OR_PASSWORD)
             return
         self._hold("connect")
@@ -297,6 +301,7 @@ class MQTTProtocol(StreamProtocol):
         if self._done:
             return
         if device is None:
+            log.info("MQTT client %s: unknown token; refused (%s)", self._peer, TOKEN_HELP)
             self._connack(ConnectReturn.NOT_AUTHORIZED, Reason.BAD_USERNAME_OR_PASSWORD)
             return
         server = self._server
@@ -339,7 +344,7 @@ class MQTTProtocol(StreamProtocol):
                 return
         target = tb.route(packet.topic)
         if target is None:
-            self._payload_refused(packet, Reason.TOPIC_NAME_INVALID, "unknown topic")
+            self._unknown_topic(packet)
             return
         kind, request_id = target
         try:
@@ -347,7 +352,7 @@ class MQTTProtocol(StreamProtocol):
                 raise OverLimit
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
-            self._payload_refused(packet, Reason.PAYLOAD_FORMAT_INVALID, str(exc))
+            self._payload_refused(packet, str(exc))
             return
         except OverLimit:
             self._rate_limited()
@@ -367,29 +372,44 @@ class MQTTProtocol(StreamProtocol):
             final = encode(disconnect, MQTT_5)
         self._close_after_replies(final)
 
-    def _ack(self, packet: Publish) -> None:
-        if packet.qos == 1:
-            self._acks.append(self._conn.ack(cast(int, packet.packet_id)))
+    def _ack(self, packet: Publish, reason: int = Reason.SUCCESS) -> None:
+        """PUBACK (QoS 1) or PUBREC (QoS 2) with `reason` (MQTT 5 only: MQTT 3 has none)."""
+        packet_id = cast(int, packet.packet_id)
+        if packet.qos == 1 and not reason:
+            self._acks.append(self._conn.ack(packet_id))  # the hot path
+        elif packet.qos == 1:
+            self._acks.append(self._conn.send(PubAck(packet_id=packet_id, reason=reason)))
         elif packet.qos == 2:
-            self._qos2.add(cast(int, packet.packet_id))
-            self._acks.append(self._conn.send(PubRec(packet_id=cast(int, packet.packet_id))))
+            self._qos2.add(packet_id)
+            self._acks.append(self._conn.send(PubRec(packet_id=packet_id, reason=reason)))
 
-    def _payload_refused(self, packet: Publish, reason: int, why: str) -> None:
-        """ThingsBoard's answer to a bad publish: PUBACK with a reason (v5), else close."""
-        log.info(
-            "MQTT client %s: %s on %r: %s",
-            self._peer,
-            reason.name if isinstance(reason, Reason) else reason,
-            packet.topic,
-            why,
-        )
-        if not self._conn.is_v5:
-            self._close_after_replies()
-        elif packet.qos:
-            reply = PubAck if packet.qos == 1 else PubRec
-            self._acks.append(
-                self._conn.send(reply(packet_id=cast(int, packet.packet_id), reason=reason))
+    def _unknown_topic(self, packet: Publish) -> None:
+        """ThingsBoard (MqttTransportHandler.processDevicePublish, last branch): a topic it
+        does not have is acknowledged, with 0x90 topic name invalid on MQTT 5 and a plain
+        PUBACK on MQTT 3; nothing is stored and the session goes on."""
+        if not self._told_topic:  # once per connection: a board may send it every second
+            self._told_topic = True
+            hint = tb.topic_hint(packet.topic)
+            log.info(
+                "MQTT client %s: nothing stored from topic %r: %s", self._peer, packet.topic, hint
             )
+        self._ack(packet, Reason.TOPIC_NAME_INVALID)
+
+    def _payload_refused(self, packet: Publish, why: str) -> None:
+        """ThingsBoard's answer to a payload it cannot read (MqttTransportHandler.
+        sendResponseForAdaptorErrorOrCloseContext): an MQTT 5 QoS 1 message gets PUBACK 0x99
+        and the session goes on; any other has no ack to carry the reason, so the session
+        ends (MQTT 5: DISCONNECT 0x99 saying why). Nothing of the message is stored."""
+        log.info("MQTT client %s: payload on %r refused: %s", self._peer, packet.topic, why)
+        if self._conn.is_v5 and packet.qos:
+            self._ack(packet, Reason.PAYLOAD_FORMAT_INVALID)
+            return
+        final = b""
+        if self._conn.is_v5:
+            props = Properties(reason_string=f"payload on {packet.topic} refused: {why}"[:500])
+            disconnect = Disconnect(reason=Reason.PAYLOAD_FORMAT_INVALID, properties=props)
+            final = encode(disconnect, MQTT_5)
+        self._close_after_replies(final)
 
     # -- ThingsBoard routes --------------------------------------------------------------
     def _telemetry(self, device: Device, payload: bytes, _: int) -> None:

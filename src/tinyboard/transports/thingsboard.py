@@ -6,6 +6,7 @@ and the prefix is looked up in a second dict.
 
 from __future__ import annotations
 
+import difflib
 from enum import Enum
 
 TELEMETRY = "v1/devices/me/telemetry"
@@ -57,3 +58,15 @@ def route(topic: str) -> tuple[Route, int] | None:
     if with_id is None or not last.isdigit() or len(last) > 10:
         return None
     return with_id, int(last)
+
+
+PUBLISH_TOPICS = (TELEMETRY, ATTRIBUTES, ATTRIBUTES_REQUEST, RPC_RESPONSE, RPC_REQUEST)
+
+
+def topic_hint(topic: str) -> str:
+    """What to tell someone who published to `topic`, which `route` does not know."""
+    shown = [t + "{id}" if t.endswith("/") else t for t in PUBLISH_TOPICS]
+    close = difflib.get_close_matches(topic, shown, n=1, cutoff=0.8)
+    if close:
+        return f"did you mean {close[0]}?"
+    return "ThingsBoard's device topics are " + ", ".join(shown)

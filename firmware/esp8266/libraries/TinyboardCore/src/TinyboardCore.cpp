@@ -20,6 +20,13 @@ bool starts_with(const char* s, const char* prefix) {
   return true;
 }
 
+bool contains(const char* s, const char* part) {
+  for (; *s != '\0'; ++s) {
+    if (starts_with(s, part)) return true;
+  }
+  return false;
+}
+
 // Appends text to out[*at..cap); false (and nothing more written) when it does not fit,
 // leaving room for the final NUL.
 bool put(char* out, size_t cap, size_t* at, const char* text, size_t n) {
@@ -147,6 +154,7 @@ size_t format_json(const Field* fields, size_t count, char* out, size_t cap) {
 ReplyKind classify_reply(const char* line) {
   if (starts_with(line, "OK ")) return ReplyKind::Ok;
   if (starts_with(line, "ERROR")) return ReplyKind::Error;
+  if (contains(line, "(NOT STORED:")) return ReplyKind::NotStored;
   return ReplyKind::Echo;
 }
 

@@ -29,8 +29,10 @@ size_t format_json(const Field* fields, size_t count, char* out, size_t cap);
 // or no room.
 size_t format_number(float value, uint8_t decimals, char* out, size_t cap);
 
-// What a line from the line protocol server means.
-enum class ReplyKind { Ok, Error, Echo };
+// What a line from the line protocol server means: Ok (TOKEN accepted), Error, Echo (the
+// reading in CAPITALS: stored), or NotStored (the echo of a reading sent before TOKEN, which
+// the server marks with "(NOT STORED: SEND TOKEN <ACCESS-TOKEN> FIRST)").
+enum class ReplyKind { Ok, Error, Echo, NotStored };
 ReplyKind classify_reply(const char* line);
 
 // MQTT RPC: "v1/devices/me/rpc/request/42" -> 42, or -1 for any other topic.
