@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import secrets
 import time
+from typing import Any
 
 from tinyboard.addresses import local_host
 from tinyboard.config import Config
+from tinyboard.core.models import Device
 from tinyboard.core.users import hash_password
 from tinyboard.errors import ConflictError, NotFoundError
 from tinyboard.server import Server
@@ -25,6 +27,16 @@ DEMO_INTERVAL = 2.0
 FAULT_AFTER = 60.0
 """The temperature board's sensor jumps 15 °C after a minute, so the demo's rule fires."""
 DEVICES = (("demo-temperature", "esp8266-temperature"), ("demo-light", "esp8266-light"))
+DEMO_UNITS: dict[str, dict[str, Any]] = {
+    "esp8266-temperature": {
+        "temperature": {"units": "°C", "decimals": 1},
+        "humidity": {"units": "%", "decimals": 0},
+    },
+    "esp8266-light": {"light": {"units": "lx", "decimals": 0}},
+}
+"""The boards' keys (sim/sensors.py) with their units, in the server attribute `units` that
+the dashboard reads (dashboard/units.py; a documented name, like a REST path)."""
+UNITS = "units"
 DEMO_RULE = {
     "id": "demo-too-hot",
     "name": "Demo: too hot",
@@ -36,6 +48,12 @@ DEMO_RULE = {
     "severity": "MAJOR",
     "alarmType": "Too hot",
 }
+
+
+async def give_units(server: Server, device: Device) -> None:
+    """Set the demo units on a demo board, unless someone has set its units already."""
+    if not await server.store.attributes(device.key, "SERVER", [UNITS]):
+        await server.attributes.update_server(device, {UNITS: DEMO_UNITS[device.type]})
 
 
 async def run_demo(config: Config) -> None:
@@ -54,6 +72,7 @@ async def run_demo(config: Config) -> None:
             device = await store.get_device(name)
         except NotFoundError:
             device = await store.create_device(name, type=kind)
+        await give_units(server, device)
         identities.append(Identity(device.name, device.token))
     if "demo-too-hot" not in server.alarms.rules:
         await server.alarms.save_rule(DEMO_RULE)
