@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any, ClassVar
 
 from nicegui import background_tasks, ui
@@ -13,6 +13,7 @@ from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import Alarm, AlarmStatus
 from tinyboard.dashboard.pages.frame import notify_error
 from tinyboard.dashboard.state import MOUNT, current
+from tinyboard.dashboard.times import when, zone_name
 from tinyboard.errors import TinyboardError
 
 SHOWN = ("ACTIVE", "UNACK", "CLEARED", "ANY")
@@ -79,7 +80,12 @@ class AlarmTable:
                     "dense outlined clearable debounce=300"
                 )
             self.summary = ui.label().classes("text-sm text-gray-600")
-        columns = [c for c in self.COLUMNS if device_key is None or c["name"] != "device"]
+        columns = [
+            # the zone in the header: the Alarms page has no other time to name it beside
+            {**c, "label": f"Started ({zone_name(zone)})"} if c["name"] == "start" else c
+            for c in self.COLUMNS
+            if device_key is None or c["name"] != "device"
+        ]
         self.table = ui.table(columns=columns, rows=[], row_key="id").classes("w-full")
         self.table.props("flat bordered :rows-per-page-options=[0] hide-pagination")
         self.table.add_slot("body-cell-severity", SEVERITY_CELL)
@@ -136,7 +142,6 @@ class AlarmTable:
             detail = f"silent for over {details['inactivitySeconds']:g} s"
         else:
             detail = ""
-        start = datetime.fromtimestamp(alarm.start_ts / 1000, self.zone)
         return {
             "id": alarm.id,
             "severity": alarm.severity,
@@ -145,7 +150,7 @@ class AlarmTable:
             "device": alarm.device_name,
             "deviceId": alarm.device_id,
             "status": alarm.status.replace("_", " ").lower(),
-            "start": start.strftime("%Y-%m-%d %H:%M:%S"),
+            "start": when(alarm.start_ts, self.zone),
             "detail": detail,
             "acknowledged": alarm.acknowledged,
             "cleared": alarm.cleared,
