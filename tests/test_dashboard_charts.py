@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -247,3 +247,88 @@ def suggested(page: Page) -> list[str]:
         "input => [...input.list.options].map(option => option.value)"
     )
     return choices
+
+
+# -- 5. a phone, and dark mode --------------------------------------------------------------
+LABEL_BOXES = """key => {
+  const chart = document.querySelector(`[data-testid=chart-${key}]`);
+  const outer = chart.getBoundingClientRect();
+  const texts = [...chart.querySelectorAll('svg text')].map(t => {
+    const b = t.getBoundingClientRect();
+    return {text: t.textContent, left: b.left, right: b.right, top: b.top, bottom: b.bottom,
+            fill: t.getAttribute('fill')};
+  });
+  return {left: outer.left, right: outer.right, texts: texts};
+}"""
+
+
+def overlapping(texts: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [
+        (a["text"], b["text"])
+        for i, a in enumerate(texts)
+        for b in texts[i + 1 :]
+        if a["left"] < b["right"] and b["left"] < a["right"]
+        and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+    ]  # fmt: skip
+
+
+def test_charts_fit_a_phone_and_follow_dark_mode(
+    browser: Browser, served: dash.ServeProcess
+) -> None:
+    device = dash.add_device(served, "phone-chart")
+    now = int(time.time() * 1000)
+    # a barometer in Pa: wide labels on the value axis, a day of readings on the time axis
+    points = [{"ts": now - i * MINUTE, "values": {"pressure": 101_325 + (i % 90) * 7.5}}
+              for i in range(7 * 24 * 60 // 7)]  # fmt: skip
+    post(served, device["token"], points)
+    context = browser.new_context(viewport=dash.PHONE, is_mobile=True, timezone_id=ZONE)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    dash.log_in(page, served)
+    open_device(page, served, device["id"])
+    width = page.evaluate("window.innerWidth")
+    end = datetime.fromtimestamp(now / 1000, KOLKATA).replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=55)  # an odd span: ECharts would tick every 5 min
+    for name, span in [*((n, RANGES[n] + 1) for n in RANGES), ("custom", 55 * MINUTE)]:
+        page.get_by_text(name, exact=True).click()
+        if name == "custom":
+            page.get_by_label("From").fill(start.strftime("%Y-%m-%dT%H:%M"))
+            page.get_by_label("To").fill(end.strftime("%Y-%m-%dT%H:%M"))
+            page.get_by_role("button", name="Show").click()
+        page.wait_for_function(
+            """span => { const o = getElement(document.querySelector(
+                           '[data-testid=chart-pressure]'))?.chart?.getOption();
+                         return o && o.xAxis[0].max - o.xAxis[0].min === span; }""",
+            arg=span,
+        )
+        painted(page)
+        drawn = page.evaluate(LABEL_BOXES, "pressure")
+        assert len(drawn["texts"]) >= 5, drawn  # the title and some labels on both axes
+        assert drawn["left"] >= 0 and drawn["right"] <= width
+        outside = [t["text"] for t in drawn["texts"]
+                   if t["left"] < drawn["left"] or t["right"] > drawn["right"]]  # fmt: skip
+        assert outside == [], f"{name}: labels cut off: {outside}"
+        assert overlapping(drawn["texts"]) == [], f"{name}: labels overlap"
+
+    # Quasar's dark mode (NiceGUI's ui.dark_mode sets it the same way): light text
+    page.evaluate("Quasar.Dark.set(true)")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid=chart-pressure] svg text')]
+                 .every(t => t.getAttribute('fill') === '#e5e7eb')"""
+    )
+    page.get_by_text("1 h", exact=True).click()  # live again: a new key gets a chart
+    page.wait_for_function(
+        """() => getElement(document.querySelector('[data-testid=chart-pressure]'))
+                 .chart.getOption().xAxis[0].max - Date.now() > -60000"""
+    )
+    post(served, device["token"], [{"humidity": 40}])  # a chart that starts in dark mode
+    expect(page.get_by_test_id("chart-humidity")).to_be_visible()
+    painted(page)
+    fills = {t["fill"] for t in page.evaluate(LABEL_BOXES, "humidity")["texts"]}
+    assert fills == {"#e5e7eb"}
+    page.evaluate("Quasar.Dark.set(false)")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid=chart-pressure] svg text')]
+                 .every(t => t.getAttribute('fill') === '#374151')"""
+    )
+    context.close()

@@ -150,7 +150,7 @@ def chart_options(key: str, data: list[list[Any]], window: Window, unit: KeyUnit
     return {
         "animation": False,
         "title": {"text": title, "textStyle": {"fontSize": 14, **_ink("text")}},
-        "grid": {"left": 8, "right": 16, "top": 36, "bottom": 4, "containLabel": True},
+        "grid": {"left": 8, "right": 16, "top": 40, "bottom": 4, "containLabel": True},
         "tooltip": {
             "trigger": "axis",
             ":valueFormatter": value_formatter(unit),
@@ -163,6 +163,9 @@ def chart_options(key: str, data: list[list[Any]], window: Window, unit: KeyUnit
             "max": window.end_ts,
             "splitNumber": 4,
             **_axis_style(),
+            # 14 px below the axis, not 8: clear of the value axis's lowest label, which
+            # reaches 7 px below it, when a time label sits near the left end
+            "axisLabel": {"hideOverlap": True, "margin": 14, **_ink("text")},
         },
         "yAxis": {"type": "value", "scale": True, "splitNumber": 4, **_axis_style()},
         "series": [
