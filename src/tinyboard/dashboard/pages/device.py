@@ -57,6 +57,8 @@ once, a busy device's readings wait for the next slot and go together."""
 STATUS_SECONDS = 2.0
 """How often the status line is refreshed and live charts' windows move on with the clock."""
 ZONE_JS = "Intl.DateTimeFormat().resolvedOptions().timeZone"
+ZONE_CHECK_SECONDS = 10.0
+"""How long the page waits for the browser to name its zone before it stops asking."""
 
 
 def _now_ms() -> int:
@@ -119,8 +121,11 @@ async def _check_zone(client: Client, zone: tzinfo) -> None:
     """Reload once if the page was drawn in another zone than the browser's (the cookie is
     from before the computer's zone changed): the charts are in the browser's zone, and every
     time on a page must be in one. The head script has renewed the cookie by now."""
-    await client.connected()
-    name = await client.run_javascript(ZONE_JS)
+    try:
+        await client.connected(timeout=ZONE_CHECK_SECONDS)
+        name = await client.run_javascript(ZONE_JS, timeout=ZONE_CHECK_SECONDS)
+    except TimeoutError:
+        return  # the tab closed or is busy: its next page load asks again
     if isinstance(name, str) and name != zone_name(zone) and _known_zone(name):
         # at most once per zone and tab, should the cookie not reach the server
         key = orjson.dumps(f"tinyboardReloadedFor{name}").decode()
