@@ -118,6 +118,9 @@ MARKERS_UP_TO = 50
 alone would otherwise be invisible (a line needs two points), and 50 markers of 4 px stay
 apart (about 6 px) even on a phone's 300 px wide plot. More points draw the line only."""
 
+MARKER, LONE = 4, 8
+"""Marker sizes in px: on each of a few points, and on a reading alone in its range."""
+
 INK = "tinyboardInk"
 """The page's JS function (CHART_JS) that answers a chart colour for light or dark mode."""
 
@@ -127,12 +130,18 @@ def _ink(part: str) -> dict[str, str]:
     return {":color": f"{INK}('{part}')"}
 
 
-def _axis_style() -> dict[str, Any]:
+def _axis_style(**label: Any) -> dict[str, Any]:
     return {
-        "axisLabel": {"hideOverlap": True, **_ink("text")},
+        "axisLabel": {"hideOverlap": True, **label, **_ink("text")},
         "axisLine": {"lineStyle": _ink("axis")},
         "splitLine": {"lineStyle": _ink("split")},
     }
+
+
+def markers(points: int) -> dict[str, Any]:
+    """A marker on each point of a short series (a lone reading gets a bigger one); CHART_JS
+    applies the same rule to live series."""
+    return {"showSymbol": points <= MARKERS_UP_TO, "symbolSize": MARKER if points > 1 else LONE}
 
 
 def value_formatter(unit: KeyUnit) -> str:
@@ -162,19 +171,17 @@ def chart_options(key: str, data: list[list[Any]], window: Window, unit: KeyUnit
             "min": window.start_ts,
             "max": window.end_ts,
             "splitNumber": 4,
-            **_axis_style(),
-            # 14 px below the axis, not 8: clear of the value axis's lowest label, which
-            # reaches 7 px below it, when a time label sits near the left end
-            "axisLabel": {"hideOverlap": True, "margin": 14, **_ink("text")},
+            # labels 14 px below the axis, not 8: clear of the value axis's lowest label
+            # (it reaches 7 px below) when a time label sits near the left end
+            **_axis_style(margin=14),
         },
         "yAxis": {"type": "value", "scale": True, "splitNumber": 4, **_axis_style()},
         "series": [
             {
                 "type": "line",
                 "name": key,
-                "showSymbol": len(data) <= MARKERS_UP_TO,
-                "symbolSize": 4 if len(data) > 1 else 8,
                 "data": data,
+                **markers(len(data)),
             }
         ],
     }
@@ -209,7 +216,7 @@ window.tinyboardView = (id, points, min, max) => {{
   el.chart.setOption({{
     xAxis: {{min: min, max: max}},
     series: [{{data: data, showSymbol: data.length <= {MARKERS_UP_TO},
-               symbolSize: data.length > 1 ? 4 : 8}}],
+               symbolSize: data.length > 1 ? {MARKER} : {LONE}}}],
   }});
 }};
 document.addEventListener('DOMContentLoaded', () => {{

@@ -21,7 +21,6 @@ from tinyboard.core.ingest import attributes_from_json
 from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, TsValue, Value
 from tinyboard.dashboard.charts import (
     CHART_JS,
-    MARKERS_UP_TO,
     MAX_POINTS,
     RANGE_PARAMS,
     RANGES,
@@ -30,6 +29,7 @@ from tinyboard.dashboard.charts import (
     chart_options,
     custom,
     is_number,
+    markers,
     preset,
 )
 from tinyboard.dashboard.key_page import KeyPage
@@ -267,7 +267,7 @@ class KeyChart:
     def load(self, data: list[list[Any]], window: Window) -> None:
         series = self.chart.options["series"][0]
         series["data"] = data
-        series["showSymbol"] = len(data) <= MARKERS_UP_TO
+        series.update(markers(len(data)))
         self.newest = data[-1][0] if data else None
         self.move(window)
         self.chart.update()
