@@ -177,17 +177,22 @@ def test_cards_charts_tables_and_csv_use_the_browser_s_zone(
 
 
 # -- 3. units -------------------------------------------------------------------------------
-def test_units_from_the_server_attribute_show_in_cards_and_charts(
+def test_units_from_the_server_attribute_show_in_cards_charts_and_alarms(
     tab: Page, served: dash.ServeProcess
 ) -> None:
     device = dash.add_device(served, "unit-board")
     post(served, device["token"], [{"temperature": 23.456, "humidity": 40, "note": "ok"}])
     path = f"/api/plugins/telemetry/DEVICE/{device['id']}/attributes/SERVER_SCOPE"
     units = {"temperature": {"units": "°C", "decimals": 1}, "humidity": "%", "note": "x"}
+    rule = {"deviceId": device["id"], "key": "temperature", "condition": {"op": ">", "value": 20},
+            "severity": "MINOR", "alarmType": "Warm"}  # fmt: skip
     with dash.api(served) as client:
         assert client.post(path, json={"units": units}).status_code == 200
+        assert client.post("/api/alarmRule", json=rule).status_code == 200
+    post(served, device["token"], [{"temperature": 23.456}])
     open_device(tab, served, device["id"])
     expect(tab.get_by_test_id("value-temperature")).to_have_text("23.5 °C")
+    expect(tab.locator(".q-table").last).to_contain_text("temperature = 23.5 °C")
     expect(tab.get_by_test_id("value-humidity")).to_have_text("40 %")
     expect(tab.get_by_test_id("value-note")).to_have_text("ok")  # text has no unit
     expect(tab.get_by_test_id("chart-temperature")).to_be_visible()

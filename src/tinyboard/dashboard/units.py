@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinyboard.core.models import Value
+from tinyboard.storage.base import Store
 from tinyboard.web.models import as_text
 
 ATTRIBUTE = "units"
@@ -42,6 +43,12 @@ class KeyUnit:
 
 
 PLAIN = KeyUnit()
+
+
+async def read_units(store: Store, device_key: int) -> dict[str, KeyUnit]:
+    """The device's units, from its server attribute."""
+    values = await store.attributes(device_key, "SERVER", [ATTRIBUTE])
+    return parse_units(values[ATTRIBUTE][1]) if ATTRIBUTE in values else {}
 
 
 def parse_units(value: Value | None) -> dict[str, KeyUnit]:

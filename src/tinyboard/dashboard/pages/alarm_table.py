@@ -14,6 +14,7 @@ from tinyboard.core.models import Alarm, AlarmStatus
 from tinyboard.dashboard.pages.frame import notify_error
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.dashboard.times import when, zone_name
+from tinyboard.dashboard.units import PLAIN, KeyUnit, read_units
 from tinyboard.errors import TinyboardError
 
 SHOWN = ("ACTIVE", "UNACK", "CLEARED", "ANY")
@@ -123,7 +124,8 @@ class AlarmTable:
             text_search=self.search,
             limit=PAGE_SIZE,
         )
-        self.table.rows = [self._row(a) for a in alarms]
+        units = {k: await read_units(ctx.store, k) for k in {a.device_key for a in alarms}}
+        self.table.rows = [self._row(a, units[a.device_key]) for a in alarms]
         self.table.update()
         self.table.set_visibility(bool(alarms))
         self.empty.set_visibility(not alarms)
@@ -134,10 +136,11 @@ class AlarmTable:
         more = f" (newest {PAGE_SIZE} shown)" if total > PAGE_SIZE else ""
         self.summary.set_text(f"{total} alarm{'s' * (total != 1)}{more}")
 
-    def _row(self, alarm: Alarm) -> dict[str, Any]:
+    def _row(self, alarm: Alarm, units: dict[str, KeyUnit]) -> dict[str, Any]:
         details = alarm.details
         if "value" in details:
-            detail = f"{details.get('key', '')} = {details['value']}"
+            key = details.get("key", "")
+            detail = f"{key} = {units.get(key, PLAIN).show(details['value'])}"
         elif "inactivitySeconds" in details:
             detail = f"silent for over {details['inactivitySeconds']:g} s"
         else:

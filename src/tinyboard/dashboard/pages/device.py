@@ -47,7 +47,7 @@ from tinyboard.dashboard.pages.rpc_console import RpcConsole
 from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import current
 from tinyboard.dashboard.times import when, zone_label, zone_name
-from tinyboard.dashboard.units import ATTRIBUTE, PLAIN, KeyUnit, parse_units
+from tinyboard.dashboard.units import PLAIN, KeyUnit, read_units
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.models import as_text
 
@@ -152,8 +152,7 @@ class Units:
 
     async def load(self) -> bool:
         """Read them again; True if they changed."""
-        values = await current().ctx.store.attributes(self.device.key, "SERVER", [ATTRIBUTE])
-        parsed = parse_units(values[ATTRIBUTE][1]) if ATTRIBUTE in values else {}
+        parsed = await read_units(current().ctx.store, self.device.key)
         changed, self.by_key = parsed != self.by_key, parsed
         return changed
 
