@@ -1,12 +1,14 @@
-"""The dashboard's plain parts, without a browser: chart windows and live folding, the
-connection snippets, the login redirect guard and device presence."""
+"""The dashboard's plain parts, without a browser: chart windows, options and live folding,
+units, times, the connection snippets, the login redirect guard and device presence."""
 
 from __future__ import annotations
 
 import re
 import shlex
 import time
+from datetime import UTC
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -15,9 +17,19 @@ from hypothesis import strategies as st
 from tinyboard.addresses import lan_ipv4
 from tinyboard.core.models import Device
 from tinyboard.dashboard import snippets
-from tinyboard.dashboard.charts import MAX_POINTS, RANGES, LiveFold, custom, preset
+from tinyboard.dashboard.charts import (
+    MARKERS_UP_TO,
+    MAX_POINTS,
+    RANGES,
+    LiveFold,
+    chart_options,
+    custom,
+    preset,
+)
 from tinyboard.dashboard.presence import INACTIVITY_SECONDS, presence_of
 from tinyboard.dashboard.session import local_path
+from tinyboard.dashboard.times import when, zone_label
+from tinyboard.dashboard.units import KeyUnit, parse_units
 from tinyboard.registry import Registry
 
 NOW = 1_800_000_000_000
@@ -212,3 +224,43 @@ def test_an_inactivity_rule_decides_online_even_while_connected() -> None:
     old = int((time.time() - 10 * INACTIVITY_SECONDS) * 1000)
     # the rule says it is active although the default timeout would call it offline
     assert presence_of(Registry(), device, old, time.time(), inactive=False).online is True
+
+
+def test_units_come_from_the_units_attribute_and_skip_what_they_cannot_read() -> None:
+    units = parse_units(
+        {
+            "temperature": {"units": "°C", "decimals": 1},
+            "humidity": "%",
+            "light": {"decimals": 0},
+            "bad": {"decimals": 11},
+            "worse": 3,
+        }
+    )
+    assert set(units) == {"temperature", "humidity", "light"}
+    assert units["temperature"].show(23.456) == "23.5 °C"
+    assert units["humidity"].show(40) == "40 %"
+    assert units["light"].show(812.4) == "812"
+    assert units["temperature"].show(True) == "true"  # not a number: as it arrived
+    assert units["temperature"].show("warm") == "warm"
+    assert parse_units("°C") == {}
+
+
+def test_a_chart_spans_its_window_not_its_data() -> None:
+    window = preset("1 h", NOW)
+    options = chart_options("t", [[NOW - 1000, 1.0]], window, KeyUnit("°C", 1))
+    assert (options["xAxis"]["min"], options["xAxis"]["max"]) == (NOW - 3_600_000, NOW + 1)
+    assert options["series"][0]["showSymbol"] is True
+    many = [[NOW - i, 1.0] for i in range(MARKERS_UP_TO + 1)]
+    assert chart_options("t", many, window, KeyUnit())["series"][0]["showSymbol"] is False
+    assert options["title"]["text"] == "t (°C)"
+    assert window.describe(UTC) == "in the last 1 h"
+    assert custom(0, 3_600_000).describe(UTC) == "between 1970-01-01 00:00 and 1970-01-01 01:00"
+
+
+def test_the_zone_label_names_the_zone_and_its_offset_at_that_time() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    assert zone_label(berlin, 1_800_000_000_000) == "Times in Europe/Berlin (UTC+01:00)"
+    summer = 1_784_000_000_000  # July 2026
+    assert zone_label(berlin, summer) == "Times in Europe/Berlin (UTC+02:00)"
+    assert zone_label(UTC, 0) == "Times in UTC (UTC+00:00)"
+    assert when(0, ZoneInfo("Asia/Kolkata")) == "1970-01-01 05:30:00"

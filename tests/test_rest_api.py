@@ -239,10 +239,35 @@ def test_csv_export_is_streamed(server: ServerThread) -> None:
         assert "content-length" not in response.headers  # streamed
         body = "".join(response.iter_text())
     rows = list(csv.reader(io.StringIO(body)))
-    assert rows[0] == ["ts", "key", "value"]
+    assert rows[0] == ["ts", "key", "value", "time"]
     assert len(rows) == 1 + 12_001
-    assert ["3", "note", 'has "quotes", commas'] in rows
-    assert rows[-1] == ["11999", "t", "5999.5"]
+    assert ["3", "note", 'has "quotes", commas', "1970-01-01T00:00:00.003+00:00"] in rows
+    assert rows[-1] == ["11999", "t", "5999.5", "1970-01-01T00:00:11.999+00:00"]
+
+
+def test_csv_export_writes_iso_times_in_the_asked_zone(server: ServerThread) -> None:
+    device = server.add_device("export-tz")
+    ts = 1_800_000_000_123  # 2027-01-15 08:00:00.123 UTC
+    server.call(server.server.store.write([(device.key, "t", ts, 1.5)], []))
+    path = f"/api/plugins/telemetry/DEVICE/{device.id}/export.csv"
+    with api(server) as client:
+        utc = client.get(path)
+        kolkata = client.get(path, params={"tz": "Asia/Kolkata"})
+        unknown = client.get(path, params={"tz": "Mars/Olympus_Mons"})
+    assert list(csv.reader(io.StringIO(utc.text)))[1] == [
+        str(ts),
+        "t",
+        "1.5",
+        "2027-01-15T08:00:00.123+00:00",
+    ]
+    assert list(csv.reader(io.StringIO(kolkata.text)))[1] == [
+        str(ts),
+        "t",
+        "1.5",
+        "2027-01-15T13:30:00.123+05:30",
+    ]
+    assert unknown.status_code == 400
+    assert "unknown time zone 'Mars/Olympus_Mons'" in unknown.json()["message"]
 
 
 def test_shared_attribute_and_rpc_over_rest_reach_an_mqtt_device(server: ServerThread) -> None:

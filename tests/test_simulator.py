@@ -282,6 +282,13 @@ def test_demo_starts_a_server_with_two_live_boards(tmp_path: Path) -> None:
             ).json()["data"]}  # fmt: skip
             assert set(names) == {"demo-temperature", "demo-light", "demo-by-hand"}
             assert [r["alarmType"] for r in rest.get("/api/alarmRules").json()] == ["Too hot"]
+            units = rest.get(
+                f"/api/plugins/telemetry/DEVICE/{names['demo-light']}/values/attributes/SERVER_SCOPE"
+            ).json()
+            # the dashboard shows the boards' units (dashboard/units.py)
+            assert [(a["key"], a["value"]) for a in units] == [
+                ("units", {"light": {"units": "lx", "decimals": 0}})
+            ]
 
             def latest(name: str, key: str) -> list[Any]:
                 url = f"/api/plugins/telemetry/DEVICE/{names[name]}/values/timeseries"

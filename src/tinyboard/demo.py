@@ -18,10 +18,12 @@ import secrets
 import socket
 import time
 from collections.abc import Collection
+from typing import Any
 
 from tinyboard import announce
 from tinyboard.addresses import local_host, url_host
 from tinyboard.config import Config
+from tinyboard.core.models import Device
 from tinyboard.core.users import hash_password
 from tinyboard.errors import ConflictError, NotFoundError
 from tinyboard.server import Server
@@ -36,6 +38,16 @@ BY_HAND = "demo-by-hand"
 """The device the printed test lines send to: the user's own readings, apart from the boards'."""
 PORTS = {"line_port": "line protocol", "mqtt_port": "MQTT", "http_port": "HTTP"}
 PORT_TRIES = 100
+DEMO_UNITS: dict[str, dict[str, Any]] = {
+    "esp8266-temperature": {
+        "temperature": {"units": "°C", "decimals": 1},
+        "humidity": {"units": "%", "decimals": 0},
+    },
+    "esp8266-light": {"light": {"units": "lx", "decimals": 0}},
+}
+"""The boards' keys (sim/sensors.py) with their units, in the server attribute `units` that
+the dashboard reads (dashboard/units.py; a documented name, like a REST path)."""
+UNITS = "units"
 DEMO_RULE = {
     "id": "demo-too-hot",
     "name": "Demo: too hot",
@@ -47,6 +59,12 @@ DEMO_RULE = {
     "severity": "MAJOR",
     "alarmType": "Too hot",
 }
+
+
+async def give_units(server: Server, device: Device) -> None:
+    """Set the demo units on a demo board, unless someone has set its units already."""
+    if not await server.store.attributes(device.key, "SERVER", [UNITS]):
+        await server.attributes.update_server(device, {UNITS: DEMO_UNITS[device.type]})
 
 
 async def run_demo(config: Config, movable: Collection[str] = ()) -> None:
@@ -107,6 +125,8 @@ async def _device(server: Server, name: str, kind: str) -> Identity:
         device = await server.store.get_device(name)
     except NotFoundError:
         device = await server.store.create_device(name, type=kind)
+    if kind in DEMO_UNITS:
+        await give_units(server, device)
     return Identity(device.name, device.token)
 
 

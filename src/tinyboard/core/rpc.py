@@ -17,6 +17,9 @@ from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import TinyboardError
 
 DEFAULT_TIMEOUT = 10.0
+ANSWERED_KEPT = 8
+"""Methods remembered per device that it answered (newest first), for the RPC console's
+suggestions; kept in memory only, so a restart forgets them."""
 
 
 class DeviceOffline(TinyboardError):
@@ -38,6 +41,7 @@ class RpcService:
         self.hub = hub
         self._ids = itertools.count(1)
         self._pending: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._answered: dict[str, list[str]] = {}
 
     async def call(
         self,
@@ -64,7 +68,9 @@ class RpcService:
         try:
             async with asyncio.timeout(timeout):
                 await sessions[-1].push_rpc(request_id, method, params)
-                return None if oneway else await answer
+                if oneway:
+                    return None
+                response = await answer
         except TimeoutError:
             raise RpcTimeout(
                 f"device {device_id} did not answer {method!r} within {timeout:g} s"
@@ -76,6 +82,17 @@ class RpcService:
             ) from None
         finally:
             self._pending.pop(key, None)
+        if not (isinstance(response, dict) and "error" in response):
+            self._remember(device_id, method)
+        return response
+
+    def answered(self, device_id: str) -> list[str]:
+        """Methods the device answered without an error, newest first."""
+        return list(self._answered.get(device_id, ()))
+
+    def _remember(self, device_id: str, method: str) -> None:
+        methods = [method, *(m for m in self._answered.get(device_id, ()) if m != method)]
+        self._answered[device_id] = methods[:ANSWERED_KEPT]
 
     def resolve(self, device_id: str, request_id: int, response: Any) -> bool:
         """Deliver a device's response; False if nobody waits for it (late or unknown id)."""

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 
 from tinyboard.dashboard.session import HOME_PATH, LOGIN_PATH, Sessions, logout
 from tinyboard.web.context import WebContext
-from tinyboard.web.export import csv_export
+from tinyboard.web.export import csv_export, time_zone
 from tinyboard.web.rest import MAX_TS
 
 MOUNT = "/ui"
@@ -59,11 +59,13 @@ def mount(app: FastAPI, ctx: WebContext, ports: dict[str, int], bind: str) -> No
         request: Request,
         startTs: int = Query(0, ge=0, le=MAX_TS),
         endTs: int = Query(MAX_TS, ge=0, le=MAX_TS),
+        tz: str | None = None,
     ) -> Response:
         if await sessions.user(request) is None:
             return RedirectResponse(LOGIN_PATH, status_code=303)
+        zone = time_zone(tz)
         device = await ctx.store.get_device(device_id)
-        return csv_export(ctx.store, device, None, startTs, endTs)
+        return csv_export(ctx.store, device, None, startTs, endTs, zone)
 
     from nicegui import ui
 

@@ -19,7 +19,7 @@ from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.errors import error
-from tinyboard.web.export import csv_export
+from tinyboard.web.export import csv_export, time_zone
 from tinyboard.web.models import (
     AttributeOut,
     ClientOut,
@@ -199,10 +199,13 @@ async def export_csv(
     keys: str | None = None,
     startTs: int = Query(0, ge=0, le=MAX_TS),
     endTs: int = Query(MAX_TS, ge=0, le=MAX_TS),
+    tz: str | None = None,
 ) -> StreamingResponse:
-    """The device's time series in [startTs, endTs) as CSV (ts, key, value)."""
+    """The device's time series in [startTs, endTs) as CSV (ts, key, value, time): `time` is
+    ISO 8601 in the IANA zone `tz` (default UTC)."""
+    zone = time_zone(tz)
     device = await _device(request, device_id)
-    return csv_export(_ctx(request).store, device, _keys(keys), startTs, endTs)
+    return csv_export(_ctx(request).store, device, _keys(keys), startTs, endTs, zone)
 
 
 # -- attributes ----------------------------------------------------------------------------

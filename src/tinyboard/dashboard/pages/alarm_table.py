@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any, ClassVar
 
 from nicegui import background_tasks, ui
@@ -13,6 +13,8 @@ from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import Alarm, AlarmStatus
 from tinyboard.dashboard.pages.frame import notify_error
 from tinyboard.dashboard.state import MOUNT, current
+from tinyboard.dashboard.times import when, zone_name
+from tinyboard.dashboard.units import PLAIN, KeyUnit, read_units
 from tinyboard.errors import TinyboardError
 
 SHOWN = ("ACTIVE", "UNACK", "CLEARED", "ANY")
@@ -79,7 +81,12 @@ class AlarmTable:
                     "dense outlined clearable debounce=300"
                 )
             self.summary = ui.label().classes("text-sm text-gray-600")
-        columns = [c for c in self.COLUMNS if device_key is None or c["name"] != "device"]
+        columns = [
+            # the zone in the header: the Alarms page has no other time to name it beside
+            {**c, "label": f"Started ({zone_name(zone)})"} if c["name"] == "start" else c
+            for c in self.COLUMNS
+            if device_key is None or c["name"] != "device"
+        ]
         self.table = ui.table(columns=columns, rows=[], row_key="id").classes("w-full")
         self.table.props("flat bordered :rows-per-page-options=[0] hide-pagination")
         self.table.add_slot("body-cell-severity", SEVERITY_CELL)
@@ -117,7 +124,8 @@ class AlarmTable:
             text_search=self.search,
             limit=PAGE_SIZE,
         )
-        self.table.rows = [self._row(a) for a in alarms]
+        units = {k: await read_units(ctx.store, k) for k in {a.device_key for a in alarms}}
+        self.table.rows = [self._row(a, units[a.device_key]) for a in alarms]
         self.table.update()
         self.table.set_visibility(bool(alarms))
         self.empty.set_visibility(not alarms)
@@ -128,15 +136,15 @@ class AlarmTable:
         more = f" (newest {PAGE_SIZE} shown)" if total > PAGE_SIZE else ""
         self.summary.set_text(f"{total} alarm{'s' * (total != 1)}{more}")
 
-    def _row(self, alarm: Alarm) -> dict[str, Any]:
+    def _row(self, alarm: Alarm, units: dict[str, KeyUnit]) -> dict[str, Any]:
         details = alarm.details
         if "value" in details:
-            detail = f"{details.get('key', '')} = {details['value']}"
+            key = details.get("key", "")
+            detail = f"{key} = {units.get(key, PLAIN).show(details['value'])}"
         elif "inactivitySeconds" in details:
             detail = f"silent for over {details['inactivitySeconds']:g} s"
         else:
             detail = ""
-        start = datetime.fromtimestamp(alarm.start_ts / 1000, self.zone)
         return {
             "id": alarm.id,
             "severity": alarm.severity,
@@ -145,7 +153,7 @@ class AlarmTable:
             "device": alarm.device_name,
             "deviceId": alarm.device_id,
             "status": alarm.status.replace("_", " ").lower(),
-            "start": start.strftime("%Y-%m-%d %H:%M:%S"),
+            "start": when(alarm.start_ts, self.zone),
             "detail": detail,
             "acknowledged": alarm.acknowledged,
             "cleared": alarm.cleared,

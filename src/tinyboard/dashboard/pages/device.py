@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, tzinfo
 from typing import Any, ClassVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from fastapi import Request
@@ -18,13 +20,16 @@ from nicegui.client import Client
 from tinyboard.core.ingest import attributes_from_json
 from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading, TsValue, Value
 from tinyboard.dashboard.charts import (
+    CHART_JS,
     MAX_POINTS,
     RANGE_PARAMS,
     RANGES,
     LiveFold,
     Window,
+    chart_options,
     custom,
     is_number,
+    markers,
     preset,
 )
 from tinyboard.dashboard.key_page import KeyPage
@@ -38,8 +43,11 @@ from tinyboard.dashboard.pages.frame import (
     to_login,
 )
 from tinyboard.dashboard.pages.key_picker import KeyPicker
+from tinyboard.dashboard.pages.rpc_console import RpcConsole
 from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import current
+from tinyboard.dashboard.times import when, zone_label, zone_name
+from tinyboard.dashboard.units import PLAIN, KeyUnit, read_units
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.models import as_text
 
@@ -47,31 +55,14 @@ FLUSH_SECONDS = 0.25
 """At most one push to the browser per this interval: a sparse sensor's reading goes out at
 once, a busy device's readings wait for the next slot and go together."""
 STATUS_SECONDS = 2.0
-
-APPEND_JS = """<script>
-window.tinyboardAppend = (id, points, span) => {
-  const el = getElement(id);
-  if (!el || !el.chart) return;
-  const data = el.chart.getOption().series[0].data;
-  for (const p of points) {
-    const last = data[data.length - 1];
-    if (last && last[0] === p[0]) data[data.length - 1] = p; else data.push(p);
-  }
-  const cutoff = data.length ? data[data.length - 1][0] - span : 0;
-  let drop = 0;
-  while (drop < data.length && data[drop][0] < cutoff) drop++;
-  el.chart.setOption({series: [{data: drop ? data.slice(drop) : data}]});
-};
-</script>"""
-"""Appends live points in the browser: only the new points cross the wire, not the series."""
+"""How often the status line is refreshed and live charts' windows move on with the clock."""
+ZONE_JS = "Intl.DateTimeFormat().resolvedOptions().timeZone"
+ZONE_CHECK_SECONDS = 10.0
+"""How long the page waits for the browser to name its zone before it stops asking."""
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _when(ts: int, zone: tzinfo) -> str:
-    return datetime.fromtimestamp(ts / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @ui.page("/device/{device_id}", title="Device · tinyboard")
@@ -89,18 +80,30 @@ async def device_page(
         ui.label("This device does not exist (it may have been deleted).")
         ui.link("Back to the devices", "/devices")
         return None
-    ui.add_head_html(APPEND_JS)
+    ui.add_head_html(CHART_JS)
     frame(user, device.name)
     zone = browser_zone(request)
+    units = Units(device)
+    await units.load()
     status = Status(device)
-    cards = LatestCards(device, zone)
-    charts = Charts(cards, client, RANGE_PARAMS.get(range, "1 h"), zone)
+    ui.label(zone_label(zone, _now_ms())).classes("text-xs text-gray-500").props(
+        "data-testid=time-zone"
+    )
+    cards = LatestCards(device, zone, units)
+    charts = Charts(cards, client, RANGE_PARAMS.get(range, "1 h"), zone, units)
     cards.picker.on_change = charts.redraw
     attributes = Attributes(device, zone)
     RpcConsole(device)
     ui.label("Alarms").classes("text-lg font-semibold mt-2")
     alarms = AlarmTable(client, zone, device_key=device.key, shown="ANY")
-    live = LiveFeed(cards, charts, attributes)
+
+    async def attributes_changed() -> None:
+        await attributes.refresh()
+        if await units.load():  # the `units` server attribute changed: redraw with them
+            cards.redraw()
+            await charts.redraw()
+
+    live = LiveFeed(cards, charts, attributes_changed)
     ctx.live.subscribe(device.key, live)  # before loading: nothing committed meanwhile is missed
     client.on_delete(lambda: live.close(device.key))
     await status.refresh()
@@ -109,7 +112,52 @@ async def device_page(
     await attributes.refresh()
     await alarms.refresh()
     ui.timer(STATUS_SECONDS, status.refresh)
+    ui.timer(STATUS_SECONDS, charts.slide)
+    background_tasks.create(_check_zone(client, zone), name="check the browser's time zone")
     return None
+
+
+async def _check_zone(client: Client, zone: tzinfo) -> None:
+    """Reload once if the page was drawn in another zone than the browser's (the cookie is
+    from before the computer's zone changed): the charts are in the browser's zone, and every
+    time on a page must be in one. The head script has renewed the cookie by now."""
+    try:
+        await client.connected(timeout=ZONE_CHECK_SECONDS)
+        name = await client.run_javascript(ZONE_JS, timeout=ZONE_CHECK_SECONDS)
+    except TimeoutError:
+        return  # the tab closed or is busy: its next page load asks again
+    if isinstance(name, str) and name != zone_name(zone) and _known_zone(name):
+        # at most once per zone and tab, should the cookie not reach the server
+        key = orjson.dumps(f"tinyboardReloadedFor{name}").decode()
+        client.run_javascript(
+            f"if (!sessionStorage.getItem({key})) "
+            f"{{ sessionStorage.setItem({key}, '1'); location.reload(); }}"
+        )
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return False  # the server could not use it either: reloading would not help
+    return True
+
+
+class Units:
+    """The units and decimals of the device's keys (its server attribute `units`)."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.by_key: dict[str, KeyUnit] = {}
+
+    async def load(self) -> bool:
+        """Read them again; True if they changed."""
+        parsed = await read_units(current().ctx.store, self.device.key)
+        changed, self.by_key = parsed != self.by_key, parsed
+        return changed
+
+    def of(self, key: str) -> KeyUnit:
+        return self.by_key.get(key, PLAIN)
 
 
 class Status:
@@ -128,9 +176,10 @@ class Status:
 class LatestCards:
     """The newest value of every key, drawn as cards for the keys of the current page."""
 
-    def __init__(self, device: Device, zone: tzinfo) -> None:
+    def __init__(self, device: Device, zone: tzinfo, units: Units) -> None:
         self.device = device
         self.zone = zone
+        self.units = units
         self.latest: dict[str, TsValue] = {}
         self.keys = KeyPage()
         self.cards: dict[str, tuple[ui.label, ui.label]] = {}
@@ -170,8 +219,8 @@ class LatestCards:
         self.latest[key] = (ts, value)
         card = self.cards.get(key)
         if card is not None:
-            card[0].set_text(as_text(value))
-            card[1].set_text(_when(ts, self.zone))
+            card[0].set_text(self.units.of(key).show(value))
+            card[1].set_text(when(ts, self.zone))
         elif new and self.keys.add(key):
             self.card(key)
         return new
@@ -180,29 +229,82 @@ class LatestCards:
         ts, value = self.latest[key]
         with self.box, ui.card().classes("min-w-[9rem] p-3 gap-0"):
             ui.label(key).classes("text-xs text-gray-500")
-            value_label = ui.label(as_text(value)).classes("text-2xl font-semibold break-all")
+            text = self.units.of(key).show(value)
+            value_label = ui.label(text).classes("text-2xl font-semibold break-all")
             # a dict write, never `.props(str)`: a key is device input, and NiceGUI parses
             # a props string into attributes and `:bindings` that the browser evaluates
             value_label.props["data-testid"] = f"value-{key}"
-            when = ui.label(_when(ts, self.zone)).classes("text-xs text-gray-500")
-        self.cards[key] = (value_label, when)
+            time_label = ui.label(when(ts, self.zone)).classes("text-xs text-gray-500")
+            time_label.props["data-testid"] = f"time-{key}"
+        self.cards[key] = (value_label, time_label)
 
     def charted(self) -> list[str]:
         """The numeric keys of the current page, in page order."""
         return [k for k in self.keys.shown if is_number(self.latest[k][1])]
 
 
+class KeyChart:
+    """One key's chart, or a line saying the range holds no reading of it."""
+
+    def __init__(
+        self, key: str, data: list[list[Any]], window: Window, unit: KeyUnit, zone: tzinfo
+    ) -> None:
+        self.key = key
+        self.zone = zone
+        with ui.column().classes("w-full gap-0"):
+            # hidden through a wrapper: hiding the chart itself would resend its options
+            self.frame = ui.element("div").classes("w-full")
+            with self.frame:
+                self.chart = ui.echart(chart_options(key, data, window, unit), renderer="svg")
+            self.chart.classes("w-full h-64")
+            self.chart.props["data-testid"] = f"chart-{key}"  # a dict write: see LatestCards
+            self.empty = ui.label().classes("text-gray-500 py-2")
+            self.empty.props["data-testid"] = f"no-readings-{key}"
+        self.newest = data[-1][0] if data else None
+        self.move(window)
+
+    def load(self, data: list[list[Any]], window: Window) -> None:
+        series = self.chart.options["series"][0]
+        series["data"] = data
+        series.update(markers(len(data)))
+        self.newest = data[-1][0] if data else None
+        self.move(window)
+        self.chart.update()
+
+    def took(self, points: list[tuple[int, float]], view: Window) -> None:
+        """Live points went to the browser's copy of the chart."""
+        self.newest = max(self.newest or 0, points[-1][0])
+        self.move(view)
+
+    def move(self, view: Window) -> None:
+        """The axis spans exactly `view`, whatever the data's extent (the browser moves its
+        copy with CHART_JS; this copy is what a redraw sends)."""
+        self.chart.options["xAxis"]["min"] = view.start_ts
+        self.chart.options["xAxis"]["max"] = view.end_ts
+        has_points = self.newest is not None and self.newest >= view.start_ts
+        self.frame.set_visibility(has_points)
+        self.empty.set_visibility(not has_points)
+        if not has_points:
+            self.empty.set_text(f"No readings of {self.key} {view.describe(self.zone)}.")
+
+
 class Charts:
     """A line chart per numeric key of the page over a range; preset ranges keep taking
-    live points."""
+    live points, and their window moves on with the clock."""
 
-    def __init__(self, cards: LatestCards, client: Client, shown: str, zone: tzinfo) -> None:
+    def __init__(
+        self, cards: LatestCards, client: Client, shown: str, zone: tzinfo, units: Units
+    ) -> None:
         self.cards = cards
         self.device = cards.device
         self.zone = zone
+        self.units = units
         self.client = client
         self.window: Window = preset(shown, _now_ms())
-        self.charts: dict[str, ui.echart] = {}
+        """The loaded range; its buckets are where live points are folded."""
+        self.view: Window = self.window
+        """What the axes show: the loaded range, moved on to now for a preset."""
+        self.charts: dict[str, KeyChart] = {}
         self.folds: dict[str, LiveFold] = {}
         self._loads = 0
         ui.label("Charts").classes("text-lg font-semibold mt-2")
@@ -219,12 +321,13 @@ class Charts:
             ).tooltip("Download the shown range as CSV")
         self.paged = ui.label("Charts follow the keys shown above: filter or turn the page there.")
         self.paged.classes("text-xs text-gray-500")
-        self.none_yet = ui.label("No numeric telemetry in this range.").classes("text-gray-500")
+        self.none_yet = ui.label("No numeric telemetry yet.").classes("text-gray-500")
         self.box = ui.column().classes("w-full gap-2")
 
     def download(self) -> None:
-        w = self.window
-        ui.download(f"/export/{self.device.id}.csv?startTs={w.start_ts}&endTs={w.end_ts}")
+        w = self.view
+        query = urlencode({"startTs": w.start_ts, "endTs": w.end_ts, "tz": zone_name(self.zone)})
+        ui.download(f"/export/{self.device.id}.csv?{query}")
 
     async def range_changed(self) -> None:
         self.custom_box.set_visibility(self.range.value == "custom")
@@ -251,7 +354,7 @@ class Charts:
     async def load(self, window: Window) -> None:
         """History of every numeric key of the page in `window`, averaged by the database
         into at most MAX_POINTS buckets."""
-        self.window = window
+        self.window = self.view = window
         self.folds = {}
         self._loads += 1
         load = self._loads
@@ -273,25 +376,13 @@ class Charts:
             if chart is None:
                 self.add(key, data)
             else:
-                chart.options["series"][0]["data"] = data
-                chart.update()
+                chart.load(data, window)
         self.none_yet.set_visibility(not self.charts)
 
-    def add(self, key: str, data: list[list[Any]]) -> ui.echart:
+    def add(self, key: str, data: list[list[Any]]) -> KeyChart:
         self.none_yet.set_visibility(False)
         with self.box:
-            chart = ui.echart(
-                {
-                    "animation": False,
-                    "title": {"text": key, "textStyle": {"fontSize": 14}},
-                    "grid": {"left": 50, "right": 16, "top": 36, "bottom": 28},
-                    "tooltip": {"trigger": "axis"},
-                    "xAxis": {"type": "time"},
-                    "yAxis": {"type": "value", "scale": True},
-                    "series": [{"type": "line", "name": key, "showSymbol": False, "data": data}],
-                }
-            ).classes("w-full h-64")
-        chart.props["data-testid"] = f"chart-{key}"  # a dict write: see LatestCards.show
+            chart = KeyChart(key, data, self.view, self.units.of(key), self.zone)
         self.charts[key] = chart
         return chart
 
@@ -304,7 +395,7 @@ class Charts:
 
     def push(self) -> None:
         """Send the buckets changed since the last push to the browser."""
-        span = self.window.end_ts - self.window.start_ts
+        view = self.view
         for key, fold in self.folds.items():
             points = fold.take()
             if not points:
@@ -316,9 +407,24 @@ class Charts:
             # Only the new points cross the wire. The server's copy of the options keeps the
             # data the chart was loaded with (changing it would resend the whole series); a
             # reload gets everything from the store.
+            chart.took(points, view)
             self.client.run_javascript(
-                f"tinyboardAppend({chart.id}, {orjson.dumps(points).decode()}, {span})"
+                f"tinyboardView({chart.chart.id}, {orjson.dumps(points).decode()}, "
+                f"{view.start_ts}, {view.end_ts})"
             )
+
+    def slide(self) -> None:
+        """A preset's window ends now: move every chart's axis on (the timer's tick)."""
+        if not self.window.live or not self.charts:
+            return
+        view = self.view = preset(self.window.name, _now_ms())
+        ids = []
+        for chart in self.charts.values():
+            chart.move(view)
+            ids.append(chart.chart.id)
+        self.client.run_javascript(
+            f"for (const id of {ids}) tinyboardView(id, [], {view.start_ts}, {view.end_ts})"
+        )
 
 
 class Attributes:
@@ -368,7 +474,7 @@ class Attributes:
         for scope in SCOPES:
             values = await store.attributes(self.device.key, scope)
             self.tables[scope].rows = [
-                {"key": k, "value": as_text(v), "json": json.dumps(v), "ts": _when(ts, self.zone)}
+                {"key": k, "value": as_text(v), "json": json.dumps(v), "ts": when(ts, self.zone)}
                 for k, (ts, v) in sorted(values.items())
             ]
             self.tables[scope].update()
@@ -395,59 +501,19 @@ class Attributes:
         await self.refresh()
 
 
-class RpcConsole:
-    """Send a server-side RPC and show the reply, the delivery or why it failed."""
-
-    def __init__(self, device: Device) -> None:
-        self.device = device
-        ui.label("RPC console").classes("text-lg font-semibold mt-2")
-        with ui.card().classes("w-full"):
-            with ui.row().classes("items-end gap-2 w-full"):
-                self.method = ui.input("Method", value="getValue").props("dense")
-                self.params = ui.input("Params (JSON)", value="{}").props("dense")
-                self.params.classes("grow")
-            with ui.row().classes("items-center gap-2 w-full"):
-                self.kind = ui.toggle(["two-way", "one-way"], value="two-way")
-                self.timeout = ui.number("Timeout (ms)", value=10_000, min=100, max=600_000)
-                self.timeout.props("dense").classes("w-32")
-                self.send_button = ui.button("Send", icon="send", on_click=self.send)
-            self.reply = ui.code("", language="json").classes("w-full")
-            self.reply.props("data-testid=rpc-reply").set_visibility(False)
-
-    async def send(self) -> None:
-        try:
-            params = json.loads(self.params.value or "null")
-        except ValueError as exc:
-            notify_error(ValueError(f"params must be JSON: {exc}"))
-            return
-        oneway = self.kind.value == "one-way"
-        self.send_button.props("loading")
-        try:
-            answer = await current().ctx.rpc.call(
-                self.device.id,
-                (self.method.value or "").strip(),
-                params,
-                oneway=oneway,
-                timeout=float(self.timeout.value or 10_000) / 1000,
-            )
-        except TinyboardError as exc:
-            self.reply.set_content(f"// error: {exc}")
-        else:
-            text = json.dumps(answer, indent=2)
-            self.reply.set_content("// delivered to the device" if oneway else text)
-        finally:
-            self.send_button.props(remove="loading")
-        self.reply.set_visibility(True)
-
-
 class LiveFeed:
     """The page's LiveHub subscriber: batches what the pipeline commits and updates the
     cards, charts and attributes every FLUSH_SECONDS."""
 
-    def __init__(self, cards: LatestCards, charts: Charts, attributes: Attributes) -> None:
+    def __init__(
+        self,
+        cards: LatestCards,
+        charts: Charts,
+        attributes_changed: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
         self.cards = cards
         self.charts = charts
-        self.refresh_attributes: Callable[[], Coroutine[Any, Any, None]] = attributes.refresh
+        self.attributes_changed = attributes_changed
         self._readings: list[Reading] = []
         self._attributes_changed = False
         self._timer: asyncio.TimerHandle | None = None
@@ -476,7 +542,7 @@ class LiveFeed:
         self.charts.push()
         if self._attributes_changed:
             self._attributes_changed = False
-            background_tasks.create(self.refresh_attributes(), name="refresh attributes")
+            background_tasks.create(self.attributes_changed(), name="refresh attributes")
 
     def close(self, device_key: int) -> None:
         if self._timer is not None:

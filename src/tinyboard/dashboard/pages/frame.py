@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, tzinfo
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Request
@@ -58,7 +58,7 @@ def theme(request: Request | None) -> ui.dark_mode:
 
 def browser_zone(request: Request) -> tzinfo:
     """The browser's time zone (set by TZ_SCRIPT on the login page), else UTC."""
-    name = request.cookies.get(TZ_COOKIE, "")
+    name = unquote(request.cookies.get(TZ_COOKIE, ""))  # TZ_SCRIPT encodes the "/"
     try:
         return ZoneInfo(name) if name else UTC
     except (ValueError, ZoneInfoNotFoundError):
