@@ -315,8 +315,9 @@ def test_charts_fit_a_phone_and_follow_dark_mode(
         assert outside == [], f"{name}: labels cut off: {outside}"
         assert overlapping(drawn["texts"]) == [], f"{name}: labels overlap"
 
-    # Quasar's dark mode (NiceGUI's ui.dark_mode sets it the same way): light text
-    page.evaluate("Quasar.Dark.set(true)")
+    # the header's toggle (light to start with: the context prefers light): light text
+    toggle = page.get_by_role("button", name="Dark or light mode")
+    toggle.click()
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid=chart-pressure] svg text')]
                  .every(t => t.getAttribute('fill') === '#e5e7eb')"""
@@ -331,7 +332,7 @@ def test_charts_fit_a_phone_and_follow_dark_mode(
     painted(page)
     fills = {t["fill"] for t in page.evaluate(LABEL_BOXES, "humidity")["texts"]}
     assert fills == {"#e5e7eb"}
-    page.evaluate("Quasar.Dark.set(false)")
+    toggle.click()
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid=chart-pressure] svg text')]
                  .every(t => t.getAttribute('fill') === '#374151')"""
