@@ -1,12 +1,19 @@
-"""Docs generated from code stay current, and every setting is documented."""
+"""Docs generated from code stay current, every setting is documented, and the commands a
+reader copies from the README and the tutorial work as written."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 from scripts.cli_reference import OUT, render
 
+from tests.helpers import ServerThread
 from tinyboard.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,3 +29,67 @@ def test_every_setting_is_documented(setting: object) -> None:
     cli = OUT.read_text()
     assert setting.flag in readme and setting.env in readme  # type: ignore[attr-defined]
     assert setting.flag in cli and setting.env in cli  # type: ignore[attr-defined]
+
+
+def shell_block(doc: str, marker: str) -> str:
+    """The one ```sh block of `doc` that contains `marker`, as a reader copies it."""
+    blocks = re.findall(r"^```sh\n(.*?)^```$", (ROOT / doc).read_text(), re.M | re.S)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"{doc}: {len(found)} sh blocks with {marker!r}"
+    return found[0]
+
+
+def run_bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+PASSWORD_PLACEHOLDER = "'the password serve printed'"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/tutorial.md"])
+def test_the_login_snippet_prints_the_device_list(
+    doc: str, server: ServerThread, tmp_path: Path
+) -> None:
+    """The copy-paste login of the docs, with the real port and password, then a REST call."""
+    snippet = shell_block(doc, "/api/auth/login")
+    assert PASSWORD_PLACEHOLDER in snippet and "127.0.0.1:8080" in snippet
+    email, password = server.admin
+    assert email in snippet
+    server.add_device("esp-kitchen")
+    script = snippet.replace(PASSWORD_PLACEHOLDER, shlex.quote(password)).replace(
+        "127.0.0.1:8080", f"127.0.0.1:{server.http_port}"
+    )
+    result = run_bash(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = json.loads(result.stdout)
+    assert [device["name"] for device in page["data"]] == ["esp-kitchen"]
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """GitHub's ids for a file's headings: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"^#+ (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_the_readme_links_work_on_the_package_index() -> None:
+    """The package index shows README.md without the repository around it: every image and
+    link is absolute, and each one into the repository names a file (and heading) that is
+    there. The base is pyproject's Homepage."""
+    home = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Homepage"]
+    owner_repo = home.removeprefix("https://github.com/")
+    bases = {
+        "image": f"https://raw.githubusercontent.com/{owner_repo}/main/",
+        "link": f"{home}/blob/main/",
+    }
+    readme = re.sub(r"^```.*?^```$", "", (ROOT / "README.md").read_text(), flags=re.M | re.S)
+    links = re.findall(r"(!?)\[[^\]]*\]\(([^)\s]+)\)", readme)
+    assert len(links) > 10
+    for bang, target in links:
+        base = bases["image" if bang else "link"]
+        assert target.startswith(base), f"{target}: should start with {base}"
+        path, _, anchor = target.removeprefix(base).partition("#")
+        assert (ROOT / path).is_file(), f"{target}: no {path} in the repository"
+        if anchor:
+            assert anchor in heading_anchors((ROOT / path).read_text()), target
