@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from scripts.cli_reference import OUT, render
 
 from tests.helpers import ServerThread
+from tests.web_helpers import api
 from tinyboard.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +67,57 @@ def test_the_login_snippet_prints_the_device_list(
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout)
     assert [device["name"] for device in page["data"]] == ["esp-kitchen"]
+
+
+TB_TOKEN = "'PASTE-THE-THINGSBOARD-TOKEN'"
+TOKEN = "A1b2C3d4E5f6G7h8I9j0"  # as ThingsBoard makes them: 20 letters and digits
+
+
+def run_simulate_block(block: str, server: ServerThread, cwd: Path) -> None:
+    """A tutorial block with its host swapped for `server` and each simulate stopped after
+    its first reading; the server must acknowledge that reading."""
+    here = f"--host 127.0.0.1 --port {server.mqtt_port}"
+    script = block.replace(TB_TOKEN, TOKEN)
+    script = script.replace(".venv/bin/tinyboard", f"{shlex.quote(sys.executable)} -m tinyboard")
+    script = re.sub(r"--host (demo\.thingsboard\.io|127\.0\.0\.1)", here, script)
+    script = re.sub(r"^(.* simulate .*)$", r"\1 --duration 2", script, flags=re.M)
+    assert script.count(here) == 1 and script.count("--duration 2") == 1, script
+    result = run_bash(script, cwd)
+    assert result.returncode == 0, result.stderr
+    assert "1 acknowledged by the server" in result.stdout, result.stdout + result.stderr
+
+
+def temperatures(server: ServerThread, name: str) -> list[object]:
+    device = server.call(server.server.store.get_device(name))
+    assert device.token == TOKEN
+    with api(server) as rest:
+        history = rest.get(
+            f"/api/plugins/telemetry/DEVICE/{device.id}/values/timeseries",
+            params={"keys": "temperature", "startTs": 0, "endTs": 2**62, "limit": 10},
+        ).json()
+    return list(history.get("temperature", []))
+
+
+def test_the_tutorial_board_runs_on_thingsboard_and_on_tinyboard_by_changing_the_host(
+    tmp_path: Path,
+) -> None:
+    """Milestone 3 on ThingsBoard's live demo: the tutorial's first block against a real server
+    standing in for demo.thingsboard.io (its device made there, as in the ThingsBoard UI), the
+    second against the reader's own server, where its `device add` gives the same token."""
+    on_thingsboard = shell_block("docs/tutorial.md", "--host demo.thingsboard.io")
+    on_tinyboard = shell_block("docs/tutorial.md", 'device add kitchen --token "$(cat tokens.txt)"')
+    assert TB_TOKEN in on_thingsboard
+    thingsboard = ServerThread(tmp_path / "thingsboard").start()
+    tinyboard = ServerThread(tmp_path / "tinyboard-data").start()  # the dir `device add` uses
+    try:
+        thingsboard.add_device("kitchen", token=TOKEN)
+        run_simulate_block(on_thingsboard, thingsboard, tmp_path)
+        run_simulate_block(on_tinyboard, tinyboard, tmp_path)
+        assert len(temperatures(thingsboard, "kitchen")) == 1
+        assert len(temperatures(tinyboard, "kitchen")) == 1
+    finally:
+        thingsboard.stop()
+        tinyboard.stop()
 
 
 def heading_anchors(markdown: str) -> set[str]:
