@@ -50,23 +50,32 @@ def run_bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 PASSWORD_PLACEHOLDER = "'the password serve printed'"
 
 
+def login_snippet(doc: str, server: ServerThread, password: str) -> str:
+    """The docs' copy-paste login with the real port and `password` put in."""
+    snippet = shell_block(doc, "/api/auth/login")
+    assert PASSWORD_PLACEHOLDER in snippet and "127.0.0.1:8080" in snippet
+    assert server.admin[0] in snippet
+    return snippet.replace(PASSWORD_PLACEHOLDER, shlex.quote(password)).replace(
+        "127.0.0.1:8080", f"127.0.0.1:{server.http_port}"
+    )
+
+
 @pytest.mark.parametrize("doc", ["README.md", "docs/tutorial.md"])
 def test_the_login_snippet_prints_the_device_list(
     doc: str, server: ServerThread, tmp_path: Path
 ) -> None:
-    """The copy-paste login of the docs, with the real port and password, then a REST call."""
-    snippet = shell_block(doc, "/api/auth/login")
-    assert PASSWORD_PLACEHOLDER in snippet and "127.0.0.1:8080" in snippet
-    email, password = server.admin
-    assert email in snippet
     server.add_device("esp-kitchen")
-    script = snippet.replace(PASSWORD_PLACEHOLDER, shlex.quote(password)).replace(
-        "127.0.0.1:8080", f"127.0.0.1:{server.http_port}"
-    )
-    result = run_bash(script, tmp_path)
+    result = run_bash(login_snippet(doc, server, server.admin[1]), tmp_path)
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout)
     assert [device["name"] for device in page["data"]] == ["esp-kitchen"]
+
+
+def test_the_login_snippet_says_when_the_password_is_wrong(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    result = run_bash(login_snippet("README.md", server, "not-the-password"), tmp_path)
+    assert result.stderr.startswith("invalid username or password\n"), result.stderr
 
 
 TB_TOKEN = "'PASTE-THE-THINGSBOARD-TOKEN'"
