@@ -58,8 +58,11 @@ def tinyboard_in(checkout: Path, *args: str) -> None:
 
 
 def copy_checkout(dest: Path) -> Path:
+    """The checkout without git, virtualenvs, caches or the developer's own data (the test makes
+    its own)."""
     skip = shutil.ignore_patterns(
-        ".git", ".venv", "dist", "__pycache__", "*_cache", ".hypothesis", "*.egg-info"
+        *(".git", ".venv", "dist", "__pycache__", "*_cache", ".hypothesis", "*.egg-info"),
+        *("tinyboard-data", "tinyboard-demo"),
     )
     shutil.copytree(ROOT, dest, ignore=skip)
     return dest
