@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +68,10 @@ def copy_checkout(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """Both archives, built while a server runs on `tinyboard-data/` (so its -wal and -shm files
-    exist too), after the demo's directory and one of the user's own got a store each."""
+    exist too), after the demo's directory, one of the user's own and one inside `firmware/`
+    got a store each."""
     checkout = copy_checkout(tmp_path_factory.mktemp("checkout") / "tinyboard")
     tinyboard_in(checkout, "device", "add", "demo-board", "--data-dir", "tinyboard-demo")
     tinyboard_in(checkout, "device", "add", "my-board", "--data-dir", "my-data")
@@ -96,7 +96,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         sdist_names = [m.name.split("/", 1)[1] for m in archive.getmembers() if m.isfile()]
     with zipfile.ZipFile(wheel) as archive:
         wheel_names = archive.namelist()
-    yield Built(checkout, dist, sdist_names, wheel_names)
+    return Built(checkout, dist, sdist_names, wheel_names)
 
 
 def test_the_sdist_carries_the_project_and_no_data(built: Built) -> None:
