@@ -82,9 +82,9 @@ TB_TOKEN = "'PASTE-THE-THINGSBOARD-TOKEN'"
 TOKEN = "A1b2C3d4E5f6G7h8I9j0"  # as ThingsBoard makes them: 20 letters and digits
 
 
-def run_simulate_block(block: str, server: ServerThread, cwd: Path) -> None:
+def run_simulate_block(block: str, server: ServerThread, cwd: Path) -> str:
     """A tutorial block with its host swapped for `server` and each simulate stopped after
-    its first reading; the server must acknowledge that reading."""
+    its first reading; what it printed."""
     here = f"--host 127.0.0.1 --port {server.mqtt_port}"
     script = block.replace(TB_TOKEN, TOKEN)
     script = script.replace(".venv/bin/tinyboard", f"{shlex.quote(sys.executable)} -m tinyboard")
@@ -93,7 +93,7 @@ def run_simulate_block(block: str, server: ServerThread, cwd: Path) -> None:
     assert script.count(here) == 1 and script.count("--duration 2") == 1, script
     result = run_bash(script, cwd)
     assert result.returncode == 0, result.stderr
-    assert "1 acknowledged by the server" in result.stdout, result.stdout + result.stderr
+    return result.stdout
 
 
 def temperatures(server: ServerThread, name: str) -> list[object]:
@@ -111,7 +111,8 @@ def test_the_tutorial_board_runs_on_thingsboard_and_on_tinyboard_by_changing_the
     tmp_path: Path,
 ) -> None:
     """Milestone 3 on ThingsBoard's live demo: the tutorial's first block against a real server
-    standing in for demo.thingsboard.io (its device made there, as in the ThingsBoard UI), the
+    standing in for demo.thingsboard.io (first before the device exists there: a wrong token,
+    as the tutorial describes it; then with the device made as in the ThingsBoard UI), the
     second against the reader's own server, where its `device add` gives the same token."""
     on_thingsboard = shell_block("docs/tutorial.md", "--host demo.thingsboard.io")
     on_tinyboard = shell_block("docs/tutorial.md", 'device add kitchen --token "$(cat tokens.txt)"')
@@ -119,9 +120,15 @@ def test_the_tutorial_board_runs_on_thingsboard_and_on_tinyboard_by_changing_the
     thingsboard = ServerThread(tmp_path / "thingsboard").start()
     tinyboard = ServerThread(tmp_path / "tinyboard-data").start()  # the dir `device add` uses
     try:
+        refused = run_simulate_block(on_thingsboard, thingsboard, tmp_path)  # no such device
+        assert "CONNACK refused (code 5): check the token" in refused, refused
         thingsboard.add_device("kitchen", token=TOKEN)
-        run_simulate_block(on_thingsboard, thingsboard, tmp_path)
-        run_simulate_block(on_tinyboard, tinyboard, tmp_path)
+        assert "1 acknowledged by the server" in run_simulate_block(
+            on_thingsboard, thingsboard, tmp_path
+        )
+        assert "1 acknowledged by the server" in run_simulate_block(
+            on_tinyboard, tinyboard, tmp_path
+        )
         assert len(temperatures(thingsboard, "kitchen")) == 1
         assert len(temperatures(tinyboard, "kitchen")) == 1
     finally:
