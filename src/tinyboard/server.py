@@ -395,8 +395,8 @@ def raise_open_file_limit() -> None:
 def run(config: Config) -> int:
     """Run a server in this process until SIGINT/SIGTERM; returns the exit code."""
     raise_open_file_limit()
-    server = Server(config)
     try:
+        server = Server(config)  # a store it cannot use (bad URL, no driver) fails here
         new_loop()(server.serve())
     except TinyboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
