@@ -202,6 +202,9 @@ def test_units_from_the_server_attribute_show_in_cards_charts_and_alarms(
                  .chart.getOption().tooltip[0].valueFormatter(23.456)"""
     )
     assert formatted == "23.5 °C"
+    tab.goto(f"{dash.base(served)}/ui/devices")  # the devices list shows them too
+    expect(tab.get_by_text("humidity: 40 %, note: ok, temperature: 23.5 °C")).to_be_visible()
+    open_device(tab, served, device["id"])
 
     # changed over REST while the page is open: the page follows
     with dash.api(served) as client:

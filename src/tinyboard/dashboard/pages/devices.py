@@ -16,8 +16,8 @@ from tinyboard.dashboard.pages.alarm_table import SEVERITY_COLORS
 from tinyboard.dashboard.pages.frame import ago, frame, notify_error, signed_in, to_login
 from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import MOUNT, current
+from tinyboard.dashboard.units import PLAIN, read_units
 from tinyboard.errors import TinyboardError
-from tinyboard.web.models import as_text
 
 PAGE_SIZE = 25
 REFRESH_SECONDS = 2.0
@@ -82,7 +82,8 @@ async def device_row(device: Device) -> dict[str, Any]:
     alarms = ctx.alarms.open_alarms(device.key)
     worst = min((SEVERITIES.index(a.severity) for a in alarms), default=None)
     shown = sorted(latest.items())[:LATEST_SHOWN]
-    values = ", ".join(f"{k}: {as_text(v)}" for k, (_, v) in shown)
+    units = await read_units(ctx.store, device.key) if shown else {}
+    values = ", ".join(f"{k}: {units.get(k, PLAIN).show(v)}" for k, (_, v) in shown)
     if len(latest) > LATEST_SHOWN:
         values += f" (+{len(latest) - LATEST_SHOWN})"
     return {
