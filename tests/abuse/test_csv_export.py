@@ -47,8 +47,9 @@ def exported(server: ServerThread) -> dict[str, str]:
     )
     assert posted.status_code == 200, posted.text
     rows = export(server, device.id)
-    assert rows[0] == ["ts", "key", "value"]
-    return {key: value for _, key, value in rows[1:]}
+    assert rows[0] == ["ts", "key", "value", "time"]
+    assert {time for *_, time in rows[1:]} == {"1970-01-01T00:00:01.000+00:00"}  # ts 1000
+    return {key: value for _, key, value, _ in rows[1:]}
 
 
 def test_formulas_are_quoted_as_owasp_says(exported: dict[str, str]) -> None:
