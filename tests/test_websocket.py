@@ -71,6 +71,7 @@ async def test_ts_subscription_gets_latest_then_live_updates(server: ServerThrea
             "errorCode": 0,
             "errorMsg": None,
             "data": {"temperature": [[1000, "20.5"]]},
+            "latestValues": {"temperature": 1000},
         }
         mqtt = MqttDevice(server.mqtt_port, device.token)
         try:
@@ -131,7 +132,13 @@ async def test_history_and_attribute_commands(server: ServerThread) -> None:
         assert history["subscriptionId"] == 1
         assert history["data"] == {"t": [[2500, "4"], [7500, "9"]]}
         initial = await receive(ws)
-        assert initial == {"subscriptionId": 2, "errorCode": 0, "errorMsg": None, "data": {}}
+        assert initial == {
+            "subscriptionId": 2,
+            "errorCode": 0,
+            "errorMsg": None,
+            "data": {},
+            "latestValues": {},
+        }
         server.call(server.server.attributes.update_shared(device, {"interval": 15}))
         update = await receive(ws)
         assert update["subscriptionId"] == 2

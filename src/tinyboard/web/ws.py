@@ -3,13 +3,16 @@
 Connect to `/api/ws/plugins/telemetry?token=JWT` and send
 `{"tsSubCmds": [...], "historyCmds": [...], "attrSubCmds": [...]}`. Each subscription
 answers with its current data, then with every committed change:
-`{"subscriptionId": n, "errorCode": 0, "errorMsg": null, "data": {"key": [[ts, "value"]]}}`.
-A command that cannot be read (see `ws_commands`) gets ThingsBoard's error reply instead.
+`{"subscriptionId": n, "errorCode": 0, "errorMsg": null, "data": {"key": [[ts, "value"]]},
+"latestValues": {"key": ts}}`. A command that cannot be read (see `ws_commands`) gets
+ThingsBoard's error reply instead. `ws_api` serves `/api/ws` with this same session.
 
 Strategy: the pipeline's after-commit listener (LiveHub) calls `deliver` on the event loop;
 `deliver` only formats and queues. One sender task per connection writes the queue out; a
 client that lets `MAX_PENDING_BYTES` (or `QUEUE_LIMIT` updates) pile up is disconnected, so
-a browser that stops reading costs bounded memory and never slows ingestion.
+a browser that stops reading costs bounded memory and never slows ingestion. Every
+`TOKEN_RECHECK_SECONDS` the session's token is checked again, so a password change or a
+deleted user ends the socket as it ends the user's REST calls.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from fastapi import APIRouter, WebSocket
@@ -37,7 +40,6 @@ from tinyboard.web.ws_commands import (
     NO_ERROR,
     AttrSubscribe,
     BadCommand,
-    Command,
     HistoryRequest,
     Refused,
     TsSubscribe,
@@ -60,6 +62,8 @@ MAX_SUBSCRIPTIONS = 1000
 device; a dashboard uses tens, so more means a runaway client (ThingsBoard caps these per
 tenant and user)."""
 CLOSE_WAIT = 10.0
+TOKEN_RECHECK_SECONDS = 5.0
+"""How often an open socket checks that its token still stands (one user look-up)."""
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 router = APIRouter()
@@ -68,37 +72,75 @@ Data = dict[str, list[list[Any]]]
 
 
 def _update(cmd_id: int, data: Data) -> bytes:
+    """ThingsBoard's TelemetrySubscriptionUpdate: `latestValues` is the newest ts per key."""
+    latest = {key: max(point[0] for point in points) for key, points in data.items() if points}
     return orjson.dumps(
-        {"subscriptionId": cmd_id, "errorCode": NO_ERROR, "errorMsg": None, "data": data}
+        {
+            "subscriptionId": cmd_id,
+            "errorCode": NO_ERROR,
+            "errorMsg": None,
+            "data": data,
+            "latestValues": latest,
+        }
     )
 
 
-def _failure(cmd_id: int, code: int, message: str) -> bytes:
+def failure(cmd_id: int, code: int, message: str) -> bytes:
+    """ThingsBoard's error reply (`sendError`): every command type answers errors so."""
     return orjson.dumps(
-        {"subscriptionId": cmd_id, "errorCode": code, "errorMsg": message, "data": {}}
+        {
+            "subscriptionId": cmd_id,
+            "errorCode": code,
+            "errorMsg": message,
+            "data": {},
+            "latestValues": {},
+        }
     )
+
+
+class Follower:
+    """What a subscribing command follows. The session registers it on the LiveHub for each
+    of `device_keys` (each counts against `MAX_SUBSCRIPTIONS`), and calls `stop` when the
+    subscription ends, to release anything else it holds (alarm listeners, tasks)."""
+
+    session: Session
+    cmd_id: int
+    device_keys: tuple[int, ...] = ()
+
+    def deliver(self, readings: list[Reading], rows: list[AttributeRow]) -> None:
+        """What one commit stored for one of `device_keys`. Must not block."""
+
+    def stop(self) -> None:
+        """The subscription ended."""
+
+    @property
+    def cost(self) -> int:
+        return max(1, len(self.device_keys))
 
 
 @dataclass(eq=False)
-class Subscription:
+class Subscription(Follower):
     """One tsSubCmd or attrSubCmd: filters a device's commits and queues updates."""
 
     session: Session
     cmd_id: int
     device: Device
     keys: frozenset[str] | None
-    attributes: Scope | None = None  # None: telemetry
+    scopes: tuple[Scope, ...] = ()  # empty: telemetry
+
+    def __post_init__(self) -> None:
+        self.device_keys = (self.device.key,)
 
     def deliver(self, readings: list[Reading], rows: list[AttributeRow]) -> None:
         data: Data = {}
         keys = self.keys
-        if self.attributes is None:
+        if not self.scopes:
             for _, key, ts, value in readings:
                 if keys is None or key in keys:
                     data.setdefault(key, []).append([ts, as_text(value)])
         else:
             for _, scope, key, ts, value in rows:
-                if scope == self.attributes and (keys is None or key in keys):
+                if scope in self.scopes and (keys is None or key in keys):
                     data.setdefault(key, []).append([ts, as_text(value)])
         if data:
             self.session.send(_update(self.cmd_id, data))
@@ -113,7 +155,9 @@ class Session:
         self.pending: deque[bytes] = deque()
         """Updates waiting behind the one the sender is writing."""
         self.pending_bytes = 0
-        self.subscriptions: dict[int, Subscription] = {}
+        self.subscriptions: dict[int, Follower] = {}
+        self.following = 0
+        """The LiveHub registrations of `subscriptions`, bounded by `MAX_SUBSCRIPTIONS`."""
         self.too_slow = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -142,31 +186,47 @@ class Session:
 
     async def handle(self, message: Mapping[str, Any]) -> None:
         """Answer every command of one message, in order."""
-        for command in parse_message(message, _now_ms()):
+        await self.run(parse_message(message, _now_ms()))
+
+    HANDLERS: ClassVar[dict[type, Callable[[Any, Any], Awaitable[None]]]] = {}
+    """Command type → the method that answers it (filled in below the class)."""
+
+    async def run(self, commands: Sequence[object]) -> None:
+        for command in commands:
             if isinstance(command, Refused):
-                self.send(_failure(command.cmd_id, BAD_REQUEST, command.reason))
+                self.send(failure(command.cmd_id, BAD_REQUEST, command.reason))
                 continue
             try:
-                await _HANDLERS[type(command)](self, command)
+                await self.HANDLERS[type(command)](self, command)
             except TinyboardError as exc:
-                self.send(_failure(command.cmd_id, _error_code(exc), str(exc)))
+                self.send(failure(getattr(command, "cmd_id", 0), _error_code(exc), str(exc)))
+
+    def follow(self, follower: Follower) -> None:
+        """Start a subscription under its cmdId (end the one there before first); refused
+        past `MAX_SUBSCRIPTIONS` registrations."""
+        if self.following + follower.cost > MAX_SUBSCRIPTIONS:
+            raise BadCommand(
+                f"a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions (each device "
+                "followed counts one): unsubscribe some, ask for smaller pages or open "
+                "another connection"
+            )
+        self.subscriptions[follower.cmd_id] = follower
+        self.following += follower.cost
+        for key in follower.device_keys:
+            self.ctx.live.subscribe(key, follower)
 
     def _subscribe(
-        self, cmd_id: int, device: Device, keys: frozenset[str] | None, scope: Scope | None
+        self, cmd_id: int, device: Device, keys: frozenset[str] | None, scopes: tuple[Scope, ...]
     ) -> None:
-        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
-            raise BadCommand(
-                f"a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions: unsubscribe "
-                "some or open another connection"
-            )
-        sub = Subscription(self, cmd_id, device, keys, attributes=scope)
-        self.subscriptions[cmd_id] = sub
-        self.ctx.live.subscribe(device.key, sub)
+        self.follow(Subscription(self, cmd_id, device, keys, scopes))
 
     def _unsubscribe(self, cmd_id: int) -> None:
         old = self.subscriptions.pop(cmd_id, None)
         if old is not None:
-            self.ctx.live.unsubscribe(old.device.key, old)
+            self.following -= old.cost
+            for key in old.device_keys:
+                self.ctx.live.unsubscribe(key, old)
+            old.stop()
 
     async def _answer(self, cmd_id: int, query: Awaitable[Data]) -> None:
         """Send a new subscription's first data; a failed query ends the subscription."""
@@ -183,7 +243,7 @@ class Session:
     async def _on_ts_subscribe(self, cmd: TsSubscribe) -> None:
         self._unsubscribe(cmd.cmd_id)
         device = await self.ctx.store.get_device(cmd.entity_id)
-        self._subscribe(cmd.cmd_id, device, cmd.keys, None)
+        self._subscribe(cmd.cmd_id, device, cmd.keys, ())
         if cmd.window is None:
             await self._answer(cmd.cmd_id, self._latest(device, cmd.keys))
         else:
@@ -196,16 +256,26 @@ class Session:
     async def _on_attr_subscribe(self, cmd: AttrSubscribe) -> None:
         self._unsubscribe(cmd.cmd_id)
         device = await self.ctx.store.get_device(cmd.entity_id)
-        self._subscribe(cmd.cmd_id, device, cmd.keys, cmd.scope)
-        await self._answer(cmd.cmd_id, self._attributes(device, cmd.keys, cmd.scope))
+        self._subscribe(cmd.cmd_id, device, cmd.keys, cmd.scopes)
+        await self._answer(cmd.cmd_id, self._attributes(device, cmd.keys, cmd.scopes))
 
     async def _latest(self, device: Device, keys: frozenset[str] | None) -> Data:
         latest = await self.ctx.store.latest(device.key, sorted(keys) if keys else None)
         return {k: [[ts, as_text(v)]] for k, (ts, v) in latest.items()}
 
-    async def _attributes(self, device: Device, keys: frozenset[str] | None, scope: Scope) -> Data:
-        values = await self.ctx.store.attributes(device.key, scope, sorted(keys) if keys else None)
-        return {k: [[ts, as_text(v)]] for k, (ts, v) in values.items()}
+    async def _attributes(
+        self, device: Device, keys: frozenset[str] | None, scopes: tuple[Scope, ...]
+    ) -> Data:
+        """Each key's value in `scopes` (the newest when several scopes hold the key)."""
+        data: Data = {}
+        for scope in scopes:
+            values = await self.ctx.store.attributes(
+                device.key, scope, sorted(keys) if keys else None
+            )
+            for k, (ts, v) in values.items():
+                if k not in data or data[k][0][0] < ts:
+                    data[k] = [[ts, as_text(v)]]
+        return data
 
     async def _history_data(
         self, device: Device, keys: frozenset[str] | None, window: Window
@@ -235,7 +305,7 @@ class Session:
         self.pending_bytes = 0
 
 
-_HANDLERS: dict[type[Command], Callable[[Session, Any], Awaitable[None]]] = {
+Session.HANDLERS = {
     Unsubscribe: Session._on_unsubscribe,
     TsSubscribe: Session._on_ts_subscribe,
     HistoryRequest: Session._on_history,
@@ -275,21 +345,61 @@ async def _drop_slow(session: Session, sender: asyncio.Task[None]) -> None:
         await asyncio.wait_for(websocket.close(code=TRY_AGAIN_LATER, reason="too slow"), CLOSE_WAIT)
 
 
-async def _serve(session: Session, sender: asyncio.Task[None], slow: asyncio.Task[bool]) -> None:
-    """Handle messages until the client leaves, the sender fails or the client is too slow."""
+async def _revoked(ctx: WebContext, token: str) -> str:
+    """Wait until `token` no longer stands (password changed, user gone, expired); why."""
+    while True:
+        await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+        try:
+            await ctx.tokens.check(token)
+        except AuthError as exc:
+            return str(exc)
+        except TinyboardError as exc:  # the store failing is no reason to drop a viewer
+            log.debug("could not recheck a WebSocket token: %s", exc)
+
+
+async def _serve(session: Session, *tasks: asyncio.Task[Any]) -> None:
+    """Handle messages until the client leaves, the sender fails, the client is too slow
+    or its token no longer stands."""
     websocket = session.websocket
+    sender, slow, revoked = tasks
     while True:
         receive = asyncio.create_task(websocket.receive())
-        done, _ = await asyncio.wait({receive, slow, sender}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({receive, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         if receive not in done:
             receive.cancel()
             if slow in done:
                 await _drop_slow(session, sender)
+            elif revoked in done:
+                await _close(websocket, POLICY_VIOLATION, revoked.result())
             return
         message = receive.result()
         if message["type"] == "websocket.disconnect":
             return
         await session.handle(message)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with a reason the client can show (a close reason is at most 123 bytes)."""
+    short = reason.encode()[:120].decode(errors="ignore")
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code=code, reason=short), CLOSE_WAIT)
+
+
+async def serve_session(session: Session, token: str) -> None:
+    """Run an accepted socket whose `token` was checked, until it ends; then free it all."""
+    tasks = (
+        asyncio.create_task(session.sender()),
+        asyncio.create_task(session.too_slow.wait()),
+        asyncio.create_task(_revoked(session.ctx, token)),
+    )
+    try:
+        await _serve(session, *tasks)
+    finally:
+        session.close()
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @router.websocket("/api/ws/plugins/telemetry")
@@ -301,14 +411,4 @@ async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=str(exc)[:120])
         return
     await websocket.accept()
-    session = Session(websocket, ctx)
-    sender = asyncio.create_task(session.sender())
-    slow = asyncio.create_task(session.too_slow.wait())
-    try:
-        await _serve(session, sender, slow)
-    finally:
-        session.close()
-        for task in (sender, slow):
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(sender, slow, return_exceptions=True)
+    await serve_session(Session(websocket, ctx), token)

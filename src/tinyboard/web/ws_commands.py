@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from tinyboard.core.models import AGGREGATIONS, Aggregation, Scope
+from tinyboard.core.models import AGGREGATIONS, SCOPES, Aggregation, Scope
 from tinyboard.errors import TinyboardError
 from tinyboard.web.rest import MAX_TS, SCOPE_OF
 
@@ -33,6 +33,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 100_000
 """Most points per key one command may ask for: the REST API's limit."""
 COMMAND_LISTS = ("tsSubCmds", "historyCmds", "attrSubCmds")
+LEGACY_SHAPE = '{"tsSubCmds": [...], "historyCmds": [...], "attrSubCmds": [...]}'
 
 
 class BadCommand(TinyboardError):
@@ -85,7 +86,8 @@ class AttrSubscribe:
     cmd_id: int
     entity_id: str
     keys: frozenset[str] | None
-    scope: Scope
+    scopes: tuple[Scope, ...]
+    """The scopes followed: all three when the command names none, as ThingsBoard."""
 
 
 Command = Unsubscribe | TsSubscribe | HistoryRequest | AttrSubscribe
@@ -94,7 +96,7 @@ Command = Unsubscribe | TsSubscribe | HistoryRequest | AttrSubscribe
 def parse_message(message: Mapping[str, Any], now: int) -> list[Command | Refused]:
     """The commands of one ASGI WebSocket message, in ThingsBoard's order; `now` in ms."""
     try:
-        doc = _document(message)
+        doc = read_document(message)
     except BadCommand as exc:
         return [Refused(0, str(exc))]
     out: list[Command | Refused] = []
@@ -105,11 +107,13 @@ def parse_message(message: Mapping[str, Any], now: int) -> list[Command | Refuse
         if not isinstance(commands, list):
             out.append(Refused(0, f"{name} must be a list of commands"))
             continue
-        out += [_command(_PARSERS[name], cmd, now) for cmd in commands]
+        out += [read_command(_PARSERS[name], cmd, now) for cmd in commands]
     return out
 
 
-def _document(message: Mapping[str, Any]) -> dict[str, Any]:
+def read_document(message: Mapping[str, Any], shape: str = LEGACY_SHAPE) -> dict[str, Any]:
+    """The JSON object of one text message, within `MAX_COMMAND_BYTES`; `shape` is what
+    the error message tells a client to send instead."""
     text = message.get("text")
     if text is None:
         raise BadCommand("send commands as JSON in text frames, not binary ones")
@@ -124,18 +128,21 @@ def _document(message: Mapping[str, Any]) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise BadCommand("commands must be JSON") from None
     if not isinstance(doc, dict):
-        raise BadCommand('send {"tsSubCmds": [...], "historyCmds": [...], "attrSubCmds": [...]}')
+        raise BadCommand(f"send {shape}")
     return doc
 
 
-Parser = Callable[[int, dict[str, Any], int], Command]
+C = TypeVar("C")
+Parser = Callable[[int, dict[str, Any], int], C]
+"""Reads one command object: (cmdId, the command, now in ms) → a checked command."""
 
 
-def _command(parse: Parser, cmd: object, now: int) -> Command | Refused:
+def read_command(parse: Parser[C], cmd: object, now: int) -> C | Refused:
+    """One command, or `Refused` with its cmdId (0 when even that cannot be read)."""
     if not isinstance(cmd, dict):
         return Refused(0, "each command is a JSON object with an integer cmdId")
     try:
-        cmd_id = _integer(cmd, "cmdId", 0, MAX_CMD_ID)
+        cmd_id = integer_field(cmd, "cmdId", 0, MAX_CMD_ID)
     except BadCommand as exc:
         return Refused(0, str(exc))
     try:
@@ -144,103 +151,105 @@ def _command(parse: Parser, cmd: object, now: int) -> Command | Refused:
         return Refused(cmd_id, str(exc))
 
 
-def _ts_subscribe(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
-    if _unsubscribe(cmd):
+def ts_subscribe(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
+    if unsubscribe_field(cmd):
         return Unsubscribe(cmd_id)
-    start, window = _integer(cmd, "startTs", 0), _integer(cmd, "timeWindow", 0)
-    history = _window(cmd, start or max(0, now - window), now + 1) if start or window else None
-    return TsSubscribe(cmd_id, _entity(cmd), _keys(cmd), history)
+    start, window = integer_field(cmd, "startTs", 0), integer_field(cmd, "timeWindow", 0)
+    past = _window(cmd, start or max(0, now - window), now + 1) if start or window else None
+    return TsSubscribe(cmd_id, entity_field(cmd), keys_field(cmd), past)
 
 
-def _history(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
-    start, end = _integer(cmd, "startTs", 0), _integer(cmd, "endTs", now + 1)
-    return HistoryRequest(cmd_id, _entity(cmd), _keys(cmd), _window(cmd, start, end))
+def history(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
+    start, end = integer_field(cmd, "startTs", 0), integer_field(cmd, "endTs", now + 1)
+    return HistoryRequest(cmd_id, entity_field(cmd), keys_field(cmd), _window(cmd, start, end))
 
 
-def _attr_subscribe(cmd_id: int, cmd: dict[str, Any], _: int) -> Command:
-    if _unsubscribe(cmd):
+def attr_subscribe(cmd_id: int, cmd: dict[str, Any], _: int) -> Command:
+    if unsubscribe_field(cmd):
         return Unsubscribe(cmd_id)
-    scope = SCOPE_OF.get(_text(cmd, "scope") or "CLIENT_SCOPE")
-    if scope is None:
-        raise BadCommand("scope must be CLIENT_SCOPE, SHARED_SCOPE or SERVER_SCOPE")
-    return AttrSubscribe(cmd_id, _entity(cmd), _keys(cmd), scope)
+    name = text_field(cmd, "scope")
+    scope = SCOPE_OF.get(name)
+    if name and scope is None:
+        raise BadCommand("scope must be CLIENT_SCOPE, SHARED_SCOPE, SERVER_SCOPE or absent (all)")
+    scopes = (scope,) if scope else SCOPES
+    return AttrSubscribe(cmd_id, entity_field(cmd), keys_field(cmd), scopes)
 
 
-_PARSERS: dict[str, Parser] = {
-    "tsSubCmds": _ts_subscribe,
-    "historyCmds": _history,
-    "attrSubCmds": _attr_subscribe,
+_PARSERS: dict[str, Parser[Command]] = {
+    "tsSubCmds": ts_subscribe,
+    "historyCmds": history,
+    "attrSubCmds": attr_subscribe,
 }
 
 
 def _window(cmd: dict[str, Any], start: int, end: int) -> Window:
-    agg = _text(cmd, "agg") or "NONE"
+    agg = text_field(cmd, "agg") or "NONE"
     if agg not in AGGREGATIONS:
         raise BadCommand(f"agg must be one of {', '.join(AGGREGATIONS)}")
-    interval = _integer(cmd, "interval", 0)
+    interval = integer_field(cmd, "interval", 0)
     if agg != "NONE" and interval <= 0:
         raise BadCommand("an aggregation needs interval > 0 (milliseconds per bucket)")
-    limit = _integer(cmd, "limit", 0, MAX_LIMIT) or DEFAULT_LIMIT
+    limit = integer_field(cmd, "limit", 0, MAX_LIMIT) or DEFAULT_LIMIT
     return Window(start, end, interval, agg, limit)
 
 
-def _integer(cmd: dict[str, Any], name: str, default: int, high: int = MAX_TS) -> int:
+def integer_field(cmd: dict[str, Any], name: str, default: int, high: int = MAX_TS) -> int:
     raw = cmd.get(name)
     if raw is None:
         return default
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= high:
-        raise BadCommand(f"{name} must be a whole number from 0 to {high}, not {_shown(raw)}")
+        raise BadCommand(f"{name} must be a whole number from 0 to {high}, not {shown(raw)}")
     if raw % 1:
-        raise BadCommand(f"{name} must be a whole number, not {_shown(raw)}")
+        raise BadCommand(f"{name} must be a whole number, not {shown(raw)}")
     return int(raw)
 
 
-def _text(cmd: dict[str, Any], name: str) -> str:
+def text_field(cmd: dict[str, Any], name: str) -> str:
     raw = cmd.get(name)
     if raw is None:
         return ""
     if not isinstance(raw, str):
-        raise BadCommand(f"{name} must be a string, not {_shown(raw)}")
-    return _no_nul(name, raw)
+        raise BadCommand(f"{name} must be a string, not {shown(raw)}")
+    return no_nul(name, raw)
 
 
-def _no_nul(name: str, text: str) -> str:
+def no_nul(name: str, text: str) -> str:
     """No id, name or key holds NUL (PostgreSQL cannot even compare one)."""
     if "\x00" in text:
         raise BadCommand(f"{name} must not contain NUL characters")
     return text
 
 
-def _entity(cmd: dict[str, Any]) -> str:
-    if (_text(cmd, "entityType") or "DEVICE") != "DEVICE":
+def entity_field(cmd: dict[str, Any]) -> str:
+    if (text_field(cmd, "entityType") or "DEVICE") != "DEVICE":
         raise BadCommand("only entityType DEVICE is supported")
-    entity_id = _text(cmd, "entityId")
+    entity_id = text_field(cmd, "entityId")
     if not entity_id:
         raise BadCommand("entityId is missing: give the device's id")
     return entity_id
 
 
-def _keys(cmd: dict[str, Any]) -> frozenset[str] | None:
+def keys_field(cmd: dict[str, Any]) -> frozenset[str] | None:
     """None (every key) when absent or empty, as ThingsBoard."""
     raw = cmd.get("keys")
     if not raw:
         return None
     if isinstance(raw, str):
-        keys = _no_nul("keys", raw).split(",")
+        keys = no_nul("keys", raw).split(",")
         return frozenset(k.strip() for k in keys if k.strip()) or None
     if isinstance(raw, list) and all(isinstance(k, str) for k in raw):
-        return frozenset(_no_nul("keys", k) for k in raw)
+        return frozenset(no_nul("keys", k) for k in raw)
     raise BadCommand('keys is a comma-separated string such as "temperature,humidity"')
 
 
-def _unsubscribe(cmd: dict[str, Any]) -> bool:
+def unsubscribe_field(cmd: dict[str, Any]) -> bool:
     raw = cmd.get("unsubscribe", False)
     if not isinstance(raw, bool):
-        raise BadCommand(f"unsubscribe must be true or false, not {_shown(raw)}")
+        raise BadCommand(f"unsubscribe must be true or false, not {shown(raw)}")
     return raw
 
 
-def _shown(raw: object) -> str:
+def shown(raw: object) -> str:
     """A refused value as the error message quotes it: short, whatever was sent."""
     text = orjson.dumps(raw).decode() if raw is not None else "null"
     return text if len(text) <= 40 else text[:37] + "..."
