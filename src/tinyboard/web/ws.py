@@ -186,7 +186,7 @@ class Session:
 
     async def handle(self, message: Mapping[str, Any]) -> None:
         """Answer every command of one message, in order."""
-        await self.run(parse_message(message, _now_ms()))
+        await self.run(parse_message(message, now_ms()))
 
     HANDLERS: ClassVar[dict[type, Callable[[Any, Any], Awaitable[None]]]] = {}
     """Command type → the method that answers it (filled in below the class)."""
@@ -199,7 +199,7 @@ class Session:
             try:
                 await self.HANDLERS[type(command)](self, command)
             except TinyboardError as exc:
-                self.send(failure(getattr(command, "cmd_id", 0), _error_code(exc), str(exc)))
+                self.send(failure(getattr(command, "cmd_id", 0), error_code(exc), str(exc)))
 
     def follow(self, follower: Follower) -> None:
         """Start a subscription under its cmdId (end the one there before first); refused
@@ -313,7 +313,7 @@ Session.HANDLERS = {
 }
 
 
-def _error_code(exc: TinyboardError) -> int:
+def error_code(exc: TinyboardError) -> int:
     """A missing device is the client's mistake; a failing store is ours."""
     if isinstance(exc, StorageError) and not isinstance(exc, NotFoundError):
         log.error("WebSocket command failed in the store: %s", exc)
@@ -321,7 +321,7 @@ def _error_code(exc: TinyboardError) -> int:
     return BAD_REQUEST
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
 
 
@@ -370,7 +370,7 @@ async def _serve(session: Session, *tasks: asyncio.Task[Any]) -> None:
             if slow in done:
                 await _drop_slow(session, sender)
             elif revoked in done:
-                await _close(websocket, POLICY_VIOLATION, revoked.result())
+                await close_socket(websocket, POLICY_VIOLATION, revoked.result())
             return
         message = receive.result()
         if message["type"] == "websocket.disconnect":
@@ -378,7 +378,7 @@ async def _serve(session: Session, *tasks: asyncio.Task[Any]) -> None:
         await session.handle(message)
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def close_socket(websocket: WebSocket, code: int, reason: str) -> None:
     """Close with a reason the client can show (a close reason is at most 123 bytes)."""
     short = reason.encode()[:120].decode(errors="ignore")
     with contextlib.suppress(Exception):

@@ -1,0 +1,516 @@
+"""ThingsBoard's WebSocket API at `/api/ws` (3.8+ and its UI): the JWT in the first message,
+then typed commands.
+
+Connect, then send `{"authCmd": {"cmdId": 0, "token": JWT}, "cmds": [...]}` within
+`AUTH_SECONDS`. As ThingsBoard's TbWebSocketHandler: a bad token or an unreadable first
+message closes the socket with 1007 and the reason; no authCmd, or none in time, with 1008.
+Until then the socket gets nothing else. TIMESERIES, TIMESERIES_HISTORY and ATTRIBUTES answer
+as the legacy endpoint does (`ws.Session`); ENTITY_DATA, ENTITY_COUNT, ALARM_DATA and
+ALARM_COUNT answer with ThingsBoard's CmdUpdate shapes (`cmdId`, `cmdUpdateType`, ...).
+
+Strategy: one `ApiSession` per socket, the legacy session plus the query commands, so the
+limits (message size, subscriptions, slow clients, token recheck) are the same code. An
+ENTITY_DATA page follows each of its devices on the LiveHub and sends the changed latest
+values as `update`. Alarm commands listen to the alarm engine: a change to an alarm on the
+page is an `update`; a new alarm, or one leaving the page, sends the page again (`data`),
+as ThingsBoard does. Those re-reads are coalesced: one at a time per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+
+from tinyboard.core.alarms import AlarmEvent
+from tinyboard.core.models import SCOPES, SEVERITIES, Alarm, AttributeRow, Device, Reading, Scope
+from tinyboard.errors import NotFoundError, TinyboardError
+from tinyboard.web.context import WebContext
+from tinyboard.web.entities import EntityId, PageLink
+from tinyboard.web.models import as_text
+from tinyboard.web.tokens import AuthError
+from tinyboard.web.ws import (
+    POLICY_VIOLATION,
+    Follower,
+    Session,
+    close_socket,
+    error_code,
+    failure,
+    now_ms,
+    serve_session,
+)
+from tinyboard.web.ws_api_commands import (
+    API_SHAPE,
+    MAX_PAGE_SIZE,
+    AlarmCountRequest,
+    AlarmDataRequest,
+    AlarmFilter,
+    DeviceFilter,
+    EntityCountRequest,
+    EntityDataRequest,
+    EntityKey,
+    Page,
+    api_commands,
+    auth_token,
+)
+from tinyboard.web.ws_commands import BAD_REQUEST, BadCommand, read_document
+
+AUTH_SECONDS = 10.0
+"""ThingsBoard's server.ws.auth_timeout_ms."""
+BAD_DATA = 1007
+MAX_ALARMS_READ = 10_000
+"""Alarms one ALARM_DATA or ALARM_COUNT reads from the store to filter, sort and page."""
+router = APIRouter()
+
+Latest = dict[str, dict[str, dict[str, Any]]]
+"""EntityData.latest: key type → key → {"ts": ms, "value": text}."""
+SCOPES_OF: dict[str, tuple[Scope, ...]] = {
+    "ATTRIBUTE": SCOPES,
+    "CLIENT_ATTRIBUTE": ("CLIENT",),
+    "SHARED_ATTRIBUTE": ("SHARED",),
+    "SERVER_ATTRIBUTE": ("SERVER",),
+}
+DEVICE_SORT: dict[str, Callable[[Device], Any]] = {
+    "name": lambda d: d.name,
+    "label": lambda d: d.label,
+    "type": lambda d: d.type,
+    "createdTime": lambda d: d.created_ts,
+}
+ALARM_SORT: dict[str, Callable[[Alarm], Any]] = {
+    "createdTime": lambda a: a.start_ts,
+    "startTs": lambda a: a.start_ts,
+    "endTs": lambda a: a.end_ts,
+    "ackTs": lambda a: a.ack_ts,
+    "clearTs": lambda a: a.clear_ts,
+    "type": lambda a: a.type,
+    "severity": lambda a: SEVERITIES.index(a.severity),
+    "status": lambda a: a.status,
+    "originator": lambda a: a.device_name,
+    "name": lambda a: a.device_name,
+}
+
+
+def _field(device: Device, name: str) -> str:
+    """An ENTITY_FIELD as ThingsBoard answers it: text, "" for a field devices lack here."""
+    fields = {
+        "name": device.name,
+        "type": device.type,
+        "label": device.label,
+        "createdTime": str(device.created_ts),
+        "entityType": "DEVICE",
+        "id": device.id,
+    }
+    return fields.get(name, "")
+
+
+def entity_id(device_id: str) -> dict[str, Any]:
+    return EntityId.of("DEVICE", device_id).model_dump()
+
+
+def alarm_data(alarm: Alarm, latest: Latest) -> dict[str, Any]:
+    """ThingsBoard's AlarmData: the AlarmInfo JSON, the originator's id and its `latest`."""
+    return {**alarm.as_json(), "entityId": entity_id(alarm.device_id), "latest": latest}
+
+
+def _message(cmd_id: int, kind: str, **fields: Any) -> bytes:
+    """A CmdUpdate: ThingsBoard's shape for the query commands' answers."""
+    head = {"cmdId": cmd_id, "cmdUpdateType": kind, "errorCode": 0, "errorMsg": None}
+    return orjson.dumps({**head, **fields})
+
+
+def _link(page: Page, default_sort: str | None, default_descending: bool) -> PageLink:
+    sort, descending = (
+        (page.sort, page.descending) if page.sort else (default_sort, default_descending)
+    )
+    return PageLink(
+        pageSize=page.size,
+        page=page.number,
+        textSearch=page.text,
+        sortProperty=sort,
+        sortOrder="DESC" if descending else "ASC",
+    )
+
+
+def _paged(page: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**page.model_dump(exclude={"data"}), "data": items}
+
+
+class EntityFollower(Follower):
+    """One ENTITY_DATA command: the latest values of the devices on its page, live."""
+
+    def __init__(self, session: ApiSession, cmd_id: int, devices: list[Device]) -> None:
+        self.session, self.cmd_id = session, cmd_id
+        self.devices = {d.key: d for d in devices}
+        self.device_keys = tuple(self.devices)
+        self.latest: tuple[EntityKey, ...] = ()
+
+    def watch(self, keys: Iterable[EntityKey]) -> tuple[EntityKey, ...]:
+        """Follow `keys` too; the ones not followed before."""
+        new = tuple(k for k in dict.fromkeys(keys) if k not in self.latest)
+        self.latest += new
+        return new
+
+    def deliver(self, readings: list[Reading], rows: list[AttributeRow]) -> None:
+        device = self.devices[readings[0][0] if readings else rows[0][0]]
+        latest: Latest = {}
+        series = {k.key for k in self.latest if k.type == "TIME_SERIES"}
+        for _, key, ts, value in readings:
+            if key in series:
+                _newest(latest.setdefault("TIME_SERIES", {}), key, ts, value)
+        for _, scope, key, ts, value in rows:
+            for k in self.latest:
+                if k.key == key and scope in SCOPES_OF.get(k.type, ()):
+                    _newest(latest.setdefault(k.type, {}), key, ts, value)
+        if latest:
+            self.send_update([_entity_json(device, latest)])
+
+    def send_update(self, update: list[dict[str, Any]]) -> None:
+        self.session.send(
+            _message(
+                self.cmd_id,
+                "ENTITY_DATA",
+                data=None,
+                update=update,
+                allowedEntities=MAX_PAGE_SIZE,
+            )
+        )
+
+
+def _newest(into: dict[str, dict[str, Any]], key: str, ts: int, value: Any) -> None:
+    if key not in into or into[key]["ts"] <= ts:
+        into[key] = {"ts": ts, "value": as_text(value)}
+
+
+def _entity_json(device: Device, latest: Latest) -> dict[str, Any]:
+    """ThingsBoard's EntityData (no time series here: those are TIMESERIES commands)."""
+    return {"entityId": entity_id(device.id), "latest": latest, "timeseries": {}, "aggLatest": {}}
+
+
+class AlarmWatch(Follower):
+    """An alarm command: told of every alarm change by the engine; re-reads the store one
+    at a time, coalescing the changes that arrive meanwhile."""
+
+    session: ApiSession
+
+    def __init__(self, session: ApiSession, cmd_id: int, devices: list[Device]) -> None:
+        self.session, self.cmd_id = session, cmd_id
+        self.devices = {d.key: d for d in devices}
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+        session.ctx.alarms.listeners.append(self.changed)
+
+    def changed(self, event: AlarmEvent, alarm: Alarm) -> None:
+        if alarm.device_key in self.devices:
+            self.refresh_soon()
+
+    def refresh_soon(self) -> None:
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._refresh_while_dirty())
+
+    async def _refresh_while_dirty(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            try:
+                await self.refresh()
+            except TinyboardError as exc:
+                self.session.send(failure(self.cmd_id, error_code(exc), str(exc)))
+
+    async def refresh(self) -> None:
+        """Read the store and send what changed."""
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.session.ctx.alarms.listeners.remove(self.changed)
+        if self._task is not None:
+            self._task.cancel()
+
+
+class AlarmPageFollower(AlarmWatch):
+    """One ALARM_DATA command."""
+
+    def __init__(self, session: ApiSession, cmd: AlarmDataRequest, devices: list[Device]) -> None:
+        super().__init__(session, cmd.cmd_id, devices)
+        self.cmd = cmd
+        self.on_page: set[str] = set()
+
+    def changed(self, event: AlarmEvent, alarm: Alarm) -> None:
+        if alarm.device_key not in self.devices:
+            return
+        on_page = alarm.id in self.on_page
+        if on_page and event != "ALARM_DELETED" and self.cmd.alarms.matches(alarm, now_ms()):
+            self.session.background(self._send_update(alarm))
+        elif on_page or self.cmd.alarms.matches(alarm, now_ms()):
+            self.refresh_soon()
+
+    async def _send_update(self, alarm: Alarm) -> None:
+        latest = await self.session.latest_of(self.devices[alarm.device_key], self._keys())
+        self._send(data=None, update=[alarm_data(alarm, latest)])
+
+    async def refresh(self) -> None:
+        found = await self.session.find_alarms(self.devices, self.cmd.alarms)
+        link = _link(self.cmd.page, "createdTime", True)
+        page = link.apply(found, text=_alarm_text, sort=ALARM_SORT)
+        self.on_page = {a.id for a in page.data}
+        items = []
+        for alarm in page.data:
+            latest = await self.session.latest_of(self.devices[alarm.device_key], self._keys())
+            items.append(alarm_data(alarm, latest))
+        self._send(data=_paged(page, items), update=None)
+
+    def _keys(self) -> tuple[tuple[str, ...], tuple[EntityKey, ...]]:
+        return self.cmd.fields, self.cmd.latest
+
+    def _send(self, **fields: Any) -> None:
+        self.session.send(
+            _message(
+                self.cmd_id,
+                "ALARM_DATA",
+                **fields,
+                allowedEntities=MAX_PAGE_SIZE,
+                totalEntities=len(self.devices),
+            )
+        )
+
+
+def _alarm_text(alarm: Alarm) -> str:
+    return f"{alarm.type} {alarm.severity} {alarm.status} {alarm.device_name}"
+
+
+class AlarmCountFollower(AlarmWatch):
+    """One ALARM_COUNT command: the count again whenever an alarm of its devices changes."""
+
+    def __init__(self, session: ApiSession, cmd: AlarmCountRequest, devices: list[Device]) -> None:
+        super().__init__(session, cmd.cmd_id, devices)
+        self.alarms = cmd.alarms
+        self.count: int | None = None
+
+    async def refresh(self) -> None:
+        count = len(await self.session.find_alarms(self.devices, self.alarms))
+        if count != self.count:
+            self.count = count
+            self.session.send(_message(self.cmd_id, "ALARM_COUNT_DATA", count=count))
+
+
+class ApiSession(Session):
+    """The legacy session's commands under their type names, plus the query commands."""
+
+    def __init__(self, websocket: WebSocket, ctx: WebContext) -> None:
+        super().__init__(websocket, ctx)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, message: Mapping[str, Any]) -> None:
+        try:
+            doc = read_document(message, API_SHAPE)
+        except BadCommand as exc:
+            self.send(failure(0, BAD_REQUEST, str(exc)))
+            return
+        await self.run(api_commands(doc, now_ms()))
+
+    def background(self, work: Any) -> None:
+        """Run a short piece of work (an alarm update) without blocking the caller."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        super().close()
+        for task in self._tasks:
+            task.cancel()
+
+    async def _on_entity_data(self, cmd: EntityDataRequest) -> None:
+        if cmd.devices is None or cmd.page is None:
+            await self._watch_more(cmd)
+            return
+        self._unsubscribe(cmd.cmd_id)
+        devices = await self.devices_of(cmd.devices)
+        page = _link(cmd.page, None, False).apply(devices, text=_device_text, sort=DEVICE_SORT)
+        follower = EntityFollower(self, cmd.cmd_id, list(page.data))
+        follower.watch(cmd.latest)
+        self.follow(follower)
+        try:
+            items = [
+                _entity_json(d, await self.latest_of(d, (cmd.fields, follower.latest)))
+                for d in page.data
+            ]
+        except BaseException:
+            self._unsubscribe(cmd.cmd_id)
+            raise
+        self.send(
+            _message(
+                cmd.cmd_id,
+                "ENTITY_DATA",
+                data=_paged(page, items),
+                update=None,
+                allowedEntities=MAX_PAGE_SIZE,
+            )
+        )
+
+    async def _watch_more(self, cmd: EntityDataRequest) -> None:
+        """ENTITY_DATA without a query (ThingsBoard's UI sends one to add a latestCmd to a
+        subscription): follow the new keys and send their values."""
+        follower = self.subscriptions.get(cmd.cmd_id)
+        if not isinstance(follower, EntityFollower):
+            raise BadCommand("Query is empty!")  # ThingsBoard's words
+        new = follower.watch(cmd.latest)
+        if new:
+            devices = follower.devices.values()
+            follower.send_update(
+                [_entity_json(d, await self.latest_of(d, ((), new))) for d in devices]
+            )
+
+    async def _on_entity_count(self, cmd: EntityCountRequest) -> None:
+        count = len(await self.devices_of(cmd.devices))
+        self.send(_message(cmd.cmd_id, "COUNT_DATA", count=count))
+
+    async def _on_alarm_data(self, cmd: AlarmDataRequest) -> None:
+        self._unsubscribe(cmd.cmd_id)
+        await self._start(AlarmPageFollower(self, cmd, await self.devices_of(cmd.devices)))
+
+    async def _on_alarm_count(self, cmd: AlarmCountRequest) -> None:
+        self._unsubscribe(cmd.cmd_id)
+        await self._start(AlarmCountFollower(self, cmd, await self.devices_of(cmd.devices)))
+
+    async def _start(self, watch: AlarmWatch) -> None:
+        try:
+            self.follow(watch)
+        except BaseException:
+            watch.stop()
+            raise
+        try:
+            await watch.refresh()
+        except BaseException:
+            self._unsubscribe(watch.cmd_id)
+            raise
+
+    async def devices_of(self, devices: DeviceFilter) -> list[Device]:
+        """The devices a filter selects, by name."""
+        store = self.ctx.store
+        if devices.ids is not None and len(devices.ids) <= MAX_PAGE_SIZE:
+            found = []
+            for ref in devices.ids:
+                with contextlib.suppress(NotFoundError):  # ThingsBoard: no such entity, no row
+                    found.append(await store.get_device(ref))
+            everything = sorted(found, key=lambda d: d.name)
+        else:
+            everything = await store.list_devices(limit=2**31)
+        return [d for d in everything if devices.matches(d)]
+
+    async def latest_of(
+        self, device: Device, keys: tuple[tuple[str, ...], tuple[EntityKey, ...]]
+    ) -> Latest:
+        """EntityData.latest of one device: its fields, then the newest value of each key
+        (for ATTRIBUTE, the newest of its scopes); {"ts": 0, "value": ""} when it has none."""
+        fields, latest_keys = keys
+        now, store = now_ms(), self.ctx.store
+        out: Latest = {}
+        if fields:
+            out["ENTITY_FIELD"] = {f: {"ts": now, "value": _field(device, f)} for f in fields}
+        series = [k.key for k in latest_keys if k.type == "TIME_SERIES"]
+        if series:
+            values = await store.latest(device.key, series)
+            out["TIME_SERIES"] = {k: _ts_value(values.get(k)) for k in series}
+        attributes = [k for k in latest_keys if k.type in SCOPES_OF]
+        names = sorted({k.key for k in attributes})
+        wanted = {s for k in attributes for s in SCOPES_OF[k.type]}
+        by_scope = {s: await store.attributes(device.key, s, names) for s in SCOPES if s in wanted}
+        for k in attributes:
+            held = [by_scope[s][k.key] for s in SCOPES_OF[k.type] if k.key in by_scope[s]]
+            newest = max(held, key=lambda held: held[0], default=None)
+            out.setdefault(k.type, {})[k.key] = _ts_value(newest)
+        return out
+
+    async def find_alarms(self, devices: dict[int, Device], alarms: AlarmFilter) -> list[Alarm]:
+        """The alarms of `devices` that match, newest first (at most `MAX_ALARMS_READ` read)."""
+        if not devices:
+            return []
+        await self.ctx.alarms.settled()
+        now = now_ms()
+        low, high = alarms.bounds(now)
+        only = next(iter(devices)) if len(devices) == 1 else None
+        found: list[Alarm] = []
+        offset = 0
+        while offset < MAX_ALARMS_READ:
+            batch, total = await self.ctx.store.list_alarms(
+                device=only,
+                statuses=alarms.statuses(),
+                start_ts=low,
+                end_ts=high,
+                limit=1000,
+                offset=offset,
+            )
+            found += [a for a in batch if a.device_key in devices and alarms.matches(a, now)]
+            offset += len(batch)
+            if not batch or offset >= total:
+                break
+        return found
+
+
+def _device_text(device: Device) -> str:
+    return f"{device.name} {device.label} {device.type}"
+
+
+def _ts_value(value: tuple[int, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {"ts": 0, "value": ""}
+    return {"ts": value[0], "value": as_text(value[1])}
+
+
+ApiSession.HANDLERS = {
+    **Session.HANDLERS,
+    EntityDataRequest: ApiSession._on_entity_data,
+    EntityCountRequest: ApiSession._on_entity_count,
+    AlarmDataRequest: ApiSession._on_alarm_data,
+    AlarmCountRequest: ApiSession._on_alarm_count,
+}
+
+
+async def _authenticate(websocket: WebSocket, ctx: WebContext) -> tuple[str, dict[str, Any]]:
+    """The token and first message of a socket; raises `_AuthRefused` with the close code."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), AUTH_SECONDS)
+    except TimeoutError:
+        raise _AuthRefused(POLICY_VIOLATION, f"no authCmd within {AUTH_SECONDS:g} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise _AuthRefused(0, "")
+    try:
+        doc = read_document(message, API_SHAPE)
+        token = auth_token(doc)
+    except BadCommand as exc:
+        raise _AuthRefused(BAD_DATA, str(exc)) from None
+    if token is None:
+        raise _AuthRefused(POLICY_VIOLATION, f"Auth cmd is missing: send {API_SHAPE}")
+    try:
+        await ctx.tokens.check(token)
+    except AuthError as exc:
+        raise _AuthRefused(BAD_DATA, str(exc)) from None
+    return token, doc
+
+
+class _AuthRefused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@router.websocket("/api/ws")
+async def api_socket(websocket: WebSocket) -> None:
+    ctx: WebContext = websocket.app.state.ctx
+    await websocket.accept()
+    try:
+        token, doc = await _authenticate(websocket, ctx)
+    except _AuthRefused as refused:
+        if refused.code:
+            await close_socket(websocket, refused.code, str(refused))
+        return
+    session = ApiSession(websocket, ctx)
+    try:
+        await session.run(api_commands(doc, now_ms()))
+    except BaseException:
+        session.close()
+        raise
+    await serve_session(session, token)

@@ -1,0 +1,399 @@
+"""`/api/ws`, ThingsBoard's WebSocket API, with the `websockets` client against a real server.
+
+The command JSON is what ThingsBoard's UI builds (thingsboard/thingsboard, ui-ngx):
+`shared/models/telemetry/telemetry.models.ts` (TelemetryPluginCmdsWrapper: `authCmd` and
+`cmds` in the first message; the *Cmd classes; TelemetrySubscriber.
+createEntityAttributesSubscription for TIMESERIES/ATTRIBUTES), `core/api/
+entity-data-subscription.ts` (the ENTITY_DATA query: name/label/additionalInfo fields,
+ATTRIBUTE and TIME_SERIES latest values, `latestCmd`), `core/api/alarm-data-subscription.ts`
+(ALARM_DATA: alarmFields, pageLink with `timeWindow`), `shared/models/query/query.models.ts`
+(createDefaultEntityDataPageLink: sort by createdTime DESC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import ServerThread
+from tests.mqtt_clients import Device as MqttDevice
+from tests.web_helpers import login
+
+Doc = dict[str, Any]
+
+
+def url(server: ServerThread) -> str:
+    return f"ws://127.0.0.1:{server.http_port}/api/ws"
+
+
+def jwt_of(server: ServerThread) -> str:
+    return login(server)["X-Authorization"].removeprefix("Bearer ")
+
+
+def first_message(token: str, *cmds: Doc) -> str:
+    """The UI's first frame: TelemetryPluginCmdsWrapper.preparePublishCommands."""
+    return orjson.dumps({"authCmd": {"cmdId": 0, "token": token}, "cmds": list(cmds)}).decode()
+
+
+def cmds(*commands: Doc) -> str:
+    return orjson.dumps({"cmds": list(commands)}).decode()
+
+
+async def receive(ws: ClientConnection, timeout: float = 10) -> Doc:
+    doc: Doc = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return doc
+
+
+async def until(ws: ClientConnection, wanted: Callable[[Doc], bool], timeout: float = 10) -> Doc:
+    """The first message that is `wanted`, skipping others."""
+    while True:
+        doc = await receive(ws, timeout)
+        if wanted(doc):
+            return doc
+
+
+def of(cmd_id: int) -> Callable[[Doc], bool]:
+    return lambda doc: doc.get("cmdId", doc.get("subscriptionId")) == cmd_id
+
+
+async def each(ws: ClientConnection, *wanted: Callable[[Doc], bool]) -> list[Doc]:
+    """One message for each predicate, whatever order they arrive in, skipping others."""
+    found: dict[int, Doc] = {}
+    while len(found) < len(wanted):
+        doc = await receive(ws)
+        for i, test in enumerate(wanted):
+            if i not in found and test(doc):
+                found[i] = doc
+                break
+    return [found[i] for i in range(len(wanted))]
+
+
+BARRIER_ID = 999
+
+
+async def nothing_before_barrier(ws: ClientConnection) -> None:
+    """Assert no update is waiting: a session answers in order, so anything queued before
+    this ENTITY_COUNT arrives before its answer."""
+    await ws.send(cmds(entity_count(BARRIER_ID)))
+    doc = await receive(ws)
+    assert doc["cmdId"] == BARRIER_ID, f"an update arrived: {doc}"
+
+
+def entity_count(cmd_id: int) -> Doc:
+    return {
+        "type": "ENTITY_COUNT",
+        "cmdId": cmd_id,
+        "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}},
+    }
+
+
+def timeseries(cmd_id: int, device_id: str, keys: str) -> Doc:
+    # TelemetrySubscriber.createEntityAttributesSubscription(..., LATEST_TELEMETRY, ...)
+    return {
+        "type": "TIMESERIES",
+        "cmdId": cmd_id,
+        "entityType": "DEVICE",
+        "entityId": device_id,
+        "scope": "LATEST_TELEMETRY",
+        "keys": keys,
+    }
+
+
+def post_telemetry(server: ServerThread, token: str, values: Doc) -> None:
+    response = httpx.post(f"{server.base_url}/api/v1/{token}/telemetry", json=values)
+    assert response.status_code == 200, response.text
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str, list[str]]:
+    """Read until the server closes: (code, reason, the messages that came first)."""
+    got: list[str] = []
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            got.append(str(await asyncio.wait_for(ws.recv(), 15)))
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason, got
+
+
+async def test_without_a_valid_token_the_socket_gets_only_the_close(server: ServerThread) -> None:
+    device = server.add_device("ws-api-auth")
+    for first, code, reason in (
+        (first_message("garbage", timeseries(1, device.id, "t")), 1007, "not valid"),
+        (cmds(timeseries(1, device.id, "t")), 1008, "Auth cmd is missing"),
+        ("not json", 1007, "must be JSON"),
+    ):
+        async with connect(url(server)) as ws:
+            await ws.send(first)
+            got_code, got_reason, messages = await closed_with(ws)
+        assert (got_code, messages) == (code, [])
+        assert reason in got_reason
+
+
+async def test_timeseries_latest_then_live_then_unsubscribe(server: ServerThread) -> None:
+    device = server.add_device("ws-api-ts")
+    server.call(server.server.store.write([(device.key, "temperature", 1000, 20.5)], []))
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), timeseries(1, device.id, "temperature")))
+        assert await receive(ws) == {
+            "subscriptionId": 1,
+            "errorCode": 0,
+            "errorMsg": None,
+            "data": {"temperature": [[1000, "20.5"]]},
+            "latestValues": {"temperature": 1000},
+        }
+        mqtt = MqttDevice(server.mqtt_port, device.token)
+        try:
+            await asyncio.to_thread(
+                mqtt.publish, "v1/devices/me/telemetry", '{"temperature": 21.5, "other": 1}'
+            )
+            update = await receive(ws)
+        finally:
+            mqtt.close()
+        assert update["subscriptionId"] == 1 and set(update["data"]) == {"temperature"}
+        [[ts, value]] = update["data"]["temperature"]
+        assert value == "21.5" and update["latestValues"] == {"temperature": ts}
+
+        # SubscriptionCmd.unsubscribe, as TelemetryWebsocketService.unsubscribe sends it
+        await ws.send(cmds({**timeseries(1, device.id, "temperature"), "unsubscribe": True}))
+        await asyncio.to_thread(post_telemetry, server, device.token, {"temperature": 1})
+        await nothing_before_barrier(ws)
+
+
+async def test_attributes_of_one_scope_or_of_all(server: ServerThread) -> None:
+    device = server.add_device("ws-api-attrs")
+    attributes = server.server.attributes
+    server.call(attributes.update_shared(device, {"interval": 15}))
+    async with connect(url(server)) as ws:
+        shared = {
+            "type": "ATTRIBUTES",
+            "cmdId": 2,
+            "entityType": "DEVICE",
+            "entityId": device.id,
+            "scope": "SHARED_SCOPE",
+            "keys": "interval",
+        }
+        every = {k: v for k, v in shared.items() if k not in ("scope", "keys")} | {"cmdId": 3}
+        await ws.send(first_message(jwt_of(server), shared, every))
+        first = await receive(ws)
+        assert first["subscriptionId"] == 2 and [v for _, v in first["data"]["interval"]] == ["15"]
+        assert (await receive(ws))["data"].keys() == {"interval"}  # no scope: all of them
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{server.base_url}/api/v1/{device.token}/attributes", json={"firmware": "1.2"}
+            )
+        assert response.status_code == 200
+        firmware = await receive(ws)  # a client attribute: only the all-scopes subscription
+        assert firmware["subscriptionId"] == 3
+        assert [v for _, v in firmware["data"]["firmware"]] == ["1.2"]
+        server.call(attributes.update_shared(device, {"interval": 30}))
+        updates = [await receive(ws), await receive(ws)]
+        assert sorted(u["subscriptionId"] for u in updates) == [2, 3]
+        assert all([v for _, v in u["data"]["interval"]] == ["30"] for u in updates)
+
+
+def entity_data(cmd_id: int, entity_filter: Doc) -> Doc:
+    """What entity-data-subscription.ts sends for a paginated widget of devices."""
+    latest = [{"type": "ATTRIBUTE", "key": "firmware"}, {"type": "TIME_SERIES", "key": "temp"}]
+    return {
+        "type": "ENTITY_DATA",
+        "cmdId": cmd_id,
+        "query": {
+            "entityFilter": entity_filter,
+            "pageLink": {
+                "pageSize": 10,
+                "page": 0,
+                "sortOrder": {
+                    "key": {"type": "ENTITY_FIELD", "key": "createdTime"},
+                    "direction": "DESC",
+                },
+            },
+            "entityFields": [
+                {"type": "ENTITY_FIELD", "key": "name"},
+                {"type": "ENTITY_FIELD", "key": "label"},
+                {"type": "ENTITY_FIELD", "key": "additionalInfo"},
+            ],
+            "latestValues": latest,
+        },
+        "latestCmd": {"keys": latest},
+    }
+
+
+async def test_entity_data_page_then_live_latest_values(server: ServerThread) -> None:
+    a = server.add_device("ws-api-a", type="thermo", label="Kitchen")
+    b = server.add_device("ws-api-b", type="thermo")
+    other = server.add_device("ws-api-other", type="lamp")
+    server.call(server.server.store.write([(a.key, "temp", 5000, 19.5)], []))
+    by_type = {"type": "deviceType", "deviceTypes": ["thermo"], "deviceNameFilter": ""}
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), entity_data(4, by_type)))
+        first = await receive(ws)
+        assert (first["cmdId"], first["cmdUpdateType"], first["errorCode"]) == (4, "ENTITY_DATA", 0)
+        assert first["update"] is None
+        page = first["data"]
+        assert (page["totalElements"], page["totalPages"], page["hasNext"]) == (2, 1, False)
+        ids = [e["entityId"] for e in page["data"]]
+        assert ids == [{"entityType": "DEVICE", "id": d.id} for d in (b, a)]  # newest first
+        latest = page["data"][1]["latest"]
+        fields = {k: v["value"] for k, v in latest["ENTITY_FIELD"].items()}
+        assert fields == {"name": "ws-api-a", "label": "Kitchen", "additionalInfo": ""}
+        assert latest["TIME_SERIES"] == {"temp": {"ts": 5000, "value": "19.5"}}
+        assert latest["ATTRIBUTE"] == {"firmware": {"ts": 0, "value": ""}}
+
+        mqtt = MqttDevice(server.mqtt_port, a.token)
+        try:
+            await asyncio.to_thread(mqtt.publish, "v1/devices/me/telemetry", '{"temp": 22.5}')
+            update = await receive(ws)
+        finally:
+            mqtt.close()
+        assert update["data"] is None and update["cmdUpdateType"] == "ENTITY_DATA"
+        [changed] = update["update"]
+        assert changed["entityId"] == {"entityType": "DEVICE", "id": a.id}
+        assert changed["latest"]["TIME_SERIES"]["temp"]["value"] == "22.5"
+        await asyncio.to_thread(post_telemetry, server, other.token, {"temp": 1})
+        await nothing_before_barrier(ws)  # a device not on the page sends nothing
+
+        await ws.send(cmds({"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 4}))
+        await asyncio.to_thread(post_telemetry, server, a.token, {"temp": 2})
+        await nothing_before_barrier(ws)
+        assert server.on_loop(server.server.live.subscriber_count) == 0
+
+
+def alarm_data(cmd_id: int) -> Doc:
+    """What alarm-data-subscription.ts sends for an alarm table in realtime mode."""
+    return {
+        "type": "ALARM_DATA",
+        "cmdId": cmd_id,
+        "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {
+                "page": 0,
+                "pageSize": 10,
+                "textSearch": None,
+                "searchPropagatedAlarms": False,
+                "statusList": [],
+                "severityList": [],
+                "typeList": [],
+                "sortOrder": {
+                    "key": {"type": "ALARM_FIELD", "key": "createdTime"},
+                    "direction": "DESC",
+                },
+                "timeWindow": 86_400_000,
+            },
+            "keyFilters": [],
+            "alarmFields": [
+                {"type": "ALARM_FIELD", "key": "createdTime"},
+                {"type": "ALARM_FIELD", "key": "originator"},
+                {"type": "ALARM_FIELD", "key": "type"},
+                {"type": "ALARM_FIELD", "key": "severity"},
+                {"type": "ALARM_FIELD", "key": "status"},
+            ],
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}],
+        },
+    }
+
+
+def alarm_count(cmd_id: int) -> Doc:
+    """entity-data-subscription.ts: an AlarmCountCmd with the widget's alarm filter."""
+    return {
+        "type": "ALARM_COUNT",
+        "cmdId": cmd_id,
+        "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "keyFilters": [],
+            "statusList": ["ACTIVE"],
+        },
+    }
+
+
+async def test_alarm_data_and_count_follow_a_rule_raising_acknowledging_clearing(
+    server: ServerThread,
+) -> None:
+    device = server.add_device("ws-api-alarms")
+    rest = httpx.AsyncClient(base_url=server.base_url, headers=login(server), timeout=30)
+    rule = {
+        "key": "temperature",
+        "condition": {"op": ">", "value": 30},
+        "severity": "CRITICAL",
+        "alarmType": "High temperature",
+    }
+    assert (await rest.post("/api/alarmRule", json=rule)).status_code == 200
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), alarm_data(5), alarm_count(6)))
+        first, count = await each(ws, of(5), of(6))
+        assert (first["cmdUpdateType"], first["data"]["data"], first["update"]) == (
+            "ALARM_DATA",
+            [],
+            None,
+        )
+        assert first["totalEntities"] == 1
+        assert (count["cmdUpdateType"], count["count"]) == ("ALARM_COUNT_DATA", 0)
+
+        await asyncio.to_thread(post_telemetry, server, device.token, {"temperature": 35})
+        raised, count = await each(ws, lambda d: of(5)(d) and d["data"] is not None, of(6))
+        assert count["count"] == 1
+        [alarm] = raised["data"]["data"]
+        assert (alarm["type"], alarm["severity"], alarm["status"]) == (
+            "High temperature",
+            "CRITICAL",
+            "ACTIVE_UNACK",
+        )
+        assert alarm["entityId"] == alarm["originator"] == {"entityType": "DEVICE", "id": device.id}
+        assert alarm["latest"]["ENTITY_FIELD"]["name"]["value"] == "ws-api-alarms"
+        assert alarm["latest"]["TIME_SERIES"]["temperature"]["value"] == "35"
+
+        assert (await rest.post(f"/api/alarm/{alarm['id']['id']}/ack")).status_code == 200
+        acked = await until(ws, of(5))
+        assert acked["data"] is None and acked["update"][0]["status"] == "ACTIVE_ACK"
+        assert (await rest.post(f"/api/alarm/{alarm['id']['id']}/clear")).status_code == 200
+        cleared, count = await each(ws, lambda d: of(5)(d) and d["update"] is not None, of(6))
+        assert cleared["update"][0]["status"] == "CLEARED_ACK" and count["count"] == 0
+
+        await ws.send(
+            cmds(
+                {"type": "ALARM_DATA_UNSUBSCRIBE", "cmdId": 5},
+                {"type": "ALARM_COUNT_UNSUBSCRIBE", "cmdId": 6},
+            )
+        )
+        await asyncio.to_thread(post_telemetry, server, device.token, {"temperature": 36})
+        server.call(server.server.alarms.settled())
+        await nothing_before_barrier(ws)
+    await rest.aclose()
+
+
+async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays(
+    server: ServerThread,
+) -> None:
+    device = server.add_device("ws-api-errors")
+    async with connect(url(server)) as ws:
+        await ws.send(
+            first_message(
+                jwt_of(server),
+                {"type": "NOTIFICATIONS", "cmdId": 7, "limit": 10},
+                {**entity_data(8, {"type": "assetType", "assetTypes": ["x"]})},
+                {"type": "ENTITY_DATA", "cmdId": 9},
+                timeseries(10, device.id, "t"),
+            )
+        )
+        unknown, other_filter, no_query, works = [await receive(ws) for _ in range(4)]
+        assert (unknown["subscriptionId"], unknown["errorCode"]) == (7, 2)
+        assert "TIMESERIES" in unknown["errorMsg"]  # says what tinyboard answers
+        assert other_filter["subscriptionId"] == 8 and "singleEntity" in other_filter["errorMsg"]
+        assert (no_query["subscriptionId"], no_query["errorMsg"]) == (9, "Query is empty!")
+        assert (works["subscriptionId"], works["errorCode"]) == (10, 0)
+
+
+async def test_a_changed_password_closes_an_open_socket(server: ServerThread) -> None:
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), entity_count(1)))
+        assert (await receive(ws))["count"] == 0
+        email, _ = server.admin
+        server.call(server.server.store.set_password_hash(email, "another hash"))
+        code, reason, _ = await closed_with(ws)
+    assert code == 1008 and "password changed" in reason
