@@ -258,6 +258,14 @@ async def test_entity_data_page_then_live_latest_values(server: ServerThread) ->
         await asyncio.to_thread(post_telemetry, server, other.token, {"temp": 1})
         await nothing_before_barrier(ws)  # a device not on the page sends nothing
 
+        one = {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": b.id}}
+        listed = {"type": "entityList", "entityType": "DEVICE", "entityList": [a.id, other.id]}
+        await ws.send(cmds(entity_data(11, one), entity_data(12, listed)))
+        single, in_list = await receive(ws), await receive(ws)
+        assert [e["entityId"]["id"] for e in single["data"]["data"]] == [b.id]
+        assert [e["entityId"]["id"] for e in in_list["data"]["data"]] == [other.id, a.id]
+        await ws.send(cmds(*({"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": i} for i in (11, 12))))
+
         await ws.send(cmds({"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 4}))
         await asyncio.to_thread(post_telemetry, server, a.token, {"temp": 2})
         await nothing_before_barrier(ws)
@@ -389,11 +397,25 @@ async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays
         assert (works["subscriptionId"], works["errorCode"]) == (10, 0)
 
 
-async def test_a_changed_password_closes_an_open_socket(server: ServerThread) -> None:
-    async with connect(url(server)) as ws:
-        await ws.send(first_message(jwt_of(server), entity_count(1)))
-        assert (await receive(ws))["count"] == 0
-        email, _ = server.admin
-        server.call(server.server.store.set_password_hash(email, "another hash"))
-        code, reason, _ = await closed_with(ws)
-    assert code == 1008 and "password changed" in reason
+@pytest.mark.parametrize("endpoint", ["/api/ws", "/api/ws/plugins/telemetry"])
+async def test_a_changed_password_or_a_deleted_user_closes_an_open_socket(
+    server: ServerThread, endpoint: str
+) -> None:
+    """Both endpoints share the recheck: one is shown a password change, the other the
+    user's removal."""
+    token, (email, _) = jwt_of(server), server.admin
+    store = server.server.store
+    count = entity_count(1)
+    if endpoint == "/api/ws":
+        socket = connect(url(server))
+        first, revoke, why = first_message(token, count), store.set_password_hash, "password"
+    else:  # any answer (here an error) shows the socket is served
+        socket = connect(f"ws://127.0.0.1:{server.http_port}{endpoint}?token={token}")
+        first = orjson.dumps({"tsSubCmds": [timeseries(1, "nope", "t")]}).decode()
+        revoke, why = lambda email, _: store.delete_user(email), "no longer exists"
+    async with socket as ws:
+        await ws.send(first)
+        assert of(1)(await receive(ws))  # authenticated, served
+        server.call(revoke(email, "another hash"))
+        code, reason, messages = await closed_with(ws)
+    assert (code, messages) == (1008, []) and why in reason

@@ -147,6 +147,9 @@ class EntityFollower(Follower):
         self.devices = {d.key: d for d in devices}
         self.device_keys = tuple(self.devices)
         self.latest: tuple[EntityKey, ...] = ()
+        self.early: list[dict[str, Any]] | None = []
+        """Changes committed while the first page was read: sent right after it (None once
+        the page is out), so a client never gets an update before its page."""
 
     def watch(self, keys: Iterable[EntityKey]) -> tuple[EntityKey, ...]:
         """Follow `keys` too; the ones not followed before."""
@@ -169,6 +172,9 @@ class EntityFollower(Follower):
             self.send_update([_entity_json(device, latest)])
 
     def send_update(self, update: list[dict[str, Any]]) -> None:
+        if self.early is not None:
+            self.early += update
+            return
         self.session.send(
             _message(
                 self.cmd_id,
@@ -349,6 +355,9 @@ class ApiSession(Session):
                 allowedEntities=MAX_PAGE_SIZE,
             )
         )
+        early, follower.early = follower.early, None
+        if early:
+            follower.send_update(early)
 
     async def _watch_more(self, cmd: EntityDataRequest) -> None:
         """ENTITY_DATA without a query (ThingsBoard's UI sends one to add a latestCmd to a
