@@ -13,7 +13,8 @@ limits (message size, subscriptions, slow clients, token recheck) are the same c
 ENTITY_DATA page follows each of its devices on the LiveHub and sends the changed latest
 values as `update`. Alarm commands listen to the alarm engine: a change to an alarm on the
 page is an `update`; a new alarm, or one leaving the page, sends the page again (`data`),
-as ThingsBoard does. Those re-reads are coalesced: one at a time per command.
+as ThingsBoard does. One task per alarm command does that work in order, coalescing what
+arrives meanwhile, so a burst of alarm changes costs a few store reads, not one per change.
 """
 
 from __future__ import annotations
@@ -197,8 +198,9 @@ def _entity_json(device: Device, latest: Latest) -> dict[str, Any]:
 
 
 class AlarmWatch(Follower):
-    """An alarm command: told of every alarm change by the engine; re-reads the store one
-    at a time, coalescing the changes that arrive meanwhile."""
+    """An alarm command: told of every alarm change by the engine. One task per command
+    does the work, in order: a re-read of the store (which supersedes the updates waiting)
+    or the updates of the alarms that changed, coalesced by alarm."""
 
     session: ApiSession
 
@@ -206,6 +208,7 @@ class AlarmWatch(Follower):
         self.session, self.cmd_id = session, cmd_id
         self.devices = {d.key: d for d in devices}
         self._dirty = False
+        self._updates: dict[str, Alarm] = {}
         self._task: asyncio.Task[None] | None = None
         session.ctx.alarms.listeners.append(self.changed)
 
@@ -215,19 +218,35 @@ class AlarmWatch(Follower):
 
     def refresh_soon(self) -> None:
         self._dirty = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._refresh_while_dirty())
+        self._kick()
 
-    async def _refresh_while_dirty(self) -> None:
-        while self._dirty:
-            self._dirty = False
+    def update_soon(self, alarm: Alarm) -> None:
+        self._updates[alarm.id] = alarm
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while self._dirty or self._updates:
             try:
-                await self.refresh()
+                if self._dirty:
+                    self._dirty = False
+                    self._updates.clear()
+                    await self.refresh()
+                else:
+                    alarms = list(self._updates.values())
+                    self._updates.clear()
+                    await self.send_updates(alarms)
             except TinyboardError as exc:
                 self.session.send(failure(self.cmd_id, error_code(exc), str(exc)))
 
     async def refresh(self) -> None:
         """Read the store and send what changed."""
+
+    async def send_updates(self, alarms: list[Alarm]) -> None:
+        """Send the new state of alarms the client has."""
 
     def stop(self) -> None:
         with contextlib.suppress(ValueError):
@@ -249,27 +268,24 @@ class AlarmPageFollower(AlarmWatch):
             return
         on_page = alarm.id in self.on_page
         if on_page and event != "ALARM_DELETED" and self.cmd.alarms.matches(alarm, now_ms()):
-            self.session.background(self._send_update(alarm))
+            self.update_soon(alarm)
         elif on_page or self.cmd.alarms.matches(alarm, now_ms()):
             self.refresh_soon()
 
-    async def _send_update(self, alarm: Alarm) -> None:
-        latest = await self.session.latest_of(self.devices[alarm.device_key], self._keys())
-        self._send(data=None, update=[alarm_data(alarm, latest)])
+    async def send_updates(self, alarms: list[Alarm]) -> None:
+        self._send(data=None, update=await self._json(alarms))
 
     async def refresh(self) -> None:
         found = await self.session.find_alarms(self.devices, self.cmd.alarms)
         link = _link(self.cmd.page, "createdTime", True)
         page = link.apply(found, text=_alarm_text, sort=ALARM_SORT)
         self.on_page = {a.id for a in page.data}
-        items = []
-        for alarm in page.data:
-            latest = await self.session.latest_of(self.devices[alarm.device_key], self._keys())
-            items.append(alarm_data(alarm, latest))
-        self._send(data=_paged(page, items), update=None)
+        self._send(data=_paged(page, await self._json(page.data)), update=None)
 
-    def _keys(self) -> tuple[tuple[str, ...], tuple[EntityKey, ...]]:
-        return self.cmd.fields, self.cmd.latest
+    async def _json(self, alarms: list[Alarm]) -> list[dict[str, Any]]:
+        keys = (self.cmd.fields, self.cmd.latest)
+        latest = self.session.latest_of
+        return [alarm_data(a, await latest(self.devices[a.device_key], keys)) for a in alarms]
 
     def _send(self, **fields: Any) -> None:
         self.session.send(
@@ -305,10 +321,6 @@ class AlarmCountFollower(AlarmWatch):
 class ApiSession(Session):
     """The legacy session's commands under their type names, plus the query commands."""
 
-    def __init__(self, websocket: WebSocket, ctx: WebContext) -> None:
-        super().__init__(websocket, ctx)
-        self._tasks: set[asyncio.Task[None]] = set()
-
     async def handle(self, message: Mapping[str, Any]) -> None:
         try:
             doc = read_document(message, API_SHAPE)
@@ -316,17 +328,6 @@ class ApiSession(Session):
             self.send(failure(0, BAD_REQUEST, str(exc)))
             return
         await self.run(api_commands(doc, now_ms()))
-
-    def background(self, work: Any) -> None:
-        """Run a short piece of work (an alarm update) without blocking the caller."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def close(self) -> None:
-        super().close()
-        for task in self._tasks:
-            task.cancel()
 
     async def _on_entity_data(self, cmd: EntityDataRequest) -> None:
         if cmd.devices is None or cmd.page is None:
