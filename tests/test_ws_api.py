@@ -395,6 +395,24 @@ async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays
         assert other_filter["subscriptionId"] == 8 and "singleEntity" in other_filter["errorMsg"]
         assert (no_query["subscriptionId"], no_query["errorMsg"]) == (9, "Query is empty!")
         assert (works["subscriptionId"], works["errorCode"]) == (10, 0)
+        bad_page = alarm_data(13)
+        bad_page["query"]["pageLink"]["pageSize"] = 0
+        await ws.send(cmds(bad_page, {"cmdId": 14}, {"type": "ALARM_COUNT", "cmdId": 15}))
+        replies = [await receive(ws) for _ in range(3)]
+        assert [(r["subscriptionId"], r["errorCode"]) for r in replies] == [
+            (13, 2),
+            (14, 2),
+            (15, 2),
+        ]
+        assert "pageSize" in replies[0]["errorMsg"] and replies[2]["errorMsg"] == "Query is empty!"
+        await ws.send('{"cmds": {}}')
+        assert (await receive(ws))["subscriptionId"] == 0
+
+
+async def test_a_socket_that_never_authenticates_is_closed(server: ServerThread) -> None:
+    async with connect(url(server)) as ws:
+        code, reason, messages = await closed_with(ws)  # ThingsBoard's auth_timeout_ms: 10 s
+    assert (code, messages) == (1008, []) and "no authCmd" in reason
 
 
 @pytest.mark.parametrize("endpoint", ["/api/ws", "/api/ws/plugins/telemetry"])
