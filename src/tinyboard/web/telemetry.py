@@ -41,6 +41,7 @@ SCOPE_OF: dict[str, Scope] = {
     "SHARED_SCOPE": "SHARED",
 }
 """ThingsBoard's scope names, in its order (AttributeScope.values())."""
+IntervalType = Literal["MILLISECONDS", "WEEK", "WEEK_ISO", "MONTH", "QUARTER"]
 MAX_TS = 2**62
 """Largest timestamp accepted in queries (SQLite integers are 64-bit)."""
 MAX_POINTS = 100_000
@@ -114,7 +115,7 @@ async def timeseries(
     startTs: int | None = Query(None, ge=0, le=MAX_TS),
     endTs: int | None = Query(None, ge=0, le=MAX_TS),
     interval: int = Query(0, ge=0, le=MAX_TS),
-    intervalType: Literal["MILLISECONDS"] | None = None,
+    intervalType: IntervalType | None = None,
     timeZone: str | None = None,
     agg: Aggregation = "NONE",
     limit: int = Query(100, ge=1, le=MAX_POINTS),
@@ -128,6 +129,11 @@ async def timeseries(
 
     Serialised with orjson straight from tuples: for 1,000 buckets, building a model per
     point cost more than the query's own margin."""
+    if intervalType not in (None, "MILLISECONDS"):
+        raise PayloadError(
+            f"tinyboard has no calendar buckets (intervalType {intervalType}): aggregate with "
+            "intervalType=MILLISECONDS and an interval in milliseconds"
+        )
     device = await _device(request, entityId, entityType)
     wanted = _keys(keys)
     if startTs is None or endTs is None:
