@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -142,24 +143,40 @@ async def timeseries(
         agg = "NONE"
     elif agg != "NONE":  # ThingsBoard's limit counts raw points only: every bucket is answered
         limit = max(1, min(math.ceil((endTs - startTs) / interval), MAX_POINTS))
+    query = History(startTs, endTs, interval, agg, limit, orderBy == "DESC")
+    return _json(await _history(request, device, wanted, query, useStrictDataTypes))
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    start_ts: int
+    end_ts: int
+    interval: int
+    agg: Aggregation
+    limit: int
+    descending: bool
+
+
+async def _history(
+    request: Request, device: Device, keys: list[str] | None, query: History, strict: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """Points (or buckets) of each key; keys without any are left out, as ThingsBoard."""
     store = _ctx(request).store
     out: dict[str, list[dict[str, Any]]] = {}
-    for key in wanted if wanted is not None else await store.ts_keys(device.key):
+    for key in keys if keys is not None else await store.ts_keys(device.key):
         points = await store.aggregate(
             device.key,
             key,
-            start_ts=startTs,
-            end_ts=endTs,
-            interval=interval,
-            agg=agg,
-            limit=limit,
-            descending=orderBy == "DESC",
+            start_ts=query.start_ts,
+            end_ts=query.end_ts,
+            interval=query.interval,
+            agg=query.agg,
+            limit=query.limit,
+            descending=query.descending,
         )
         if points:
-            out[key] = [
-                {"ts": ts, "value": as_text(v, strict=useStrictDataTypes)} for ts, v in points
-            ]
-    return _json(out)
+            out[key] = [{"ts": ts, "value": as_text(v, strict=strict)} for ts, v in points]
+    return out
 
 
 async def _latest(
