@@ -115,6 +115,43 @@ async def test_attributes_by_scope(store: Store) -> None:
     assert await store.attributes(d.key, "SERVER") == {}
 
 
+async def test_deleting_attributes_of_one_scope(store: Store) -> None:
+    d, other = await store.create_device("attr-del"), await store.create_device("attr-keep")
+    rows = [(d.key, "SHARED", "a", 1, 1), (d.key, "SHARED", "b", 1, 2)]
+    rows += [(d.key, "SERVER", "a", 1, 3), (other.key, "SHARED", "a", 1, 4)]
+    await store.write([], rows)
+    assert await store.delete_attributes(d.key, "SHARED", ["a", "missing", "a"]) == ["a"]
+    assert await store.attributes(d.key, "SHARED") == {"b": (1, 2)}
+    assert await store.attributes(d.key, "SERVER") == {"a": (1, 3)}
+    assert await store.attributes(other.key, "SHARED") == {"a": (1, 4)}
+    assert await store.delete_attributes(d.key, "SHARED", ["a"]) == []
+
+
+async def test_deleting_a_time_range_keeps_latest_values_right(store: Store) -> None:
+    d, other = await store.create_device("ts-del"), await store.create_device("ts-keep")
+    points = [(d.key, k, ts, ts) for k in ("t", "h", "x") for ts in (100, 200, 300)]
+    await store.write([*points, (other.key, "t", 300, 0)], [])
+    # a range without the latest value: the latest stays
+    assert await store.delete_timeseries(d.key, ["t"], start_ts=100, end_ts=200) == 1
+    assert await store.history(d.key, "t", start_ts=0, end_ts=1000) == [(300, 300), (200, 200)]
+    # the latest inside the range: deleted, not replaced (ThingsBoard's default) ...
+    assert await store.delete_timeseries(d.key, ["t", "nope"], start_ts=300, end_ts=301) == 1
+    assert "t" not in await store.latest(d.key) and "t" not in await store.ts_keys(d.key)
+    # ... replaced by the newest point left when asked ...
+    await store.delete_timeseries(d.key, ["h"], start_ts=250, end_ts=400, rewrite_latest=True)
+    assert (await store.latest(d.key))["h"] == (200, 200)
+    # ... or kept when deleteLatest is false
+    await store.delete_timeseries(d.key, ["x"], start_ts=0, end_ts=1000, delete_latest=False)
+    assert await store.history(d.key, "x", start_ts=0, end_ts=1000) == []
+    assert (await store.latest(d.key))["x"] == (300, 300)
+    # a rewrite with nothing left leaves no latest value
+    await store.delete_timeseries(d.key, ["h"], start_ts=0, end_ts=1000, rewrite_latest=True)
+    assert await store.latest(d.key) == {"x": (300, 300)}
+    assert await store.latest(other.key) == {"t": (300, 0)}
+    await store.write([(d.key, "t", 50, "back")], [])  # an older point after the delete
+    assert (await store.latest(d.key))["t"] == (50, "back")
+
+
 async def test_deleting_a_device_deletes_its_data(store: Store) -> None:
     d = await store.create_device("gone")
     keep = await store.create_device("kept")

@@ -69,15 +69,25 @@ class AttributeService:
         ts = int(time.time() * 1000)
         rows: list[AttributeRow] = [(device.key, "SHARED", k, ts, v) for k, v in values.items()]
         await self.pipeline.commit([], rows)
+        self._push(device, values)
+
+    def _push(self, device: Device, update: dict[str, Value]) -> None:
         for session in self.hub.for_device(device.id):
             if session.wants_attributes:
-                _consume(session.push_attributes(values), device)
+                _consume(session.push_attributes(update), device)
 
     async def update_server(self, device: Device, values: dict[str, Value]) -> None:
         """Store server attributes (never sent to the device)."""
         ts = int(time.time() * 1000)
         rows: list[AttributeRow] = [(device.key, "SERVER", k, ts, v) for k, v in values.items()]
         await self.pipeline.commit([], rows)
+
+    async def delete(self, device: Device, scope: Scope, keys: Sequence[str]) -> None:
+        """Delete attributes of one scope; deleted shared ones are announced to the device's
+        sessions as ThingsBoard does: `{"deleted": [keys]}` on the attribute-update feed."""
+        await self.store.delete_attributes(device.key, scope, keys)
+        if scope == "SHARED":
+            self._push(device, {"deleted": list(keys)})
 
     async def read_for_device(
         self, device: Device, client_keys: Keys, shared_keys: Keys

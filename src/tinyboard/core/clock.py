@@ -24,6 +24,7 @@ See docs/protocols.md, "Timestamps".
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -106,3 +107,12 @@ class DeviceClocks:
     def forget(self, device: int) -> None:
         """The device is gone (its key is never reused)."""
         self._last.pop(device, None)
+
+
+async def caught_up(clocks: DeviceClocks, device: int) -> None:
+    """Wait while `device`'s clock is at its lead bound: what a request without a socket to
+    pause (HTTP, REST) does instead of being stamped into the future."""
+    clocks.tick()
+    while wait_ms := clocks.wait_ms(device):
+        await asyncio.sleep(wait_ms / 1000)
+        clocks.tick()

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from tinyboard.dashboard.session import HOME_PATH, LOGIN_PATH, Sessions, logout
 from tinyboard.web.context import WebContext
 from tinyboard.web.export import csv_export, time_zone
-from tinyboard.web.rest import MAX_TS
+from tinyboard.web.telemetry import MAX_TS
 
 MOUNT = "/ui"
 

@@ -104,6 +104,24 @@ class Store(Protocol):
     async def ts_keys(self, device: int) -> list[str]:
         """Telemetry keys a device has sent, sorted."""
 
+    async def delete_timeseries(
+        self,
+        device: int,
+        keys: Sequence[str],
+        *,
+        start_ts: int,
+        end_ts: int,
+        delete_latest: bool = True,
+        rewrite_latest: bool = False,
+    ) -> int:
+        """Delete the points of `keys` with start_ts <= ts < end_ts (ThingsBoard's
+        deleteEntityTimeseries); returns how many went. A latest value inside the range is
+        deleted too when `delete_latest`, and then, with `rewrite_latest`, replaced by the
+        newest point left. A key without a latest value drops out of `ts_keys`."""
+
+    async def delete_attributes(self, device: int, scope: Scope, keys: Sequence[str]) -> list[str]:
+        """Delete attributes of one scope; returns the keys that existed."""
+
     async def attributes(
         self, device: int, scope: Scope, keys: Sequence[str] | None = None
     ) -> dict[str, TsValue]:

@@ -123,6 +123,23 @@ KIND_STR_WITH_NUL = 5
 """A string holding NUL, which PostgreSQL text cannot: kept as its JSON string literal."""
 
 
+async def _delete_latest(
+    conn: asyncpg.Connection, where: tuple[int, int, int, int], rewrite: bool
+) -> None:
+    """Delete a latest value inside [start, end); with `rewrite`, the newest point left
+    takes its place."""
+    status = await conn.execute(
+        "DELETE FROM ts_latest WHERE device = $1 AND key = $2 AND ts >= $3 AND ts < $4", *where
+    )
+    if status.split()[-1] != "0" and rewrite:
+        await conn.execute(
+            "INSERT INTO ts_latest (device, key, ts, kind, long_v, dbl_v, str_v) "
+            "SELECT device, key, ts, kind, long_v, dbl_v, str_v FROM ts_kv "
+            "WHERE device = $1 AND key = $2 ORDER BY ts DESC LIMIT 1",
+            *where[:2],
+        )
+
+
 def encode(value: Value) -> Columns:
     """(kind, long_v, dbl_v, str_v) for a typed value; bool must be tested before int."""
     if isinstance(value, bool):
@@ -494,6 +511,43 @@ class PostgresStore:
             ts, limit,
         )  # fmt: skip
         return int(status.split()[-1])
+
+    async def delete_timeseries(
+        self,
+        device: int,
+        keys: Sequence[str],
+        *,
+        start_ts: int,
+        end_ts: int,
+        delete_latest: bool = True,
+        rewrite_latest: bool = False,
+    ) -> int:
+        async def op(conn: asyncpg.Connection) -> int:
+            deleted = 0
+            async with conn.transaction():
+                for (key_id,) in await conn.fetch(
+                    "SELECT id FROM ts_key WHERE key = any($1::text[])", list(keys)
+                ):
+                    where = (device, key_id, start_ts, end_ts)
+                    status = await conn.execute(
+                        "DELETE FROM ts_kv WHERE device = $1 AND key = $2 AND ts >= $3 AND ts < $4",
+                        *where,
+                    )
+                    deleted += int(status.split()[-1])
+                    if delete_latest:
+                        await _delete_latest(conn, where, rewrite_latest)
+            return deleted
+
+        return await self._run(op)
+
+    async def delete_attributes(self, device: int, scope: Scope, keys: Sequence[str]) -> list[str]:
+        rows = await self._fetch(
+            "DELETE FROM attribute WHERE device = $1 AND scope = $2 AND key = any($3::text[]) "
+            "RETURNING key",
+            device, scope, list(keys),
+        )  # fmt: skip
+        gone = {r[0] for r in rows}
+        return [k for k in dict.fromkeys(keys) if k in gone]
 
     async def ts_keys(self, device: int) -> list[str]:
         rows = await self._fetch(

@@ -529,6 +529,75 @@ class SQLiteStore:
         )
         return int(cur.rowcount)
 
+    async def delete_timeseries(
+        self,
+        device: int,
+        keys: Sequence[str],
+        *,
+        start_ts: int,
+        end_ts: int,
+        delete_latest: bool = True,
+        rewrite_latest: bool = False,
+    ) -> int:
+        return await self._write_op(
+            self._delete_timeseries, device, keys, start_ts, end_ts, delete_latest, rewrite_latest
+        )
+
+    def _delete_timeseries(
+        self,
+        device: int,
+        keys: Sequence[str],
+        start: int,
+        end: int,
+        delete_latest: bool,
+        rewrite_latest: bool,
+    ) -> int:
+        conn = self._conn()
+        deleted = 0
+        with _transaction(conn):
+            for key in keys:
+                row = conn.execute("SELECT id FROM ts_key WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    continue
+                where = (device, row[0], start, end)
+                cur = conn.execute(
+                    "DELETE FROM ts_kv WHERE device = ? AND key = ? AND ts >= ? AND ts < ?", where
+                )
+                deleted += cur.rowcount
+                if delete_latest:
+                    self._delete_latest(conn, where, rewrite_latest)
+        return deleted
+
+    @staticmethod
+    def _delete_latest(
+        conn: sqlite3.Connection, where: tuple[int, int, int, int], rewrite: bool
+    ) -> None:
+        cur = conn.execute(
+            "DELETE FROM ts_latest WHERE device = ? AND key = ? AND ts >= ? AND ts < ?", where
+        )
+        if cur.rowcount and rewrite:
+            conn.execute(
+                "INSERT INTO ts_latest (device, key, ts, kind, v) SELECT device, key, ts, kind, v "
+                "FROM ts_kv WHERE device = ? AND key = ? ORDER BY ts DESC LIMIT 1",
+                where[:2],
+            )
+
+    async def delete_attributes(self, device: int, scope: Scope, keys: Sequence[str]) -> list[str]:
+        return await self._write_op(self._delete_attributes, device, scope, keys)
+
+    def _delete_attributes(self, device: int, scope: Scope, keys: Sequence[str]) -> list[str]:
+        conn = self._conn()
+        gone: list[str] = []
+        with _transaction(conn):
+            for key in dict.fromkeys(keys):
+                cur = conn.execute(
+                    "DELETE FROM attribute WHERE device = ? AND scope = ? AND key = ?",
+                    (device, scope, key),
+                )
+                if cur.rowcount:
+                    gone.append(key)
+        return gone
+
     async def ts_keys(self, device: int) -> list[str]:
         return await self._read_op(self._ts_keys, device)
 

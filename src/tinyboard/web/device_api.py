@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from tinyboard.core.attributes import parse_attribute_request
+from tinyboard.core.clock import caught_up
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
 from tinyboard.core.limits import OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
@@ -102,15 +103,6 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
-async def _clock_caught_up(ctx: WebContext, device: Device) -> None:
-    """Wait while the device's server clock is at its lead bound (core/clock.py)."""
-    clocks = ctx.clocks
-    clocks.tick()
-    while wait_ms := clocks.wait_ms(device.key):
-        await asyncio.sleep(wait_ms / 1000)
-        clocks.tick()
-
-
 @router.post("/telemetry", summary="Post telemetry", response_class=Response, responses=errors(503))
 async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
@@ -118,7 +110,7 @@ async def post_telemetry(token: str, request: Request) -> Response:
     body = await _body(request)
     ctx = _ctx(request)
     doc = parse_json(body)
-    await _clock_caught_up(ctx, device)
+    await caught_up(ctx.clocks, device.key)
     readings = telemetry_from_json(doc, device.key, ctx.clocks)
     now = asyncio.get_running_loop().time()
     if not ctx.limits.allow_telemetry(device.key, len(readings), now):
@@ -133,7 +125,7 @@ async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
     body = await _body(request)
     ctx = _ctx(request)
-    await _clock_caught_up(ctx, device)
+    await caught_up(ctx.clocks, device.key)
     ts = ctx.clocks.stamp(device.key)
     rows: list[AttributeRow] = [
         (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()

@@ -52,7 +52,7 @@ _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (ConflictError, 409, BAD_REQUEST),
     (PayloadError, 400, BAD_REQUEST),
     # ThingsBoard's RpcV2Controller: 504 for NO_ACTIVE_CONNECTION and for TIMEOUT alike
-    # (the deprecated /api/plugins/rpc routes map them themselves, see web/rest.py).
+    # (the deprecated /api/plugins/rpc routes map them themselves, see web/rpc.py).
     (StoreFullError, 503, GENERAL),  # not the request's fault: send it again later
     (DeviceOffline, 504, GENERAL),
     (RpcTimeout, 504, GENERAL),

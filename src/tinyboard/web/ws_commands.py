@@ -17,7 +17,7 @@ import orjson
 
 from tinyboard.core.models import AGGREGATIONS, SCOPES, Aggregation, Scope
 from tinyboard.errors import TinyboardError
-from tinyboard.web.rest import MAX_TS, SCOPE_OF
+from tinyboard.web.telemetry import MAX_TS, SCOPE_OF
 
 # ThingsBoard's SubscriptionErrorCode values.
 NO_ERROR, INTERNAL_ERROR, BAD_REQUEST = 0, 1, 2
