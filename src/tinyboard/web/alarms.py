@@ -8,6 +8,7 @@ JSON shape is `web.alarm_info`, shared with the webhooks and the WebSocket.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -116,7 +117,7 @@ def _statuses(search: SearchStatus | None, status: AlarmStatus | None) -> tuple[
     return SEARCH[search or "ANY"]
 
 
-def _search_list(values: list[str]) -> tuple[AlarmStatus, ...]:
+def search_statuses(values: list[str]) -> tuple[AlarmStatus, ...]:
     """ThingsBoard's v2 `statusList`: ACTIVE/CLEARED and ACK/UNACK narrow independently
     (`ACTIVE,UNACK` is ACTIVE_UNACK); ANY, both of a pair or none narrow nothing."""
     statuses = set(SEARCH["ANY"])
@@ -166,8 +167,10 @@ AlarmPage = Annotated[PageLink, Depends(_page)]
 
 
 class TimeWindow(BaseModel):
-    start: int
-    end: int
+    """Creation times from `start` (inclusive) to `end` (exclusive), in ms."""
+
+    start: int = 0
+    end: int = MAX_TS
 
 
 def _window(
@@ -181,19 +184,22 @@ def _window(
 Window = Annotated[TimeWindow, Depends(_window)]
 
 
-async def _list(
-    request: Request,
+async def alarm_page(
+    ctx: WebContext,
     page: PageLink,
     window: TimeWindow,
     *,
     device: int | None,
-    statuses: tuple[AlarmStatus, ...],
-    severities: list[Severity] | None = None,
-    types: list[str] | None = None,
+    statuses: Sequence[AlarmStatus],
+    severities: Sequence[Severity] | None = None,
+    types: Sequence[str] | None = None,
 ) -> PageData[AlarmInfo]:
-    await _engine(request).settled()
-    sort: AlarmSort = page.sortProperty  # type: ignore[assignment]  # checked by _page
-    alarms, total = await _ctx(request).store.list_alarms(
+    """One page of alarms in ThingsBoard's shape, after every decision so far is stored: the
+    REST lists and the WebSocket's ALARM_DATA. `page.sortProperty` is one of `SORTS`."""
+    if page.sortProperty not in SORTS:
+        raise PayloadError(f"cannot sort alarms by {page.sortProperty!r}; use {', '.join(SORTS)}")
+    await ctx.alarms.settled()
+    alarms, total = await ctx.store.list_alarms(
         device=device,
         statuses=statuses,
         severities=severities,
@@ -201,7 +207,7 @@ async def _list(
         text_search=page.textSearch,
         start_ts=window.start,
         end_ts=window.end,
-        sort=sort,
+        sort=page.sortProperty,
         descending=page.sortOrder == "DESC",
         limit=page.pageSize,
         offset=page.offset,
@@ -309,7 +315,7 @@ async def all_alarms(
     """Any signed-in user: alarms of every device. The originator's name is always there
     (`fetchOriginator` is accepted for ThingsBoard's clients)."""
     statuses = () if _assigned(assigneeId) else _statuses(searchStatus, status)
-    return await _list(request, page, window, device=None, statuses=statuses)
+    return await alarm_page(_ctx(request), page, window, device=None, statuses=statuses)
 
 
 @router.get("/api/alarm/{entityType}/{entityId}", response_model=PageData[AlarmInfo])
@@ -328,7 +334,7 @@ async def entity_alarms(
     """Any signed-in user: one device's alarms (same parameters as `/api/alarms`)."""
     device = await _device_key(request, entityType, entityId)
     statuses = () if _assigned(assigneeId) else _statuses(searchStatus, status)
-    return await _list(request, page, window, device=device, statuses=statuses)
+    return await alarm_page(_ctx(request), page, window, device=device, statuses=statuses)
 
 
 class V2Filter(BaseModel):
@@ -348,7 +354,7 @@ def _v2_filter(
     severities = _choices(_split(severityList), SEVERITY_NAMES, "severity")
     types = _split(typeList)
     return V2Filter(
-        statuses=() if _assigned(assigneeId) else _search_list(wanted),
+        statuses=() if _assigned(assigneeId) else search_statuses(wanted),
         severities=severities or None,  # type: ignore[arg-type]  # checked by _choices
         types=types or None,
     )
@@ -363,8 +369,8 @@ async def all_alarms_v2(
 ) -> PageData[AlarmInfo]:
     """Any signed-in user: alarms of every device, filtered by `statusList` (ANY, ACTIVE,
     CLEARED, ACK, UNACK), `severityList` and `typeList`."""
-    return await _list(
-        request, page, window, device=None, statuses=query.statuses,
+    return await alarm_page(
+        _ctx(request), page, window, device=None, statuses=query.statuses,
         severities=query.severities, types=query.types,
     )  # fmt: skip
 
@@ -381,8 +387,8 @@ async def entity_alarms_v2(
 ) -> PageData[AlarmInfo]:
     """Any signed-in user: one device's alarms, with the v2 filters."""
     device = await _device_key(request, entityType, entityId)
-    return await _list(
-        request, page, window, device=device, statuses=query.statuses,
+    return await alarm_page(
+        _ctx(request), page, window, device=device, statuses=query.statuses,
         severities=query.severities, types=query.types,
     )  # fmt: skip
 
