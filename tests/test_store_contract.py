@@ -330,6 +330,18 @@ async def test_alarms_keep_thingsboard_fields_and_sort_and_filter_as_thingsboard
     assert await types(text_search="cleared_") == ["Cold"]
     assert await types(text_search="oile") == ["Cold", "Hot", "Pressure"]
     assert await types(text_search="50%") == []
+    # assigned to a user: the e-mail comes with it, and lists filter by the user's id
+    user = await store.create_user("ops@example.com", "hash", role="TENANT_ADMIN")
+    hot.assignee_id, hot.assign_ts = user.id, 1500
+    await store.save_alarm(hot)
+    assigned = await store.get_alarm(hot.id)
+    assert (assigned.assignee_id, assigned.assignee_email, assigned.assign_ts) == (
+        user.id,
+        "ops@example.com",
+        1500,
+    )
+    assert await types(assignee=user.id) == ["Hot"]
+    assert await types(assignee=str(uuid.uuid4())) == []
 
 
 async def test_alarm_rules_and_pending_conditions(store: Store) -> None:

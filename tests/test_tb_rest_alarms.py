@@ -1,7 +1,7 @@
 """ThingsBoard's official REST client (`tb-rest-client` 4.3) against tinyboard's alarm routes:
-an alarm raised by a rule from real MQTT telemetry, then listed, read, acknowledged, cleared
-and deleted through `RestClientCE`, whose models refuse a body that lacks a required field.
-A script raises its own alarm with `save_alarm`, and the engine owns it (webhooks see it)."""
+an alarm raised by a rule from real MQTT telemetry, then listed, read, acknowledged, assigned,
+cleared and deleted through `RestClientCE`, whose models refuse a body that lacks a required
+field. A script raises its own alarm with `save_alarm`, and the alarm engine owns it."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tb_rest_client.models.models_ce import Alarm, AlarmInfo, DeviceId, EntityId
+from tb_rest_client.models.models_ce import Alarm, AlarmInfo, DeviceId, EntityId, UserId
 from tb_rest_client.rest import ApiException
 from tb_rest_client.rest_client_ce import RestClientCE
 
 from tests.helpers import ServerThread
 from tests.mqtt_clients import Device
-from tests.test_alarms import eventually
+from tests.test_alarms import Receiver, eventually
 from tests.web_helpers import api
 from tinyboard.web.entities import NULL_UUID, TENANT_UUID
 
@@ -79,7 +80,7 @@ def test_alarms_list_ack_clear_and_delete_with_the_rest_client(
     assert (alarm.originator.entity_type, alarm.originator.id) == ("DEVICE", device_id)
     assert (alarm.originator_name, alarm.originator_label) == ("greenhouse", "greenhouse label")
     assert alarm.tenant_id.id == TENANT_UUID and alarm.customer_id.id == NULL_UUID
-    assert alarm.assignee_id is None and alarm.assignee is None
+    assert alarm.assignee_id is None and alarm.assignee is None and alarm.assign_ts == 0
     assert alarm.created_time == alarm.start_ts == alarm.end_ts > 0
     assert alarm.details["value"] == 31.5
     assert alarm.propagate is False and alarm.propagate_relation_types == []
@@ -95,6 +96,23 @@ def test_alarms_list_ack_clear_and_delete_with_the_rest_client(
     assert isinstance(acked, AlarmInfo)
     assert (acked.status, acked.acknowledged) == ("ACTIVE_ACK", True)
     assert acked.ack_ts >= alarm.start_ts
+    admin = server.server.created_admin
+    assert admin is not None
+    admin_id = admin[0].id
+    assigned = client.assign_alarm(alarm.id, admin_id)
+    assert assigned.assignee_id.id == admin_id and assigned.assign_ts >= acked.ack_ts
+    assignee = client.get_alarm_info_by_id(alarm.id).assignee
+    assert (assignee.id.id, assignee.email) == (admin_id, server.admin[0])
+    mine = client.get_alarms(device, 10, 0, assignee_id=admin_id)
+    assert [a.id.id for a in mine.data] == [alarm.id.id]
+    assert client.get_alarms(device, 10, 0, assignee_id=str(uuid.uuid4())).data == []
+    assert client.get_highest_alarm_severity(device, assignee_id=admin_id) == "MAJOR"
+    unassigned = client.unassign_alarm(alarm.id)
+    assert unassigned.assignee_id is None and client.get_alarm_info_by_id(alarm.id).assignee is None
+    with pytest.raises(ApiException) as nobody:
+        client.assign_alarm(alarm.id, str(uuid.uuid4()))
+    assert nobody.value.status == 404
+
     cleared = client.clear_alarm(alarm.id)
     assert (cleared.status, cleared.cleared, cleared.acknowledged) == ("CLEARED_ACK", True, True)
     assert cleared.clear_ts >= acked.ack_ts
@@ -141,11 +159,16 @@ def test_a_script_raises_updates_and_clears_its_own_alarm(
     (listed,) = client.get_alarms(DeviceId(device.id, "DEVICE"), 10, 0, search_status="ACTIVE").data
     assert (listed.id.id, listed.originator_label) == (raised.id.id, "Pump 1")
     assert client.get_highest_alarm_severity(DeviceId(device.id, "DEVICE")) == "CRITICAL"
-    # an update by id may acknowledge and clear it, as ThingsBoard's saveAlarm does
+    # an update by id may assign, acknowledge and clear it, as ThingsBoard's saveAlarm does
+    admin = server.server.created_admin
+    assert admin is not None
     body = client.get_alarm_by_id(raised.id)
+    body.assignee_id = UserId(admin[0].id, "USER")
+    assert client.save_alarm(body).assignee_id.id == admin[0].id
     body.acknowledged = body.cleared = True
+    body.assignee_id = None  # and an update without an assignee unassigns, as ThingsBoard's
     done = client.save_alarm(body)
-    assert (done.id.id, done.status) == (raised.id.id, "CLEARED_ACK")
+    assert (done.id.id, done.status, done.assignee_id) == (raised.id.id, "CLEARED_ACK", None)
     # cleared: the type is free again, the next one is a new alarm
     assert posted("MAJOR").id.id != raised.id.id
 
@@ -160,7 +183,7 @@ def test_a_script_raises_updates_and_clears_its_own_alarm(
     assert unknown.status_code == 404 and unknown.json()["errorCode"] == 32
 
 
-def test_v2_lists_filter_by_status_severity_and_type_and_sort_as_thingsboard(
+def test_v2_lists_filter_by_status_severity_type_and_assignee_and_sort_as_thingsboard(
     server: ServerThread, client: RestClientCE
 ) -> None:
     device = server.add_device("boiler")
@@ -204,8 +227,10 @@ def test_v2_lists_filter_by_status_severity_and_type_and_sort_as_thingsboard(
             "DEVICE", device.id, 10, 0, type_list=["Pressure", "Flow"], status_list=["UNACK"]
         )
     ) == ["Pressure"]
-    # nobody is assigned an alarm in tinyboard: a list of someone's alarms is empty
-    assert types(client.get_all_alarms(10, 0, search_status="ANY")) != []
+    admin = server.server.created_admin
+    assert admin is not None
+    client.assign_alarm(flow.id, admin[0].id)
+    assert types(api.get_all_alarms_v2_using_get(10, 0, assignee_id=admin[0].id)) == ["Flow"]
     assert api.get_all_alarms_v2_using_get(10, 0, assignee_id=str(uuid.uuid4())).data == []
 
 
@@ -236,3 +261,41 @@ def test_errors_are_thingsboards(
     assert body["status"] == status and body["errorCode"] == (32 if status == 404 else 31)
     assert body["message"] and body["timestamp"] > 0
     assert httpx.request(method, f"{server.base_url}{path}").status_code == 401
+
+
+def test_a_posted_alarm_reaches_the_webhooks_in_thingsboards_shape(tmp_path: Path) -> None:
+    hook = Receiver()
+    running = ServerThread(tmp_path / "data", alarm_webhook=hook.url).start()
+    try:
+        device = running.add_device("pump")
+        client = RestClientCE(base_url=running.base_url)
+        client.login(*running.admin)
+        body = Alarm(
+            name="Leak", type="Leak", originator=EntityId(device.id, "DEVICE"),
+            severity="MAJOR", status="ACTIVE_UNACK", acknowledged=False, cleared=False,
+        )  # fmt: skip
+        raised = client.save_alarm(body)
+        client.save_alarm(body)  # the same open alarm, updated
+        client.clear_alarm(raised.id)
+        eventually(lambda: len(hook.bodies) == 3)
+        events = ["ALARM_CREATED", "ALARM_UPDATED", "ALARM_CLEARED"]
+        assert [b["event"] for b in hook.bodies] == events
+        sent = hook.bodies[0]["alarm"]
+        # what the webhook sends is what the REST client reads
+        info = client.api_client.deserialize(_Body(sent), "AlarmInfo")
+        assert (info.id.id, info.originator_name, info.status) == (
+            raised.id.id,
+            "pump",
+            "ACTIVE_UNACK",
+        )
+        assert sent["tenantId"] == {"entityType": "TENANT", "id": TENANT_UUID}
+    finally:
+        running.stop()
+        hook.close()
+
+
+class _Body:
+    """A webhook body in the shape the REST client's deserializer reads a response from."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body)

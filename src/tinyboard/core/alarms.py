@@ -33,6 +33,7 @@ from tinyboard.core.models import (
     Device,
     Reading,
     Severity,
+    User,
     more_severe,
 )
 from tinyboard.errors import NotFoundError
@@ -47,6 +48,8 @@ AlarmEvent = Literal[
     "ALARM_UPDATED",
     "ALARM_CLEARED",
     "ALARM_ACKNOWLEDGED",
+    "ALARM_ASSIGNED",
+    "ALARM_UNASSIGNED",
     "ALARM_DELETED",
 ]
 Listener = Callable[[AlarmEvent, Alarm], None]
@@ -72,6 +75,8 @@ class PostedAlarm:
     propagate_to_owner: bool = False
     propagate_to_tenant: bool = False
     propagate_relation_types: tuple[str, ...] = ()
+    assignee: User | None = None
+    """Whom it is assigned to; an update without one unassigns, as in ThingsBoard."""
 
 
 @dataclass(slots=True)
@@ -545,6 +550,18 @@ class AlarmEngine:
             await self.settled()
         return alarm
 
+    async def assign(self, alarm_id: str, user: User | None) -> Alarm:
+        """Assign the alarm to a user, or to nobody (ThingsBoard 3.5+)."""
+        alarm = await self.get(alarm_id)
+        user_id = user.id if user else None
+        if alarm.assignee_id != user_id:
+            alarm.assignee_id = user_id
+            alarm.assignee_email = user.email if user else None
+            alarm.assign_ts = int(self.clock() * 1000)
+            self._changed("ALARM_ASSIGNED" if user else "ALARM_UNASSIGNED", alarm)
+            await self.settled()
+        return alarm
+
     async def delete(self, alarm_id: str) -> Alarm:
         alarm = await self.get(alarm_id)
         if not alarm.cleared:
@@ -558,8 +575,9 @@ class AlarmEngine:
         return alarm
 
     async def post(self, posted: PostedAlarm) -> Alarm:
-        """Raise or update an alarm for a REST client; its `acknowledged` and `cleared`
-        flags act as ack and clear do (ThingsBoard's `TbAlarmService.save`)."""
+        """Raise or update an alarm for a REST client; its assignee and its `acknowledged`
+        and `cleared` flags act as assign, ack and clear do (ThingsBoard's
+        `TbAlarmService.save`)."""
         if posted.id is not None:
             alarm = await self.get(posted.id)
             self._update(alarm, posted)
@@ -571,6 +589,7 @@ class AlarmEngine:
             else:
                 alarm = found
                 self._update(alarm, posted)
+        await self.assign(alarm.id, posted.assignee)
         if posted.acknowledged:
             await self.acknowledge(alarm.id)
         if posted.cleared:

@@ -102,6 +102,10 @@ class Alarm:
     propagate_relation_types: tuple[str, ...] = ()
     """ThingsBoard's propagation settings: kept and returned as a client set them (tinyboard
     has no entity relations to propagate along)."""
+    assignee_id: str | None = None
+    """The user it is assigned to (ThingsBoard 3.5+), with their e-mail while they exist."""
+    assignee_email: str | None = None
+    assign_ts: int = 0
 
     def __post_init__(self) -> None:
         if not self.created_ts:

@@ -164,6 +164,7 @@ class Store(Protocol):
         statuses: Sequence[AlarmStatus] | None = None,
         severities: Sequence[Severity] | None = None,
         types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
@@ -174,7 +175,8 @@ class Store(Protocol):
     ) -> tuple[list[Alarm], int]:
         """A page of alarms and how many match in all. `None` filters nothing, an empty
         list everything; `text_search` is a case-insensitive substring of the type, severity,
-        status or device name; `start_ts`/`end_ts` bound the creation time."""
+        status or device name; `start_ts`/`end_ts` bound the creation time; `assignee` is a
+        user id."""
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         """Delete an alarm; raises `NotFoundError`."""

@@ -27,9 +27,10 @@ USER_COLUMNS = "id, email, password_hash, role, created_ts"
 ALARM_COLUMNS = (
     "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
     "a.start_ts, a.end_ts, a.ack_ts, a.clear_ts, a.details, a.created_ts, d.label, "
-    "a.propagate, a.propagate_to_owner, a.propagate_to_tenant, a.propagate_relation_types"
+    "a.propagate, a.propagate_to_owner, a.propagate_to_tenant, a.propagate_relation_types, "
+    "a.assignee, u.email, a.assign_ts"
 )
-ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device"
+ALARM_FROM = "FROM alarm a JOIN device d ON d.seq = a.device LEFT JOIN users u ON u.id = a.assignee"
 """Both stores select these columns in this order; the `*_from` functions read such rows
 (SQLite tuples and asyncpg records alike)."""
 
@@ -77,6 +78,9 @@ def alarm_from(row: Sequence[Any]) -> Alarm:
         propagate_to_owner=bool(row[16]),
         propagate_to_tenant=bool(row[17]),
         propagate_relation_types=tuple(orjson.loads(row[18])),
+        assignee_id=row[19],
+        assignee_email=row[20],
+        assign_ts=row[21],
     )
 
 
@@ -87,7 +91,8 @@ def alarm_row(alarm: Alarm) -> tuple[object, ...]:
         alarm.cleared, alarm.start_ts, alarm.end_ts, alarm.ack_ts, alarm.clear_ts,
         orjson.dumps(alarm.details).decode(), alarm.created_ts, alarm.propagate,
         alarm.propagate_to_owner, alarm.propagate_to_tenant,
-        orjson.dumps(alarm.propagate_relation_types).decode(),
+        orjson.dumps(alarm.propagate_relation_types).decode(), alarm.assignee_id,
+        alarm.assign_ts,
     )  # fmt: skip
 
 
@@ -96,14 +101,16 @@ def alarm_insert(placeholders: Sequence[str]) -> str:
     return (
         "INSERT INTO alarm (id, device, type, severity, acknowledged, cleared, start_ts, "
         "end_ts, ack_ts, clear_ts, details, created_ts, propagate, propagate_to_owner, "
-        f"propagate_to_tenant, propagate_relation_types) VALUES ({', '.join(placeholders)}) "
+        "propagate_to_tenant, propagate_relation_types, assignee, assign_ts) "
+        f"VALUES ({', '.join(placeholders)}) "
         "ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, "
         "acknowledged = excluded.acknowledged, cleared = excluded.cleared, "
         "start_ts = excluded.start_ts, end_ts = excluded.end_ts, ack_ts = excluded.ack_ts, "
         "clear_ts = excluded.clear_ts, details = excluded.details, "
         "propagate = excluded.propagate, propagate_to_owner = excluded.propagate_to_owner, "
         "propagate_to_tenant = excluded.propagate_to_tenant, "
-        "propagate_relation_types = excluded.propagate_relation_types"
+        "propagate_relation_types = excluded.propagate_relation_types, "
+        "assignee = excluded.assignee, assign_ts = excluded.assign_ts"
     )
 
 
@@ -161,6 +168,7 @@ class AlarmWhere:
         statuses: Sequence[AlarmStatus] | None,
         severities: Sequence[Severity] | None,
         types: Sequence[str] | None,
+        assignee: str | None,
         text_search: str,
         start_ts: int,
         end_ts: int,
@@ -188,6 +196,8 @@ class AlarmWhere:
             self.any_of("a.severity", severities)
         if types is not None:
             self.any_of("a.type", types)
+        if assignee is not None:
+            self.terms.append(f"a.assignee = {self.arg(assignee)}")
         if text_search:
             pattern = like_anywhere(text_search)
             searched = ("a.type", "a.severity", f"({ALARM_STATUS_SQL})", "d.name")

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIGRATION_LOCK = 0x7469_6E79  # "tiny": one node migrates at a time
 POOL_SIZE = 8
-ALARM_INSERT = common.alarm_insert([f"${n}" for n in range(1, 17)])
+ALARM_INSERT = common.alarm_insert([f"${n}" for n in range(1, 19)])
 APPLICATION_NAME = "tinyboard"
 """How tinyboard's connections show in pg_stat_activity."""
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0)
@@ -630,6 +630,7 @@ class PostgresStore:
         statuses: Sequence[AlarmStatus] | None = None,
         severities: Sequence[Severity] | None = None,
         types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
@@ -640,7 +641,7 @@ class PostgresStore:
     ) -> tuple[list[Alarm], int]:
         where = common.AlarmWhere(lambda n: f"${n}", like="ILIKE")
         condition = where.build(
-            device=device, statuses=statuses, severities=severities, types=types,
+            device=device, statuses=statuses, severities=severities, types=types, assignee=assignee,
             text_search=text_search, start_ts=start_ts, end_ts=end_ts,
         )  # fmt: skip
         if condition is None:

@@ -123,7 +123,7 @@ def migrations() -> list[tuple[int, str]]:
     return common.migrations("sqlite")
 
 
-ALARM_INSERT = common.alarm_insert(["?"] * 16)
+ALARM_INSERT = common.alarm_insert(["?"] * 18)
 
 
 REFUSED_DATA = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, TypeError, ValueError)
@@ -704,6 +704,7 @@ class SQLiteStore:
         statuses: Sequence[AlarmStatus] | None = None,
         severities: Sequence[Severity] | None = None,
         types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
@@ -714,7 +715,7 @@ class SQLiteStore:
     ) -> tuple[list[Alarm], int]:
         where = common.AlarmWhere(lambda _: "?")
         condition = where.build(
-            device=device, statuses=statuses, severities=severities, types=types,
+            device=device, statuses=statuses, severities=severities, types=types, assignee=assignee,
             text_search=text_search, start_ts=start_ts, end_ts=end_ts,
         )  # fmt: skip
         if condition is None:

@@ -56,8 +56,8 @@ class AlarmInfo(AlarmOut):
 
 
 def alarm_info(alarm: Alarm) -> AlarmInfo:
-    """An alarm in ThingsBoard's shape. tinyboard assigns alarms to nobody: `assigneeId` and
-    `assignee` are null, as ThingsBoard answers for an unassigned alarm."""
+    """An alarm in ThingsBoard's shape; `assigneeId` and `assignee` are null while it is
+    assigned to nobody."""
     return AlarmInfo(
         id=EntityId(entityType="ALARM", id=alarm.id),
         createdTime=alarm.created_ts,
@@ -70,12 +70,12 @@ def alarm_info(alarm: Alarm) -> AlarmInfo:
         status=alarm.status,
         acknowledged=alarm.acknowledged,
         cleared=alarm.cleared,
-        assigneeId=None,
+        assigneeId=EntityId(entityType="USER", id=alarm.assignee_id) if alarm.assignee_id else None,
         startTs=alarm.start_ts,
         endTs=alarm.end_ts,
         ackTs=alarm.ack_ts,
         clearTs=alarm.clear_ts,
-        assignTs=0,
+        assignTs=alarm.assign_ts,
         details=alarm.details,
         propagate=alarm.propagate,
         propagateToOwner=alarm.propagate_to_owner,
@@ -83,5 +83,14 @@ def alarm_info(alarm: Alarm) -> AlarmInfo:
         propagateRelationTypes=list(alarm.propagate_relation_types),
         originatorName=alarm.device_name,
         originatorLabel=alarm.device_label,
-        assignee=None,
+        assignee=_assignee(alarm),
+    )
+
+
+def _assignee(alarm: Alarm) -> AlarmAssignee | None:
+    """ThingsBoard's assignee: tinyboard's users have an e-mail and no names."""
+    if alarm.assignee_id is None:
+        return None
+    return AlarmAssignee(
+        id=EntityId(entityType="USER", id=alarm.assignee_id), email=alarm.assignee_email
     )

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from tinyboard.core import models
 from tinyboard.core.alarms import AlarmEngine, PostedAlarm
 from tinyboard.core.models import Alarm, AlarmSort, AlarmStatus, Severity
 from tinyboard.errors import NotFoundError, PayloadError
@@ -68,9 +69,7 @@ class AlarmIn(BaseModel):
     propagateRelationTypes: list[str] | None = None
     assigneeId: OriginatorIn | None = None
 
-    def posted(self) -> PostedAlarm:
-        if self.assigneeId is not None:
-            raise PayloadError("tinyboard does not assign alarms: leave assigneeId out")
+    def posted(self, assignee: models.User | None) -> PostedAlarm:
         if self.originator.entityType != "DEVICE":
             raise _not_device(self.originator.entityType)
         return PostedAlarm(
@@ -87,6 +86,7 @@ class AlarmIn(BaseModel):
             propagate_to_owner=self.propagateToOwner,
             propagate_to_tenant=self.propagateToTenant,
             propagate_relation_types=tuple(self.propagateRelationTypes or ()),
+            assignee=assignee,
         )
 
 
@@ -193,6 +193,7 @@ async def alarm_page(
     statuses: Sequence[AlarmStatus],
     severities: Sequence[Severity] | None = None,
     types: Sequence[str] | None = None,
+    assignee: str | None = None,
 ) -> PageData[AlarmInfo]:
     """One page of alarms in ThingsBoard's shape, after every decision so far is stored: the
     REST lists and the WebSocket's ALARM_DATA. `page.sortProperty` is one of `SORTS`."""
@@ -204,6 +205,7 @@ async def alarm_page(
         statuses=statuses,
         severities=severities,
         types=types,
+        assignee=assignee,
         text_search=page.textSearch,
         start_ts=window.start,
         end_ts=window.end,
@@ -224,12 +226,17 @@ async def _device_key(request: Request, entity_type: str, entity_id: str) -> int
     return device.key
 
 
-def _assigned(assignee_id: str | None) -> bool:
-    """Whether a list asks for the alarms of an assignee: tinyboard assigns none."""
-    if assignee_id is None:
-        return False
-    parse_uuid(assignee_id, "assigneeId")
-    return True
+def _assignee_id(assignee_id: str | None) -> str | None:
+    return None if assignee_id is None else parse_uuid(assignee_id, "assigneeId")
+
+
+async def _user(request: Request, user_id: str) -> models.User:
+    """A user by id (an alarm's assignee); 404 when there is none."""
+    wanted = parse_uuid(user_id, "assigneeId")
+    for user in await _ctx(request).store.list_users():
+        if user.id == wanted:
+            return user
+    raise NotFoundError(f"no user {wanted!r} (see `tinyboard user list`)")
 
 
 # -- one alarm -----------------------------------------------------------------------------
@@ -248,7 +255,8 @@ async def save_alarm(body: AlarmIn, request: Request, _: User) -> AlarmInfo:
     """Any signed-in user: raise an alarm on a device, or update one (ThingsBoard's
     saveAlarm). The alarm engine owns it from then on: the dashboard and the webhooks see it,
     and a rule of the same type may clear it."""
-    return alarm_info(await _engine(request).post(body.posted()))
+    assignee = await _user(request, body.assigneeId.id) if body.assigneeId else None
+    return alarm_info(await _engine(request).post(body.posted(assignee)))
 
 
 @router.get("/api/alarm/highestSeverity/{entityType}/{entityId}", response_model=Severity | None)
@@ -264,11 +272,14 @@ async def highest_severity(
     """Any signed-in user: the most severe of the device's alarms that match, or null."""
     device = await _device_key(request, entityType, entityId)
     statuses = _statuses(searchStatus, status)
-    if _assigned(assigneeId):
-        return None
     await _engine(request).settled()
     alarms, _total = await _ctx(request).store.list_alarms(
-        device=device, statuses=statuses, sort="severity", descending=True, limit=1
+        device=device,
+        statuses=statuses,
+        assignee=_assignee_id(assigneeId),
+        sort="severity",
+        descending=True,
+        limit=1,
     )
     return alarms[0].severity if alarms else None
 
@@ -300,6 +311,19 @@ async def delete(alarmId: str, request: Request, _: User) -> bool:
     return True
 
 
+@router.post("/api/alarm/{alarmId}/assign/{assigneeId}", response_model=AlarmOut)
+async def assign(alarmId: str, assigneeId: str, request: Request, _: User) -> AlarmInfo:
+    """Any signed-in user: assign the alarm to a user (ThingsBoard 3.5+)."""
+    user = await _user(request, assigneeId)
+    return alarm_info(await _engine(request).assign(parse_uuid(alarmId, "alarmId"), user))
+
+
+@router.delete("/api/alarm/{alarmId}/assign", response_model=AlarmOut)
+async def unassign(alarmId: str, request: Request, _: User) -> AlarmInfo:
+    """Any signed-in user: assign the alarm to nobody."""
+    return alarm_info(await _engine(request).assign(parse_uuid(alarmId, "alarmId"), None))
+
+
 # -- lists ---------------------------------------------------------------------------------
 @router.get("/api/alarms", response_model=PageData[AlarmInfo])
 async def all_alarms(
@@ -314,8 +338,11 @@ async def all_alarms(
 ) -> PageData[AlarmInfo]:
     """Any signed-in user: alarms of every device. The originator's name is always there
     (`fetchOriginator` is accepted for ThingsBoard's clients)."""
-    statuses = () if _assigned(assigneeId) else _statuses(searchStatus, status)
-    return await alarm_page(_ctx(request), page, window, device=None, statuses=statuses)
+    statuses = _statuses(searchStatus, status)
+    return await alarm_page(
+        _ctx(request), page, window, device=None, statuses=statuses,
+        assignee=_assignee_id(assigneeId),
+    )  # fmt: skip
 
 
 @router.get("/api/alarm/{entityType}/{entityId}", response_model=PageData[AlarmInfo])
@@ -333,14 +360,18 @@ async def entity_alarms(
 ) -> PageData[AlarmInfo]:
     """Any signed-in user: one device's alarms (same parameters as `/api/alarms`)."""
     device = await _device_key(request, entityType, entityId)
-    statuses = () if _assigned(assigneeId) else _statuses(searchStatus, status)
-    return await alarm_page(_ctx(request), page, window, device=device, statuses=statuses)
+    statuses = _statuses(searchStatus, status)
+    return await alarm_page(
+        _ctx(request), page, window, device=device, statuses=statuses,
+        assignee=_assignee_id(assigneeId),
+    )  # fmt: skip
 
 
 class V2Filter(BaseModel):
     statuses: tuple[AlarmStatus, ...]
     severities: list[Severity] | None
     types: list[str] | None
+    assignee: str | None
 
 
 def _v2_filter(
@@ -354,7 +385,8 @@ def _v2_filter(
     severities = _choices(_split(severityList), SEVERITY_NAMES, "severity")
     types = _split(typeList)
     return V2Filter(
-        statuses=() if _assigned(assigneeId) else search_statuses(wanted),
+        statuses=search_statuses(wanted),
+        assignee=_assignee_id(assigneeId),
         severities=severities or None,  # type: ignore[arg-type]  # checked by _choices
         types=types or None,
     )
@@ -371,7 +403,7 @@ async def all_alarms_v2(
     CLEARED, ACK, UNACK), `severityList` and `typeList`."""
     return await alarm_page(
         _ctx(request), page, window, device=None, statuses=query.statuses,
-        severities=query.severities, types=query.types,
+        severities=query.severities, types=query.types, assignee=query.assignee,
     )  # fmt: skip
 
 
@@ -389,7 +421,7 @@ async def entity_alarms_v2(
     device = await _device_key(request, entityType, entityId)
     return await alarm_page(
         _ctx(request), page, window, device=device, statuses=query.statuses,
-        severities=query.severities, types=query.types,
+        severities=query.severities, types=query.types, assignee=query.assignee,
     )  # fmt: skip
 
 
