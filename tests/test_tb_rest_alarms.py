@@ -299,3 +299,25 @@ class _Body:
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.data = json.dumps(body)
+
+
+def test_a_rule_of_the_same_type_takes_over_a_posted_alarm(
+    server: ServerThread, client: RestClientCE, rest: httpx.Client
+) -> None:
+    device_id, board = hot_device(server, rest, "kiln")
+    posted = client.save_alarm(
+        Alarm(
+            name="Too hot", type="Too hot", originator=EntityId(device_id, "DEVICE"),
+            severity="MINOR", status="ACTIVE_UNACK", acknowledged=False, cleared=False,
+        )
+    )  # fmt: skip
+    device = DeviceId(device_id, "DEVICE")
+    try:
+        board.publish("v1/devices/me/telemetry", json.dumps({"temperature": 31}))
+        eventually(lambda: client.get_alarm_by_id(posted.id).severity == "MAJOR")
+        board.publish("v1/devices/me/telemetry", json.dumps({"temperature": 20}))
+        eventually(lambda: client.get_alarm_by_id(posted.id).cleared)
+    finally:
+        board.close()
+    (only,) = client.get_alarms(device, 10, 0).data  # one alarm: the rule joined it
+    assert (only.id.id, only.status) == (posted.id.id, "CLEARED_UNACK")

@@ -254,7 +254,7 @@ async def get_alarm_info(alarmId: str, request: Request, _: User) -> AlarmInfo:
 async def save_alarm(body: AlarmIn, request: Request, _: User) -> AlarmInfo:
     """Any signed-in user: raise an alarm on a device, or update one (ThingsBoard's
     saveAlarm). The alarm engine owns it from then on: the dashboard and the webhooks see it,
-    and a rule of the same type may clear it."""
+    and a rule of the same type that starts to hold takes it over."""
     assignee = await _user(request, body.assigneeId.id) if body.assigneeId else None
     return alarm_info(await _engine(request).post(body.posted(assignee)))
 
