@@ -342,6 +342,7 @@ async def test_alarms_keep_thingsboard_fields_and_sort_and_filter_as_thingsboard
     )
     assert await types(assignee=user.id) == ["Hot"]
     assert await types(assignee=str(uuid.uuid4())) == []
+    assert await store.alarm_types() == ["Cold", "Hot", "Pressure"]
 
 
 async def test_alarm_rules_and_pending_conditions(store: Store) -> None:

@@ -227,6 +227,13 @@ def test_v2_lists_filter_by_status_severity_type_and_assignee_and_sort_as_things
             "DEVICE", device.id, 10, 0, type_list=["Pressure", "Flow"], status_list=["UNACK"]
         )
     ) == ["Pressure"]
+    known = client.get_alarm_types(10, 0)
+    assert [(t.type, t.entity_type, t.tenant_id.id) for t in known.data] == [
+        ("Flow", "ALARM", TENANT_UUID),
+        ("Heat", "ALARM", TENANT_UUID),
+        ("Pressure", "ALARM", TENANT_UUID),
+    ]
+    assert [t.type for t in client.get_alarm_types(1, 0, "ea", "DESC").data] == ["Heat"]
     admin = server.server.created_admin
     assert admin is not None
     client.assign_alarm(flow.id, admin[0].id)

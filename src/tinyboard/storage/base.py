@@ -178,6 +178,9 @@ class Store(Protocol):
         status or device name; `start_ts`/`end_ts` bound the creation time; `assignee` is a
         user id."""
 
+    async def alarm_types(self) -> list[str]:
+        """Every type that some alarm has, sorted by code point (the same on both stores)."""
+
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         """Delete an alarm; raises `NotFoundError`."""
 

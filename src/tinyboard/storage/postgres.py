@@ -656,6 +656,9 @@ class PostgresStore:
         )  # fmt: skip
         return [alarm_from(r) for r in rows], int(total[0]) if total else 0
 
+    async def alarm_types(self) -> list[str]:
+        return sorted(r[0] for r in await self._fetch("SELECT DISTINCT type FROM alarm"))
+
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
         await self._execute("DELETE FROM alarm WHERE id = $1", alarm_id)

@@ -734,6 +734,12 @@ class SQLiteStore:
         )
         return [alarm_from(r) for r in rows], int(total)
 
+    async def alarm_types(self) -> list[str]:
+        return await self._read_op(self._alarm_types)
+
+    def _alarm_types(self) -> list[str]:
+        return sorted(r[0] for r in self._conn().execute("SELECT DISTINCT type FROM alarm"))
+
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
         await self._write_op(self._delete_alarm, alarm_id)

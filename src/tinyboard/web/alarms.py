@@ -22,10 +22,12 @@ from tinyboard.web.alarm_info import AlarmInfo, AlarmOut, alarm_info
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import (
+    EntityId,
     PageData,
     PageLink,
     SortOrder,
     parse_uuid,
+    tenant_id,
 )
 from tinyboard.web.models import errors
 
@@ -242,6 +244,35 @@ async def _user(request: Request, user_id: str) -> models.User:
 # -- one alarm -----------------------------------------------------------------------------
 async def _alarm(request: Request, alarm_id: str) -> Alarm:
     return await _engine(request).get(parse_uuid(alarm_id, "alarmId"))
+
+
+class AlarmType(BaseModel):
+    """ThingsBoard's `EntitySubtype` of an alarm type."""
+
+    tenantId: EntityId
+    entityType: Literal["ALARM"] = "ALARM"
+    type: str
+
+
+@router.get("/api/alarm/types", response_model=PageData[AlarmType])
+async def alarm_types(
+    request: Request,
+    _: User,
+    pageSize: int = Query(10, ge=1, le=1000),
+    page: int = Query(0, ge=0, le=10_000_000),
+    textSearch: str = "",
+    sortOrder: SortOrder = "ASC",
+) -> PageData[AlarmType]:
+    """Any signed-in user: the types that alarms have (ThingsBoard's getAlarmTypes)."""
+    await _engine(request).settled()
+    found = [
+        AlarmType(tenantId=tenant_id(), type=t) for t in await _ctx(request).store.alarm_types()
+    ]
+    link = PageLink(
+        pageSize=pageSize, page=page, textSearch=textSearch, sortProperty="type",
+        sortOrder=sortOrder,
+    )  # fmt: skip
+    return link.apply(found, text=lambda t: t.type, sort={"type": lambda t: t.type})
 
 
 @router.get("/api/alarm/info/{alarmId}", response_model=AlarmInfo)
