@@ -217,6 +217,9 @@ def test_v2_lists_filter_by_status_severity_type_and_assignee_and_sort_as_things
     paged = client.get_all_alarms(2, 1, sort_property="type", sort_order="ASC")
     assert (types(paged), paged.total_pages, paged.has_next) == (["Pressure"], 2, False)
     assert types(client.get_all_alarms(10, 0, text_search="critical")) == ["Heat"]
+    heat = client.get_all_alarms(10, 0, text_search="critical").data[0]
+    at = heat.created_time
+    assert types(client.get_all_alarms(10, 0, start_time=at, end_time=at)) == ["Heat"]
     assert types(api.get_all_alarms_v2_using_get(10, 0, status_list=["ACTIVE", "ACK"])) == ["Flow"]
     assert types(api.get_all_alarms_v2_using_get(10, 0, severity_list=["CRITICAL", "WARNING"])) == [
         "Heat",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from tinyboard.core import models
 from tinyboard.core.alarms import AlarmEngine, PostedAlarm
-from tinyboard.core.models import Alarm, AlarmSort, AlarmStatus, Severity
+from tinyboard.core.models import SEVERITIES, Alarm, AlarmSort, AlarmStatus, Severity
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.alarm_info import AlarmInfo, AlarmOut, alarm_info
 from tinyboard.web.auth import User
@@ -44,7 +44,9 @@ SEARCH: dict[str, tuple[AlarmStatus, ...]] = {
 MAX_TS = 2**62
 
 
-class OriginatorIn(BaseModel):
+class IdIn(BaseModel):
+    """An entity id in a request body; its type is checked where it matters."""
+
     entityType: str
     id: str
 
@@ -56,9 +58,9 @@ class AlarmIn(BaseModel):
 
     model_config = {"extra": "ignore"}
 
-    id: OriginatorIn | None = None
+    id: IdIn | None = None
     type: str = Field(min_length=1, max_length=255)
-    originator: OriginatorIn
+    originator: IdIn
     severity: Severity
     acknowledged: bool = False
     cleared: bool = False
@@ -69,7 +71,7 @@ class AlarmIn(BaseModel):
     propagateToOwner: bool = False
     propagateToTenant: bool = False
     propagateRelationTypes: list[str] | None = None
-    assigneeId: OriginatorIn | None = None
+    assigneeId: IdIn | None = None
 
     def posted(self, assignee: models.User | None) -> PostedAlarm:
         if self.originator.entityType != "DEVICE":
@@ -145,7 +147,6 @@ def _choices(values: list[str], allowed: tuple[str, ...], what: str) -> list[str
 SORTS: tuple[AlarmSort, ...] = (
     "createdTime", "startTs", "endTs", "ackTs", "clearTs", "type", "severity", "status"
 )  # fmt: skip
-SEVERITY_NAMES: tuple[Severity, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE")
 
 
 def _page(
@@ -179,8 +180,9 @@ def _window(
     startTime: int | None = Query(None, ge=0, le=MAX_TS),
     endTime: int | None = Query(None, ge=0, le=MAX_TS),
 ) -> TimeWindow:
-    """`startTime`/`endTime` bound the creation time (ms), as ThingsBoard's TimePageLink."""
-    return TimeWindow(start=startTime or 0, end=MAX_TS if endTime is None else endTime)
+    """`startTime`/`endTime` bound the creation time (ms), both inclusive, as ThingsBoard's
+    alarm queries do."""
+    return TimeWindow(start=startTime or 0, end=MAX_TS if endTime is None else endTime + 1)
 
 
 Window = Annotated[TimeWindow, Depends(_window)]
@@ -413,7 +415,7 @@ def _v2_filter(
 ) -> V2Filter:
     """ThingsBoard's v2 list filters; each list repeated or comma-separated."""
     wanted = _choices(_split(statusList), tuple(SEARCH), "status")
-    severities = _choices(_split(severityList), SEVERITY_NAMES, "severity")
+    severities = _choices(_split(severityList), SEVERITIES, "severity")
     types = _split(typeList)
     return V2Filter(
         statuses=search_statuses(wanted),
