@@ -204,10 +204,11 @@ def test_v2_lists_filter_by_status_severity_type_and_assignee_and_sort_as_things
 
     api = client.alarm_controller
     assert types(client.get_all_alarms(10, 0)) == ["Flow", "Heat", "Pressure"]
+    # by name, as ThingsBoard sorts its text column: WARNING, MINOR, CRITICAL
     assert types(client.get_all_alarms(10, 0, sort_property="severity", sort_order="DESC")) == [
-        "Heat",
-        "Flow",
         "Pressure",
+        "Flow",
+        "Heat",
     ]
     assert types(client.get_all_alarms(10, 0, sort_property="type", sort_order="ASC")) == [
         "Flow",
@@ -230,6 +231,9 @@ def test_v2_lists_filter_by_status_severity_type_and_assignee_and_sort_as_things
             "DEVICE", device.id, 10, 0, type_list=["Pressure", "Flow"], status_list=["UNACK"]
         )
     ) == ["Pressure"]
+    boiler = DeviceId(device.id, "DEVICE")
+    assert client.get_highest_alarm_severity(boiler) == "CRITICAL"  # by rank, not by name
+    assert client.get_highest_alarm_severity(boiler, status="ACTIVE_ACK") == "MINOR"
     known = client.get_alarm_types(10, 0)
     assert [(t.type, t.entity_type, t.tenant_id.id) for t in known.data] == [
         ("Flow", "ALARM", TENANT_UUID),

@@ -114,6 +114,12 @@ def alarm_insert(placeholders: Sequence[str]) -> str:
     )
 
 
+ALARM_STATUS_SQL = (
+    "CASE WHEN a.cleared THEN 'CLEARED_' ELSE 'ACTIVE_' END || "
+    "CASE WHEN a.acknowledged THEN 'ACK' ELSE 'UNACK' END"
+)
+"""An alarm's status as text, for the text search and sorting."""
+
 ALARM_SORT: dict[str, tuple[str, ...]] = {
     "createdTime": ("a.created_ts",),
     "startTs": ("a.start_ts",),
@@ -121,21 +127,11 @@ ALARM_SORT: dict[str, tuple[str, ...]] = {
     "ackTs": ("a.ack_ts",),
     "clearTs": ("a.clear_ts",),
     "type": ("a.type",),
-    # by rank: ascending from INDETERMINATE to CRITICAL
-    "severity": (
-        "CASE a.severity WHEN 'CRITICAL' THEN 4 WHEN 'MAJOR' THEN 3 WHEN 'MINOR' THEN 2 "
-        "WHEN 'WARNING' THEN 1 ELSE 0 END",
-    ),
-    # ACTIVE_UNACK, ACTIVE_ACK, CLEARED_UNACK, CLEARED_ACK
-    "status": ("a.cleared", "a.acknowledged"),
+    # by name, as ThingsBoard (which keeps both as text): CRITICAL, INDETERMINATE, MAJOR, ...
+    "severity": ("a.severity",),
+    "status": (f"({ALARM_STATUS_SQL})",),
 }
 """ThingsBoard's alarm sort properties → SQL; the id breaks ties so pages never overlap."""
-
-ALARM_STATUS_SQL = (
-    "CASE WHEN a.cleared THEN 'CLEARED_' ELSE 'ACTIVE_' END || "
-    "CASE WHEN a.acknowledged THEN 'ACK' ELSE 'UNACK' END"
-)
-"""An alarm's status as text, for the text search."""
 
 
 def alarm_order(sort: str, descending: bool) -> str:

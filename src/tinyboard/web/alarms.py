@@ -306,15 +306,17 @@ async def highest_severity(
     device = await _device_key(request, entityType, entityId)
     statuses = _statuses(searchStatus, status)
     await _engine(request).settled()
-    alarms, _total = await _ctx(request).store.list_alarms(
-        device=device,
-        statuses=statuses,
-        assignee=_assignee_id(assigneeId),
-        sort="severity",
-        descending=True,
-        limit=1,
-    )
-    return alarms[0].severity if alarms else None
+    for severity in SEVERITIES:  # most severe first
+        _found, total = await _ctx(request).store.list_alarms(
+            device=device,
+            statuses=statuses,
+            severities=[severity],
+            assignee=_assignee_id(assigneeId),
+            limit=1,
+        )
+        if total:
+            return severity
+    return None
 
 
 @router.get("/api/alarm/{alarmId}", response_model=AlarmOut)
