@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -210,7 +211,8 @@ def test_ack_clear_and_delete_over_rest(server: ServerThread, rest: httpx.Client
         assert everything["totalElements"] >= 2 and everything["hasNext"]
         assert rest.delete(f"/api/alarm/{alarm['id']['id']}").json() is True
         assert rest.get(f"/api/alarm/{alarm['id']['id']}").status_code == 404
-        assert rest.post("/api/alarm/nope/ack").status_code == 404
+        assert rest.post(f"/api/alarm/{uuid.uuid4()}/ack").status_code == 404
+        assert rest.post("/api/alarm/nope/ack").status_code == 400  # not a UUID
     finally:
         board.close()
 

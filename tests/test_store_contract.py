@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,60 @@ async def test_alarms_are_saved_found_listed_and_deleted(store: Store) -> None:
         await store.get_alarm(hot.id)
     await store.delete_device(d.id)  # a device's alarms go with it
     assert [a.type for a in await store.open_alarms()] == ["Cold"]
+
+
+async def test_alarms_keep_thingsboard_fields_and_sort_and_filter_as_thingsboard(
+    store: Store,
+) -> None:
+    d = await store.create_device("boiler", label="Boiler room")
+    posted = _alarm(
+        d, type="Pressure", severity="MINOR", start_ts=500, end_ts=600, created_ts=900,
+        propagate=True, propagate_to_tenant=True, propagate_relation_types=("Contains",),
+    )  # fmt: skip
+    hot = _alarm(d, type="Hot", severity="CRITICAL", start_ts=1000, end_ts=1000, acknowledged=True)
+    cold = _alarm(d, type="Cold", severity="WARNING", start_ts=2000, end_ts=2000, cleared=True)
+    for alarm in (posted, hot, cold):
+        await store.save_alarm(alarm)
+    stored = await store.get_alarm(posted.id)
+    assert stored == replace(posted, device_label="Boiler room")
+    assert (stored.created_ts, stored.start_ts, stored.propagate_relation_types) == (
+        900,
+        500,
+        ("Contains",),
+    )
+
+    async def types(**query: Any) -> list[str]:
+        return [a.type for a in (await store.list_alarms(**query))[0]]
+
+    assert await types() == ["Cold", "Hot", "Pressure"]  # newest created first
+    assert await types(sort="startTs", descending=False) == ["Pressure", "Hot", "Cold"]
+    # severity and status sort by name, as ThingsBoard (both are text there)
+    assert await types(sort="severity") == ["Cold", "Pressure", "Hot"]
+    assert await types(sort="type", descending=False) == ["Cold", "Hot", "Pressure"]
+    assert await types(sort="status", descending=False) == ["Hot", "Pressure", "Cold"]
+    assert await types(severities=["CRITICAL", "WARNING"]) == ["Cold", "Hot"]
+    assert await types(types=["Hot", "Pressure"]) == ["Hot", "Pressure"]
+    assert await types(types=[]) == []
+    assert await types(start_ts=900, end_ts=1001) == ["Hot", "Pressure"]  # by creation time
+    # a case-insensitive substring of the type, severity, status or device name
+    assert await types(text_search="OLD") == ["Cold"]
+    assert await types(text_search="itic") == ["Hot"]
+    assert await types(text_search="cleared_") == ["Cold"]
+    assert await types(text_search="oile") == ["Cold", "Hot", "Pressure"]
+    assert await types(text_search="50%") == []
+    # assigned to a user: the e-mail comes with it, and lists filter by the user's id
+    user = await store.create_user("ops@example.com", "hash", role="TENANT_ADMIN")
+    hot.assignee_id, hot.assign_ts = user.id, 1500
+    await store.save_alarm(hot)
+    assigned = await store.get_alarm(hot.id)
+    assert (assigned.assignee_id, assigned.assignee_email, assigned.assign_ts) == (
+        user.id,
+        "ops@example.com",
+        1500,
+    )
+    assert await types(assignee=user.id) == ["Hot"]
+    assert await types(assignee=str(uuid.uuid4())) == []
+    assert await store.alarm_types() == ["Cold", "Hot", "Pressure"]
 
 
 async def test_alarm_rules_and_pending_conditions(store: Store) -> None:

@@ -10,9 +10,9 @@ What people see (metrics labels, logs, the dashboard, /api/webhooks) is `Target.
 redacted form `scheme://host[:port]/path` with `***` for userinfo and query.
 
 Body (also in docs/protocols.md):
-    {"event": "ALARM_CREATED" | "ALARM_ESCALATED" | "ALARM_CLEARED" | "ALARM_ACKNOWLEDGED"
-              | "ALARM_DELETED",
-     "ts": <Unix ms of the change>, "alarm": <the alarm as GET /api/alarm/{id} returns it>}
+    {"event": "ALARM_CREATED" | "ALARM_ESCALATED" | "ALARM_UPDATED" | "ALARM_CLEARED"
+              | "ALARM_ACKNOWLEDGED" | "ALARM_DELETED",
+     "ts": <Unix ms of the change>, "alarm": <the alarm as GET /api/alarm/info/{id} returns it>}
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tinyboard import __version__
 from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import Alarm
 from tinyboard.redact import redact_url
+from tinyboard.web.alarm_info import alarm_info
 
 if TYPE_CHECKING:
     import httpx
@@ -146,7 +147,11 @@ class Webhooks:
 
     def notify(self, event: AlarmEvent, alarm: Alarm) -> None:
         """The alarm engine's listener: queue the notification for every URL."""
-        body = {"event": event, "ts": int(time.time() * 1000), "alarm": alarm.as_json()}
+        body = {
+            "event": event,
+            "ts": int(time.time() * 1000),
+            "alarm": alarm_info(alarm).model_dump(mode="json"),
+        }
         for target in self.targets:
             if len(target.queue) >= QUEUE_LIMIT:
                 target.queue.popleft()

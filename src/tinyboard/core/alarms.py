@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tinyboard.core.alarm_rules import Rule, RuleError, rule_from_json
-from tinyboard.core.models import Alarm, AttributeRow, Device, Reading, more_severe
+from tinyboard.core.models import (
+    Alarm,
+    AttributeRow,
+    Device,
+    Reading,
+    Severity,
+    User,
+    more_severe,
+)
 from tinyboard.errors import NotFoundError
 from tinyboard.storage.base import Store
 
@@ -35,10 +43,40 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.2
 AlarmEvent = Literal[
-    "ALARM_CREATED", "ALARM_ESCALATED", "ALARM_CLEARED", "ALARM_ACKNOWLEDGED", "ALARM_DELETED"
+    "ALARM_CREATED",
+    "ALARM_ESCALATED",
+    "ALARM_UPDATED",
+    "ALARM_CLEARED",
+    "ALARM_ACKNOWLEDGED",
+    "ALARM_ASSIGNED",
+    "ALARM_UNASSIGNED",
+    "ALARM_DELETED",
 ]
 Listener = Callable[[AlarmEvent, Alarm], None]
 """Told of every alarm change, on the event loop; must not block (webhooks, the dashboard)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostedAlarm:
+    """An alarm a REST client raises or updates (ThingsBoard's `POST /api/alarm`). Without
+    `id` it joins the open alarm of its device and type, if there is one, as ThingsBoard
+    deduplicates; zero times mean "now"."""
+
+    id: str | None = None
+    device_id: str
+    type: str
+    severity: Severity
+    start_ts: int = 0
+    end_ts: int = 0
+    details: dict[str, Any] | None = None
+    acknowledged: bool = False
+    cleared: bool = False
+    propagate: bool = False
+    propagate_to_owner: bool = False
+    propagate_to_tenant: bool = False
+    propagate_relation_types: tuple[str, ...] = ()
+    assignee: User | None = None
+    """Whom it is assigned to; an update without one unassigns, as in ThingsBoard."""
 
 
 @dataclass(slots=True)
@@ -356,6 +394,7 @@ class AlarmEngine:
                 device_key=device_key,
                 device_id=device.id,
                 device_name=device.name,
+                device_label=device.label,
                 type=rule.alarm_type,
                 severity=rule.severity,
                 start_ts=ms,
@@ -511,6 +550,18 @@ class AlarmEngine:
             await self.settled()
         return alarm
 
+    async def assign(self, alarm_id: str, user: User | None) -> Alarm:
+        """Assign the alarm to a user, or to nobody (ThingsBoard 3.5+)."""
+        alarm = await self.get(alarm_id)
+        user_id = user.id if user else None
+        if alarm.assignee_id != user_id:
+            alarm.assignee_id = user_id
+            alarm.assignee_email = user.email if user else None
+            alarm.assign_ts = int(self.clock() * 1000)
+            self._changed("ALARM_ASSIGNED" if user else "ALARM_UNASSIGNED", alarm)
+            await self.settled()
+        return alarm
+
     async def delete(self, alarm_id: str) -> Alarm:
         alarm = await self.get(alarm_id)
         if not alarm.cleared:
@@ -522,6 +573,71 @@ class AlarmEngine:
         for listener in self.listeners:
             listener("ALARM_DELETED", alarm)
         return alarm
+
+    async def post(self, posted: PostedAlarm) -> Alarm:
+        """Raise or update an alarm for a REST client; its assignee and its `acknowledged`
+        and `cleared` flags act as assign, ack and clear do (ThingsBoard's
+        `TbAlarmService.save`)."""
+        if posted.id is not None:
+            alarm = await self.get(posted.id)
+            self._update(alarm, posted)
+        else:
+            device = await self.store.get_device(posted.device_id)
+            found = self._open.get(device.key, {}).get(posted.type)
+            if found is None:
+                alarm = self._create(device, posted)
+            else:
+                alarm = found
+                self._update(alarm, posted)
+        await self.assign(alarm.id, posted.assignee)
+        if posted.acknowledged:
+            await self.acknowledge(alarm.id)
+        if posted.cleared:
+            await self.clear(alarm.id)
+        await self.settled()
+        return alarm
+
+    def _create(self, device: Device, posted: PostedAlarm) -> Alarm:
+        ms = int(self.clock() * 1000)
+        start = posted.start_ts or ms
+        alarm = Alarm(
+            id=str(uuid.uuid4()),
+            device_key=device.key,
+            device_id=device.id,
+            device_name=device.name,
+            device_label=device.label,
+            type=posted.type,
+            severity=posted.severity,
+            created_ts=ms,
+            start_ts=start,
+            end_ts=max(posted.end_ts, start),
+            details=posted.details or {},
+            propagate=posted.propagate,
+            propagate_to_owner=posted.propagate_to_owner,
+            propagate_to_tenant=posted.propagate_to_tenant,
+            propagate_relation_types=posted.propagate_relation_types,
+        )
+        self._devices.setdefault(device.key, device)
+        self._open.setdefault(device.key, {})[posted.type] = alarm
+        self.stats.created += 1
+        self._changed("ALARM_CREATED", alarm)
+        return alarm
+
+    def _update(self, alarm: Alarm, posted: PostedAlarm) -> None:
+        escalated = more_severe(posted.severity, alarm.severity)
+        alarm.severity = posted.severity
+        if posted.start_ts:
+            alarm.start_ts = posted.start_ts
+        alarm.end_ts = max(posted.end_ts or int(self.clock() * 1000), alarm.start_ts)
+        if posted.details is not None:
+            alarm.details = posted.details
+        alarm.propagate = posted.propagate
+        alarm.propagate_to_owner = posted.propagate_to_owner
+        alarm.propagate_to_tenant = posted.propagate_to_tenant
+        alarm.propagate_relation_types = posted.propagate_relation_types
+        if escalated:
+            self.stats.escalated += 1
+        self._changed("ALARM_ESCALATED" if escalated else "ALARM_UPDATED", alarm)
 
     def _release(self, alarm: Alarm) -> None:
         for rule in self._by_alarm_type.get(alarm.type, []):

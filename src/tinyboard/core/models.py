@@ -66,6 +66,10 @@ SEVERITIES: tuple[Severity, ...] = ("CRITICAL", "MAJOR", "MINOR", "WARNING", "IN
 """Most severe first (ThingsBoard's order)."""
 
 AlarmStatus = Literal["ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK", "CLEARED_ACK"]
+AlarmSort = Literal[
+    "createdTime", "startTs", "endTs", "ackTs", "clearTs", "type", "severity", "status"
+]
+"""ThingsBoard's alarm list sort properties."""
 
 
 def more_severe(a: Severity, b: Severity) -> bool:
@@ -89,28 +93,26 @@ class Alarm:
     ack_ts: int = 0
     clear_ts: int = 0
     details: dict[str, Any]
+    created_ts: int = 0
+    """When tinyboard created it: its startTs, unless a REST client gave an older start."""
+    device_label: str = ""
+    propagate: bool = False
+    propagate_to_owner: bool = False
+    propagate_to_tenant: bool = False
+    propagate_relation_types: tuple[str, ...] = ()
+    """ThingsBoard's propagation settings: kept and returned as a client set them (tinyboard
+    has no entity relations to propagate along)."""
+    assignee_id: str | None = None
+    """The user it is assigned to (ThingsBoard 3.5+), with their e-mail while they exist."""
+    assignee_email: str | None = None
+    assign_ts: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.created_ts:
+            self.created_ts = self.start_ts
 
     @property
     def status(self) -> AlarmStatus:
         if self.cleared:
             return "CLEARED_ACK" if self.acknowledged else "CLEARED_UNACK"
         return "ACTIVE_ACK" if self.acknowledged else "ACTIVE_UNACK"
-
-    def as_json(self) -> dict[str, Any]:
-        """ThingsBoard's alarm (AlarmInfo) JSON."""
-        return {
-            "id": {"entityType": "ALARM", "id": self.id},
-            "createdTime": self.start_ts,
-            "type": self.type,
-            "originator": {"entityType": "DEVICE", "id": self.device_id},
-            "originatorName": self.device_name,
-            "severity": self.severity,
-            "status": self.status,
-            "acknowledged": self.acknowledged,
-            "cleared": self.cleared,
-            "startTs": self.start_ts,
-            "endTs": self.end_ts,
-            "ackTs": self.ack_ts,
-            "clearTs": self.clear_ts,
-            "details": self.details,
-        }

@@ -12,11 +12,13 @@ from typing import Any, Protocol
 from tinyboard.core.models import (
     Aggregation,
     Alarm,
+    AlarmSort,
     AlarmStatus,
     AttributeRow,
     Device,
     Reading,
     Scope,
+    Severity,
     TsValue,
     User,
 )
@@ -178,13 +180,24 @@ class Store(Protocol):
         *,
         device: int | None = None,
         statuses: Sequence[AlarmStatus] | None = None,
+        severities: Sequence[Severity] | None = None,
+        types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
+        sort: AlarmSort = "createdTime",
+        descending: bool = True,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Alarm], int]:
-        """A page of alarms, newest first, and how many match in all."""
+        """A page of alarms and how many match in all. `None` filters nothing, an empty
+        list everything; `text_search` is a case-insensitive substring of the type, severity,
+        status or device name; `start_ts`/`end_ts` bound the creation time; `assignee` is a
+        user id."""
+
+    async def alarm_types(self) -> list[str]:
+        """Every type that some alarm has, sorted by code point (the same on both stores)."""
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         """Delete an alarm; raises `NotFoundError`."""

@@ -32,11 +32,13 @@ from tinyboard.core.devices import check_name, check_token, new_token
 from tinyboard.core.models import (
     Aggregation,
     Alarm,
+    AlarmSort,
     AlarmStatus,
     AttributeRow,
     Device,
     Reading,
     Scope,
+    Severity,
     TsValue,
     User,
     Value,
@@ -58,7 +60,6 @@ from tinyboard.storage.common import (
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
-    STATUS_FLAGS,
     USER_COLUMNS,
     alarm_from,
     device_from,
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIGRATION_LOCK = 0x7469_6E79  # "tiny": one node migrates at a time
 POOL_SIZE = 8
+ALARM_INSERT = common.alarm_insert([f"${n}" for n in range(1, 19)])
 APPLICATION_NAME = "tinyboard"
 """How tinyboard's connections show in pg_stat_activity."""
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0)
@@ -657,17 +659,7 @@ class PostgresStore:
 
     async def save_alarm(self, alarm: Alarm) -> None:
         try:
-            await self._execute(
-                "INSERT INTO alarm (id, device, type, severity, acknowledged, cleared, "
-                "start_ts, end_ts, ack_ts, clear_ts, details) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO "
-                "UPDATE SET severity = excluded.severity, acknowledged = excluded.acknowledged, "
-                "cleared = excluded.cleared, end_ts = excluded.end_ts, ack_ts = excluded.ack_ts, "
-                "clear_ts = excluded.clear_ts, details = excluded.details",
-                alarm.id, alarm.device_key, alarm.type, alarm.severity, alarm.acknowledged,
-                alarm.cleared, alarm.start_ts, alarm.end_ts, alarm.ack_ts, alarm.clear_ts,
-                orjson.dumps(alarm.details).decode(),
-            )  # fmt: skip
+            await self._execute(ALARM_INSERT, *common.alarm_row(alarm))
         except StorageError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 raise ConflictError("this device already has an open alarm of this type") from None
@@ -690,37 +682,36 @@ class PostgresStore:
         *,
         device: int | None = None,
         statuses: Sequence[AlarmStatus] | None = None,
+        severities: Sequence[Severity] | None = None,
+        types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
+        sort: AlarmSort = "createdTime",
+        descending: bool = True,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Alarm], int]:
-        where = ["a.start_ts >= $1", "a.start_ts < $2"]
-        args: list[object] = [start_ts, end_ts]
-        if device is not None:
-            args.append(device)
-            where.append(f"a.device = ${len(args)}")
-        if statuses is not None:
-            pairs = [STATUS_FLAGS[s] for s in statuses]
-            if not pairs:
-                return [], 0
-            terms = []
-            for cleared, acknowledged in pairs:
-                args += [bool(cleared), bool(acknowledged)]
-                terms.append(f"(a.cleared = ${len(args) - 1} AND a.acknowledged = ${len(args)})")
-            where.append("(" + " OR ".join(terms) + ")")
-        if text_search:
-            args.append(like_prefix(text_search))
-            where.append(f"(a.type LIKE ${len(args)} OR d.name LIKE ${len(args)})")
-        condition = " AND ".join(where)
+        where = common.AlarmWhere(lambda n: f"${n}", like="ILIKE")
+        condition = where.build(
+            device=device, statuses=statuses, severities=severities, types=types, assignee=assignee,
+            text_search=text_search, start_ts=start_ts, end_ts=end_ts,
+        )  # fmt: skip
+        if condition is None:
+            return [], 0
+        args = where.args
         total = await self._fetchrow(f"SELECT count(*) {ALARM_FROM} WHERE {condition}", *args)
         rows = await self._fetch(
             f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE {condition} "
-            f"ORDER BY a.start_ts DESC, a.id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            f"ORDER BY {common.alarm_order(sort, descending)} "
+            f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args, limit, offset,
         )  # fmt: skip
         return [alarm_from(r) for r in rows], int(total[0]) if total else 0
+
+    async def alarm_types(self) -> list[str]:
+        return sorted(r[0] for r in await self._fetch("SELECT DISTINCT type FROM alarm"))
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)

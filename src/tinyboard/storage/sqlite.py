@@ -30,11 +30,13 @@ from tinyboard.core.devices import check_name, check_token, new_token
 from tinyboard.core.models import (
     Aggregation,
     Alarm,
+    AlarmSort,
     AlarmStatus,
     AttributeRow,
     Device,
     Reading,
     Scope,
+    Severity,
     TsValue,
     User,
     Value,
@@ -56,7 +58,6 @@ from tinyboard.storage.common import (
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
-    STATUS_FLAGS,
     USER_COLUMNS,
     alarm_from,
     device_from,
@@ -120,6 +121,9 @@ def decode(kind: int, v: object) -> Value:
 
 def migrations() -> list[tuple[int, str]]:
     return common.migrations("sqlite")
+
+
+ALARM_INSERT = common.alarm_insert(["?"] * 18)
 
 
 REFUSED_DATA = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, TypeError, ValueError)
@@ -733,33 +737,11 @@ class SQLiteStore:
         return deleted > 0
 
     async def save_alarm(self, alarm: Alarm) -> None:
-        row = (
-            alarm.id,
-            alarm.device_key,
-            alarm.type,
-            alarm.severity,
-            int(alarm.acknowledged),
-            int(alarm.cleared),
-            alarm.start_ts,
-            alarm.end_ts,
-            alarm.ack_ts,
-            alarm.clear_ts,
-            orjson.dumps(alarm.details).decode(),
-        )
-        await self._write_op(self._save_alarm, row)
+        await self._write_op(self._save_alarm, common.alarm_row(alarm))
 
     def _save_alarm(self, row: tuple[object, ...]) -> None:
         try:
-            self._conn().execute(
-                "INSERT INTO alarm (id, device, type, severity, acknowledged, cleared, "
-                "start_ts, end_ts, ack_ts, clear_ts, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "severity = excluded.severity, acknowledged = excluded.acknowledged, "
-                "cleared = excluded.cleared, end_ts = excluded.end_ts, "
-                "ack_ts = excluded.ack_ts, clear_ts = excluded.clear_ts, "
-                "details = excluded.details",
-                row,
-            )
+            self._conn().execute(ALARM_INSERT, row)
         except sqlite3.IntegrityError:
             raise ConflictError("this device already has an open alarm of this type") from None
 
@@ -789,41 +771,43 @@ class SQLiteStore:
         *,
         device: int | None = None,
         statuses: Sequence[AlarmStatus] | None = None,
+        severities: Sequence[Severity] | None = None,
+        types: Sequence[str] | None = None,
+        assignee: str | None = None,
         text_search: str = "",
         start_ts: int = 0,
         end_ts: int = 2**62,
+        sort: AlarmSort = "createdTime",
+        descending: bool = True,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[list[Alarm], int]:
-        where = ["a.start_ts >= ?", "a.start_ts < ?"]
-        args: list[object] = [start_ts, end_ts]
-        if device is not None:
-            where.append("a.device = ?")
-            args.append(device)
-        if statuses is not None:
-            pairs = [STATUS_FLAGS[s] for s in statuses]
-            if not pairs:
-                return [], 0
-            where.append(
-                "(" + " OR ".join("(a.cleared = ? AND a.acknowledged = ?)" for _ in pairs) + ")"
-            )
-            args += [flag for pair in pairs for flag in pair]
-        if text_search:
-            where.append("(a.type LIKE ? ESCAPE '\\' OR d.name LIKE ? ESCAPE '\\')")
-            args += [like_prefix(text_search)] * 2
-        return await self._read_op(self._list_alarms, " AND ".join(where), args, limit, offset)
+        where = common.AlarmWhere(lambda _: "?")
+        condition = where.build(
+            device=device, statuses=statuses, severities=severities, types=types, assignee=assignee,
+            text_search=text_search, start_ts=start_ts, end_ts=end_ts,
+        )  # fmt: skip
+        if condition is None:
+            return [], 0
+        order = common.alarm_order(sort, descending)
+        return await self._read_op(self._list_alarms, condition, where.args, order, limit, offset)
 
     def _list_alarms(
-        self, where: str, args: list[object], limit: int, offset: int
+        self, where: str, args: list[object], order: str, limit: int, offset: int
     ) -> tuple[list[Alarm], int]:
         conn = self._conn()
         (total,) = conn.execute(f"SELECT count(*) {ALARM_FROM} WHERE {where}", args).fetchone()
         rows = conn.execute(
-            f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE {where} "
-            "ORDER BY a.start_ts DESC, a.id LIMIT ? OFFSET ?",
+            f"SELECT {ALARM_COLUMNS} {ALARM_FROM} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
         return [alarm_from(r) for r in rows], int(total)
+
+    async def alarm_types(self) -> list[str]:
+        return await self._read_op(self._alarm_types)
+
+    def _alarm_types(self) -> list[str]:
+        return sorted(r[0] for r in self._conn().execute("SELECT DISTINCT type FROM alarm"))
 
     async def delete_alarm(self, alarm_id: str) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
