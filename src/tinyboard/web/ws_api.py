@@ -30,6 +30,7 @@ from fastapi import APIRouter, WebSocket
 from tinyboard.core.alarms import AlarmEvent
 from tinyboard.core.models import SCOPES, SEVERITIES, Alarm, AttributeRow, Device, Reading, Scope
 from tinyboard.errors import NotFoundError, TinyboardError
+from tinyboard.web.alarm_info import alarm_info
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, PageLink
 from tinyboard.web.models import as_text
@@ -114,7 +115,8 @@ def entity_id(device_id: str) -> dict[str, Any]:
 
 def alarm_data(alarm: Alarm, latest: Latest) -> dict[str, Any]:
     """ThingsBoard's AlarmData: the AlarmInfo JSON, the originator's id and its `latest`."""
-    return {**alarm.as_json(), "entityId": entity_id(alarm.device_id), "latest": latest}
+    info = alarm_info(alarm).model_dump(mode="json")
+    return {**info, "entityId": entity_id(alarm.device_id), "latest": latest}
 
 
 def _message(cmd_id: int, kind: str, **fields: Any) -> bytes:
