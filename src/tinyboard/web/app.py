@@ -7,7 +7,7 @@ from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from tinyboard import __version__
-from tinyboard.web import alarms, auth, device_api, errors, metrics, rest, ws
+from tinyboard.web import alarms, auth, device_api, devices, errors, metrics, profiles, rest, ws
 from tinyboard.web.context import WebContext
 from tinyboard.web.headers import SecurityHeaders
 
@@ -29,7 +29,7 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
-    for module in (auth, device_api, rest, alarms, ws, metrics):
+    for module in (auth, device_api, devices, profiles, rest, alarms, ws, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
