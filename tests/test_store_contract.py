@@ -51,6 +51,8 @@ async def test_devices_sort_by_thingsboard_s_properties(store: Store) -> None:
     assert names == ["b", "a", "c"]
     assert [d.name for d in await store.list_devices(order_by="label")] == ["c", "b", "a"]
     assert [d.name for d in await store.list_devices(order_by="created_ts")] == ["b", "a", "c"]
+    assert [d.name for d in await store.list_devices(type="y")] == ["a", "c"]
+    assert await store.count_devices(type="y") == 2 and await store.count_devices(type="x") == 0
     with pytest.raises(ValueError):
         await store.list_devices(order_by="name; DROP TABLE device")
 

@@ -70,15 +70,16 @@ class Store(Protocol):
         self,
         *,
         text_search: str = "",
+        type: str | None = None,
         limit: int = 1000,
         offset: int = 0,
         order_by: str = "name",
         descending: bool = False,
     ) -> list[Device]:
-        """Devices whose name starts with `text_search`, ordered by one of
-        `common.DEVICE_ORDER`'s columns (then in order of creation)."""
+        """Devices whose name starts with `text_search` (of `type` only, if given), ordered
+        by one of `common.DEVICE_ORDER`'s columns (then in order of creation)."""
 
-    async def count_devices(self, *, text_search: str = "") -> int:
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
         """How many devices `list_devices` would page through."""
 
     async def device_generation(self) -> int:

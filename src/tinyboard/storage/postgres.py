@@ -384,6 +384,7 @@ class PostgresStore:
         self,
         *,
         text_search: str = "",
+        type: str | None = None,
         limit: int = 1000,
         offset: int = 0,
         order_by: str = "name",
@@ -391,15 +392,15 @@ class PostgresStore:
     ) -> list[Device]:
         order = f"{order_column(order_by)} {'DESC' if descending else 'ASC'}, seq"
         rows = await self._fetch(
-            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE $1 "
-            f"ORDER BY {order} LIMIT $2 OFFSET $3",
-            like_prefix(text_search), min(limit, 2**62), offset,
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE {DEVICES_FOUND} "
+            f"ORDER BY {order} LIMIT $3 OFFSET $4",
+            like_prefix(text_search), type, min(limit, 2**62), offset,
         )  # fmt: skip
         return [device_from(r) for r in rows]
 
-    async def count_devices(self, *, text_search: str = "") -> int:
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
         row = await self._fetchrow(
-            "SELECT count(*) FROM device WHERE name LIKE $1", like_prefix(text_search)
+            f"SELECT count(*) FROM device WHERE {DEVICES_FOUND}", like_prefix(text_search), type
         )
         return int(row[0]) if row else 0
 
@@ -844,6 +845,10 @@ async def _profile_by_id(conn: asyncpg.Connection, profile_id: str) -> DevicePro
     if row is None:
         raise NotFoundError(f"no device profile with id {profile_id!r}")
     return profile_from(row)
+
+
+DEVICES_FOUND = "name LIKE $1 AND ($2::text IS NULL OR type = $2)"
+"""The devices `list_devices` and `count_devices` page through."""
 
 
 def _now_ms() -> int:

@@ -128,6 +128,10 @@ def decode(kind: int, v: object) -> Value:
     return v  # type: ignore[return-value]
 
 
+DEVICES_FOUND = "name LIKE :name ESCAPE '\\' AND (:type IS NULL OR type = :type)"
+"""The devices `list_devices` and `count_devices` page through."""
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -366,34 +370,31 @@ class SQLiteStore:
         self,
         *,
         text_search: str = "",
+        type: str | None = None,
         limit: int = 1000,
         offset: int = 0,
         order_by: str = "name",
         descending: bool = False,
     ) -> list[Device]:
         order = f"{order_column(order_by)} {'DESC' if descending else 'ASC'}, seq"
-        return await self._read_op(self._list_devices, text_search, limit, offset, order)
+        found = {"name": like_prefix(text_search), "type": type, "limit": limit, "offset": offset}
+        return await self._read_op(self._list_devices, found, order)
 
-    def _list_devices(self, text_search: str, limit: int, offset: int, order: str) -> list[Device]:
+    def _list_devices(self, found: dict[str, object], order: str) -> list[Device]:
         rows = self._conn().execute(
-            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE ? ESCAPE '\\' "
-            f"ORDER BY {order} LIMIT ? OFFSET ?",
-            (like_prefix(text_search), limit, offset),
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE {DEVICES_FOUND} "
+            f"ORDER BY {order} LIMIT :limit OFFSET :offset",
+            found,
         )
         return [device_from(r) for r in rows]
 
-    async def count_devices(self, *, text_search: str = "") -> int:
-        return await self._read_op(self._count_devices, text_search)
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
+        found = {"name": like_prefix(text_search), "type": type}
+        return await self._read_op(self._count_devices, found)
 
-    def _count_devices(self, text_search: str) -> int:
-        (count,) = (
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM device WHERE name LIKE ? ESCAPE '\\'",
-                (like_prefix(text_search),),
-            )
-            .fetchone()
-        )
+    def _count_devices(self, found: dict[str, object]) -> int:
+        sql = f"SELECT count(*) FROM device WHERE {DEVICES_FOUND}"
+        (count,) = self._conn().execute(sql, found).fetchone()
         return int(count)
 
     async def device_generation(self) -> int:

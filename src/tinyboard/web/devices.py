@@ -21,6 +21,7 @@ from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
 from tinyboard.web.models import Credentials, DeviceIn, DeviceInfoOut, DeviceOut, errors
+from tinyboard.web.profiles import profile_by_id
 
 router = APIRouter(tags=["devices"], responses=errors(400, 401, 404))
 
@@ -74,36 +75,58 @@ async def save_device(
 
 @router.get("/api/tenant/devices", response_model=PageData[DeviceOut] | DeviceOut)
 async def tenant_devices(
-    request: Request, _: User, page: Page, deviceName: str | None = None
+    request: Request,
+    _: User,
+    page: Page,
+    deviceName: str | None = None,
+    type: str | None = None,
 ) -> PageData[DeviceOut] | DeviceOut:
-    """A page of devices (`textSearch`: names starting with it; `sortProperty`: name,
-    createdTime, type, label, deviceProfileName), or with `deviceName` that one device."""
+    """A page of devices (`textSearch`: names starting with it; `type`: of that profile;
+    `sortProperty`: name, createdTime, type, label, deviceProfileName), or with
+    `deviceName` that one device."""
     store = _ctx(request).store
     if deviceName is not None:
         device = await store.get_device(deviceName)
         if device.name != deviceName:
             raise NotFoundError(f"no device named {deviceName!r}")
         return DeviceOut.of(device)
-    devices, total = await _page(store, page)
+    devices, total = await _page(store, page, type)
     return page.wrap([DeviceOut.of(d) for d in devices], total)
 
 
 @router.get("/api/tenant/deviceInfos", response_model=PageData[DeviceInfoOut])
-async def tenant_device_infos(request: Request, _: User, page: Page) -> PageData[DeviceInfoOut]:
-    """A page of devices with their profile's name and whether they are connected now."""
+async def tenant_device_infos(
+    request: Request,
+    _: User,
+    page: Page,
+    type: str | None = None,
+    deviceProfileId: str | None = None,
+    active: bool | None = None,
+) -> PageData[DeviceInfoOut]:
+    """A page of devices with their profile's name and whether they are connected now
+    (`active`), optionally of one profile (`deviceProfileId`, or its name as `type`)."""
     ctx = _ctx(request)
-    devices, total = await _page(ctx.store, page)
-    return page.wrap([_info(ctx, d) for d in devices], total)
+    if deviceProfileId is not None:
+        type = (await profile_by_id(ctx.store, deviceProfileId)).name
+    if active is None:
+        devices, total = await _page(ctx.store, page, type)
+        return page.wrap([_info(ctx, d) for d in devices], total)
+    # Whether a device is connected is known only here: filter the whole list, then page.
+    everything = page.model_copy(update={"page": 0, "pageSize": 2**31})
+    devices, _total = await _page(ctx.store, everything, type)
+    infos = [i for i in (_info(ctx, d) for d in devices) if i.active == active]
+    return page.wrap(infos[page.offset : page.offset + page.pageSize], len(infos))
 
 
-async def _page(store: Store, page: PageLink) -> tuple[list[Device], int]:
+async def _page(store: Store, page: PageLink, type: str | None) -> tuple[list[Device], int]:
     column = SORTS.get(page.sortProperty or "name")
     if column is None:
         known = ", ".join(sorted(SORTS))
         raise PayloadError(f"cannot sort devices by {page.sortProperty!r}; sort by {known}")
-    total = await store.count_devices(text_search=page.textSearch)
+    total = await store.count_devices(text_search=page.textSearch, type=type)
     devices = await store.list_devices(
         text_search=page.textSearch,
+        type=type,
         limit=page.pageSize,
         offset=page.offset,
         order_by=column,
