@@ -6,6 +6,7 @@ proves the shape."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -225,3 +226,42 @@ def test_an_invalid_id_is_a_400_and_an_unknown_one_a_404(server: ServerThread, p
         else:
             assert unknown.status_code == 404, unknown.text
     assert httpx.get(server.base_url + path.format(uuid.uuid4())).status_code == 401
+
+
+def test_alarm_rules_scoped_by_profile_apply_to_its_devices(
+    client: RestClientCE, server: ServerThread
+) -> None:
+    """A rule's `deviceType` is a profile's name; `deviceProfileId` names it by id."""
+    boiler = client.save_device_profile(
+        DeviceProfile(name="boiler", type="DEFAULT", transport_type="DEFAULT")
+    )
+    hot = client.save_device(Device(name="hot", device_profile_id=boiler.id))
+    other = client.save_device(Device(name="other", device_profile_id=default_profile_id(client)))
+    with httpx.Client(base_url=server.base_url, headers=login(server)) as http:
+        rule = http.post(
+            "/api/alarmRule",
+            json={
+                "deviceProfileId": boiler.id.id,
+                "key": "pressure",
+                "condition": {"op": ">", "value": 5},
+                "alarmType": "Pressure",
+            },
+        )
+        assert rule.status_code == 200 and rule.json()["deviceType"] == "boiler"
+        unknown = http.post("/api/alarmRule", json={**rule.json(), "deviceProfileId": "x"})
+        assert unknown.status_code == 400
+    store = server.server.store
+    for device in (other, hot):  # other's reading is evaluated before hot's alarm shows
+        token = client.get_device_credentials_by_device_id(device.id).credentials_id
+        board = Board(server.mqtt_port, token)
+        try:
+            board.publish("v1/devices/me/telemetry", '{"pressure": 9}')
+        finally:
+            board.close()
+    hot_key = server.call(store.get_device(hot.id.id)).key
+    deadline = time.monotonic() + 10
+    while not server.call(store.list_alarms(device=hot_key))[0]:
+        assert time.monotonic() < deadline, "the boiler's alarm was not raised"
+        time.sleep(0.05)
+    other_key = server.call(store.get_device(other.id.id)).key
+    assert server.call(store.list_alarms(device=other_key))[0] == []
