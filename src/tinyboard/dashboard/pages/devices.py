@@ -242,7 +242,7 @@ class AddDevice:
             return
         try:
             device = await current().ctx.store.create_device(
-                name, type=(self.kind.value or "").strip() or "default", label=self.label.value
+                name, type=(self.kind.value or "").strip() or None, label=self.label.value
             )
         except TinyboardError as exc:
             notify_error(exc)
