@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,8 +30,9 @@ from tinyboard.dashboard.charts import (
 from tinyboard.dashboard.presence import INACTIVITY_SECONDS, presence_of
 from tinyboard.dashboard.session import local_path
 from tinyboard.dashboard.times import when, zone_label
-from tinyboard.dashboard.units import KeyUnit, parse_units
+from tinyboard.dashboard.units import KeyUnit, parse_units, read_units
 from tinyboard.registry import Registry
+from tinyboard.storage.base import Store
 
 NOW = 1_800_000_000_000
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp8266"
@@ -180,7 +182,9 @@ class _Connection:
 
 
 def _device(name: str = "d1") -> Device:
-    return Device(id=name, key=1, name=name, type="t", label="", token="x", created_ts=0)
+    return Device(
+        id=name, key=1, name=name, type="t", label="", token="x", created_ts=0, profile_id="p"
+    )
 
 
 def test_presence_connected_then_recently_heard_then_offline() -> None:
@@ -243,6 +247,24 @@ def test_units_come_from_the_units_attribute_and_skip_what_they_cannot_read() ->
     assert units["temperature"].show(True) == "true"  # not a number: as it arrived
     assert units["temperature"].show("warm") == "warm"
     assert parse_units("°C") == {}
+
+
+async def test_a_device_s_units_fall_back_to_its_profile_s(store: Store) -> None:
+    device = await store.create_device("meter", type="meter")
+    profile = await store.get_profile("meter")
+    configuration = {"type": "DEFAULT", "units": {"power": "W", "voltage": "V"}}
+    data = {**profile.profile_data, "configuration": configuration}
+    await store.save_profile(replace(profile, profile_data=data))
+    assert {k: u.units for k, u in (await read_units(store, device)).items()} == {
+        "power": "W",
+        "voltage": "V",
+    }
+    own = {"power": {"units": "kW", "decimals": 2}}
+    await store.write([], [(device.key, "SERVER", "units", 1, own)])
+    units = await read_units(store, device)
+    assert units["power"] == KeyUnit("kW", 2) and units["voltage"] == KeyUnit("V")
+    other = await store.create_device("plain")
+    assert await read_units(store, other) == {}
 
 
 def test_a_chart_spans_its_window_not_its_data() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tinyboard.core.models import Alarm, Device, Reading
-from tinyboard.errors import ConflictError, NotFoundError
+from tinyboard.core.models import Alarm, Device, DeviceProfile, Reading
+from tinyboard.errors import ConflictError, InUseError, NotFoundError
 from tinyboard.storage.base import Store
 from tinyboard.storage.sqlite import SQLiteStore, migrations
 
@@ -42,6 +42,75 @@ async def test_names_and_tokens_are_unique(store: Store) -> None:
         await store.create_device("one")
     with pytest.raises(ConflictError, match="token"):
         await store.create_device("two", token="token-aaaaaaaaaaaaaaaa")
+
+
+async def test_devices_sort_by_thingsboard_s_properties(store: Store) -> None:
+    await store.create_device("b", type="z", label="1")
+    await store.create_device("a", type="y", label="2")
+    await store.create_device("c", type="y", label="0")
+    names = [d.name for d in await store.list_devices(order_by="type", descending=True)]
+    assert names == ["b", "a", "c"]
+    assert [d.name for d in await store.list_devices(order_by="label")] == ["c", "b", "a"]
+    assert [d.name for d in await store.list_devices(order_by="created_ts")] == ["b", "a", "c"]
+    assert [d.name for d in await store.list_devices(type="y")] == ["a", "c"]
+    assert await store.count_devices(type="y") == 2 and await store.count_devices(type="x") == 0
+    with pytest.raises(ValueError):
+        await store.list_devices(order_by="name; DROP TABLE device")
+
+
+async def test_every_device_has_a_profile_named_by_its_type(store: Store) -> None:
+    (default,) = await store.profiles()
+    assert (default.name, default.default) == ("default", True)
+    assert default.profile_data["provisionConfiguration"]["type"] == "DISABLED"
+    plain = await store.create_device("plain")
+    assert (plain.type, plain.profile_id) == ("default", default.id)
+    sensor = await store.create_device("s1", type="sensor")  # creates the profile
+    profile = await store.get_profile("sensor")
+    assert sensor.profile_id == profile.id and not profile.default
+    again = await store.create_device("s2", type="sensor")
+    assert again.profile_id == profile.id and len(await store.profiles()) == 2
+    by_id = await store.create_device("s3", type="ignored", profile_id=profile.id)
+    assert (by_id.type, by_id.profile_id) == ("sensor", profile.id)
+    with pytest.raises(NotFoundError):
+        await store.create_device("s4", profile_id=str(uuid.uuid4()))
+    with pytest.raises(ConflictError):  # the profile the failed insert made is rolled back
+        await store.create_device("s1", type="new-type")
+    assert [p.name for p in await store.profiles()] == ["default", "sensor"]
+
+
+async def test_profiles_are_renamed_deleted_and_made_default(store: Store) -> None:
+    default = await store.get_profile("default")
+    await store.create_device("d", type="thermo")
+    thermo = await store.get_profile("thermo")
+    units = {"type": "DEFAULT", "units": {"t": {"unit": "°C"}}}
+    renamed = await store.save_profile(
+        DeviceProfile(
+            id=thermo.id,
+            name="thermometer",
+            created_ts=thermo.created_ts,
+            description="kitchen",
+            profile_data={**thermo.profile_data, "configuration": units},
+            settings={"provisionType": "DISABLED"},
+        )
+    )
+    assert renamed.profile_data["configuration"] == units and renamed.description == "kitchen"
+    assert (await store.get_device("d")).type == "thermometer"
+    with pytest.raises(ConflictError):
+        await store.save_profile(DeviceProfile(id=str(uuid.uuid4()), name="default", created_ts=1))
+    with pytest.raises(InUseError, match="referenced by the devices"):
+        await store.delete_profile(thermo.id)
+    with pytest.raises(InUseError, match="Default"):
+        await store.delete_profile(default.id)
+    assert (await store.set_default_profile(thermo.id)).default
+    assert not (await store.get_profile(default.id)).default
+    assert (await store.create_device("x")).profile_id == thermo.id  # the new default
+    moved = await store.update_device("d", name="d2", label="l", profile_id=default.id)
+    assert (moved.name, moved.label, moved.type) == ("d2", "l", "default")
+    await store.set_default_profile(default.id)
+    await store.delete_device("x")
+    assert (await store.delete_profile(thermo.id)).name == "thermometer"
+    with pytest.raises(NotFoundError):
+        await store.get_profile(thermo.id)
 
 
 async def test_readings_keep_their_types(store: Store) -> None:
@@ -174,7 +243,35 @@ async def test_sqlite_migrations_are_versioned_and_idempotent(tmp_path: Path) ->
         assert conn.execute("PRAGMA user_version").fetchone() == (latest_version,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"device", "ts_kv", "ts_latest", "attribute", "ts_key"} <= tables
+    assert {"device", "ts_kv", "ts_latest", "attribute", "ts_key", "device_profile"} <= tables
+
+
+async def test_sqlite_migration_gives_existing_devices_a_profile_per_type(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for version, script in migrations():
+            if version < 6:
+                conn.executescript(script)
+        conn.execute("PRAGMA user_version = 5")
+        conn.executemany(
+            "INSERT INTO device (id, name, type, label, token, created_ts) VALUES (?,?,?,?,?,?)",
+            [
+                (str(uuid.uuid4()), n, t, "", f"token-{n}-aaaaaaaaaaaaaaa", 5)
+                for n, t in [("a", "esp8266"), ("b", "esp8266"), ("c", "default"), ("d", "light")]
+            ],
+        )
+    s = SQLiteStore(path)
+    await s.open()
+    try:
+        profiles = {p.name: p for p in await s.profiles()}
+        assert sorted(profiles) == ["default", "esp8266", "light"]
+        assert [p.name for p in profiles.values() if p.default] == ["default"]
+        for device in await s.list_devices():
+            assert profiles[device.type].id == device.profile_id
+            assert str(uuid.UUID(device.profile_id)) == device.profile_id
+        assert profiles["esp8266"].profile_data["transportConfiguration"] == {"type": "DEFAULT"}
+    finally:
+        await s.close()
 
 
 async def test_aggregation_in_buckets(store: Store) -> None:

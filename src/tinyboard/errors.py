@@ -36,6 +36,11 @@ class ConflictError(StorageError):
     """The record would break a uniqueness rule (device name or token taken)."""
 
 
+class InUseError(StorageError):
+    """The record cannot go while others refer to it (a device profile with devices, the
+    default profile): a bad request, as in ThingsBoard (HTTP 400)."""
+
+
 class PayloadError(TinyboardError):
     """A device sent a payload tinyboard cannot turn into readings."""
 

@@ -6,7 +6,7 @@ tens of thousands of them per second; devices and clients are dataclasses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 JsonValue = dict[str, Any] | list[Any]
@@ -37,6 +37,8 @@ class Device:
     label: str
     token: str
     created_ts: int
+    profile_id: str
+    """Its device profile; `type` is that profile's name (as in ThingsBoard)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -47,6 +49,37 @@ class Device:
             "token": self.token,
             "createdTime": self.created_ts,
         }
+
+
+DEFAULT_PROFILE = "default"
+"""The name of the profile every install starts with (ThingsBoard's too)."""
+
+
+def default_profile_data() -> dict[str, Any]:
+    """ThingsBoard's `profileData` of a new profile: default transport, no provisioning, no
+    alarm rules."""
+    return {
+        "configuration": {"type": "DEFAULT"},
+        "transportConfiguration": {"type": "DEFAULT"},
+        "provisionConfiguration": {"type": "DISABLED", "provisionDeviceSecret": None},
+        "alarms": None,
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceProfile:
+    """ThingsBoard's device profile: the defaults its devices share. `profile_data` is
+    ThingsBoard's `profileData` document (its `configuration` may carry `units`, see
+    docs/protocols.md); `settings` keeps the other ThingsBoard fields a client sends
+    (provisioning, firmware, image, queue), stored for later issues."""
+
+    id: str
+    name: str
+    created_ts: int
+    default: bool = False
+    description: str = ""
+    profile_data: dict[str, Any] = field(default_factory=default_profile_data)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

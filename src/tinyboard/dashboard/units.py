@@ -1,9 +1,13 @@
-"""Units and display precision of a device's keys, read from its server attribute `units`.
+"""Units and display precision of a device's keys, read from its server attribute `units`,
+over the defaults of its device profile.
 
 ThingsBoard keeps these per widget data key (`units`, `decimals`); tinyboard has no widget
 editor, so they live on the device, where the REST API already writes server attributes:
 
     {"temperature": {"units": "°C", "decimals": 1}, "humidity": "%"}
+
+A device profile holds the same object in `profileData.configuration.units` for all its
+devices; a key the device's own attribute names replaces the profile's entry for that key.
 
 A key maps to its unit text, or to an object with `units` and/or `decimals` (0-10). Entries
 that are neither are ignored, so one typo does not hide the others. No NiceGUI here.
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinyboard.core.models import Value
+from tinyboard.core.models import Device, Value
+from tinyboard.errors import NotFoundError
 from tinyboard.storage.base import Store
 from tinyboard.web.models import as_text
 
@@ -45,10 +50,29 @@ class KeyUnit:
 PLAIN = KeyUnit()
 
 
-async def read_units(store: Store, device_key: int) -> dict[str, KeyUnit]:
-    """The device's units, from its server attribute."""
-    values = await store.attributes(device_key, "SERVER", [ATTRIBUTE])
-    return parse_units(values[ATTRIBUTE][1]) if ATTRIBUTE in values else {}
+async def read_units(store: Store, device: Device) -> dict[str, KeyUnit]:
+    """The device's units: its server attribute over its profile's."""
+    values = await store.attributes(device.key, "SERVER", [ATTRIBUTE])
+    own = parse_units(values[ATTRIBUTE][1]) if ATTRIBUTE in values else {}
+    return {**await profile_units(store, device.profile_id), **own}
+
+
+async def units_by_id(store: Store, device_id: str) -> dict[str, KeyUnit]:
+    """`read_units` of a device known by id (none if it was deleted meanwhile)."""
+    try:
+        return await read_units(store, await store.get_device(device_id))
+    except NotFoundError:
+        return {}
+
+
+async def profile_units(store: Store, profile_id: str) -> dict[str, KeyUnit]:
+    """The units a device profile gives its devices (none if it was deleted meanwhile)."""
+    try:
+        profile = await store.get_profile(profile_id)
+    except NotFoundError:
+        return {}
+    configuration = profile.profile_data.get("configuration")
+    return parse_units(configuration.get(ATTRIBUTE)) if isinstance(configuration, dict) else {}
 
 
 def parse_units(value: Value | None) -> dict[str, KeyUnit]:

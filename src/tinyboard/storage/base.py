@@ -16,6 +16,7 @@ from tinyboard.core.models import (
     AlarmStatus,
     AttributeRow,
     Device,
+    DeviceProfile,
     Reading,
     Scope,
     Severity,
@@ -37,9 +38,29 @@ class Store(Protocol):
         """Finish pending work and release connections."""
 
     async def create_device(
-        self, name: str, *, type: str = "default", label: str = "", token: str | None = None
+        self,
+        name: str,
+        *,
+        type: str | None = None,
+        label: str = "",
+        token: str | None = None,
+        profile_id: str | None = None,
     ) -> Device:
-        """Register a device; raises `ConflictError` if the name or token is taken."""
+        """Register a device; raises `ConflictError` if the name or token is taken. Its
+        profile is `profile_id`, else the one named `type` (created if missing, as
+        ThingsBoard does), else the default profile; its `type` is that profile's name."""
+
+    async def update_device(
+        self,
+        ref: str,
+        *,
+        name: str,
+        label: str,
+        type: str | None = None,
+        profile_id: str | None = None,
+    ) -> Device:
+        """Rename, relabel or move a device to another profile (chosen as in
+        `create_device`); `ConflictError` if the name is taken."""
 
     async def get_device(self, ref: str) -> Device:
         """A device by id or name; raises `NotFoundError`."""
@@ -48,11 +69,19 @@ class Store(Protocol):
         """The device owning an access token, or None."""
 
     async def list_devices(
-        self, *, text_search: str = "", limit: int = 1000, offset: int = 0
+        self,
+        *,
+        text_search: str = "",
+        type: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        order_by: str = "name",
+        descending: bool = False,
     ) -> list[Device]:
-        """Devices ordered by name, optionally filtered by a substring of the name."""
+        """Devices whose name starts with `text_search` (of `type` only, if given), ordered
+        by one of `common.DEVICE_ORDER`'s columns (then in order of creation)."""
 
-    async def count_devices(self, *, text_search: str = "") -> int:
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
         """How many devices `list_devices` would page through."""
 
     async def device_generation(self) -> int:
@@ -60,6 +89,22 @@ class Store(Protocol):
 
     async def delete_device(self, ref: str) -> Device:
         """Delete a device and all its data; returns what was deleted."""
+
+    async def profiles(self) -> list[DeviceProfile]:
+        """Every device profile, by name (an install has a few, so callers page in memory)."""
+
+    async def get_profile(self, ref: str) -> DeviceProfile:
+        """A profile by id or name; raises `NotFoundError`."""
+
+    async def save_profile(self, profile: DeviceProfile) -> DeviceProfile:
+        """Insert or update a profile by id (never its default flag); a rename renames its
+        devices' `type`. `ConflictError` if the name is taken."""
+
+    async def delete_profile(self, profile_id: str) -> DeviceProfile:
+        """Delete a profile; `InUseError` while devices use it or it is the default."""
+
+    async def set_default_profile(self, profile_id: str) -> DeviceProfile:
+        """Make a profile the default (the one devices get when none is named)."""
 
     async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
         """Store readings and attributes in one transaction; returns after commit."""

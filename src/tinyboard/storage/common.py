@@ -9,7 +9,15 @@ from typing import Any
 
 import orjson
 
-from tinyboard.core.models import Alarm, AlarmStatus, Device, Severity, User
+from tinyboard.core.models import (
+    Alarm,
+    AlarmStatus,
+    Device,
+    DeviceProfile,
+    Severity,
+    User,
+    default_profile_data,
+)
 
 KIND_BOOL, KIND_LONG, KIND_DOUBLE, KIND_STR, KIND_JSON = range(5)
 
@@ -22,7 +30,13 @@ STATUS_FLAGS: dict[str, tuple[int, int]] = {
 """Alarm status → (cleared, acknowledged)."""
 
 
-DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts"
+DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts, profile_id"
+PROFILE_COLUMNS = "id, name, created_ts, is_default, description, profile_data, settings"
+DEVICE_ORDER = {"name": "name", "createdTime": "created_ts", "type": "type", "label": "label"}
+"""ThingsBoard's device `sortProperty` → our column (`deviceProfileName` is `type`)."""
+PROFILE_IN_USE = "The device profile referenced by the devices cannot be deleted!"
+DEFAULT_UNDELETABLE = "Deletion of Default Device Profile is prohibited!"
+"""ThingsBoard's own texts (DeviceProfileServiceImpl), answered with 400 as there."""
 USER_COLUMNS = "id, email, password_hash, role, created_ts"
 ALARM_COLUMNS = (
     "a.id, a.device, d.id, d.name, a.type, a.severity, a.acknowledged, a.cleared, "
@@ -44,6 +58,35 @@ def device_from(row: Sequence[Any]) -> Device:
         label=str(row[4]),
         token=str(row[5]),
         created_ts=int(row[6]),
+        profile_id=str(row[7]),
+    )
+
+
+def profile_from(row: Sequence[Any]) -> DeviceProfile:
+    return DeviceProfile(
+        id=str(row[0]),
+        name=str(row[1]),
+        created_ts=int(row[2]),
+        default=bool(row[3]),
+        description=str(row[4]),
+        profile_data=orjson.loads(row[5]),
+        settings=orjson.loads(row[6]),
+    )
+
+
+PROFILE_SAVED = "id, name, created_ts, description, profile_data, settings"
+"""The columns `save_profile` writes (`is_default` changes only by `set_default_profile`)."""
+
+
+def profile_row(profile: DeviceProfile) -> tuple[object, ...]:
+    """A profile as the values of PROFILE_SAVED."""
+    return (
+        profile.id,
+        profile.name,
+        profile.created_ts,
+        profile.description,
+        orjson.dumps(profile.profile_data).decode(),
+        orjson.dumps(profile.settings).decode(),
     )
 
 
@@ -208,6 +251,17 @@ class AlarmWhere:
 def like_anywhere(text: str) -> str:
     """A LIKE pattern matching text that contains `text` (wildcards escaped with \\)."""
     return "%" + like_prefix(text)
+
+
+def default_profile_json() -> str:
+    return orjson.dumps(default_profile_data()).decode()
+
+
+def order_column(order_by: str) -> str:
+    """The device column to sort by; only DEVICE_ORDER's (never text from a request)."""
+    if order_by not in DEVICE_ORDER.values():
+        raise ValueError(f"cannot order devices by {order_by!r}")
+    return order_by
 
 
 def like_prefix(text: str) -> str:

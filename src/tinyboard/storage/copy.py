@@ -52,6 +52,7 @@ async def copy_store(
     for user in await source.list_users():
         await target.import_user(user)
         report.users += 1
+    await _copy_profiles(source, target)
     keys: dict[int, Device] = {}
     for device in await _all_devices(source):
         copied = await target.import_device(device)
@@ -63,6 +64,18 @@ async def copy_store(
     await _copy_alarms(source, target, keys, report)
     await _verify(source, target, keys, report)
     return report
+
+
+async def _copy_profiles(source: Store, target: Store) -> None:
+    """Profiles by name: the target's own `default` takes the source's settings (and id
+    stays), so the devices imported next find their profile by their type."""
+    target_ids = {p.name: p.id for p in await target.profiles()}
+    for profile in await source.profiles():
+        copied = await target.save_profile(
+            replace(profile, id=target_ids.get(profile.name, profile.id))
+        )
+        if profile.default:
+            await target.set_default_profile(copied.id)
 
 
 async def _copy_attributes(source: Store, target: Store, device: Device, copied: Device) -> int:

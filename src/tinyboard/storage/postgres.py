@@ -36,6 +36,7 @@ from tinyboard.core.models import (
     AlarmStatus,
     AttributeRow,
     Device,
+    DeviceProfile,
     Reading,
     Scope,
     Severity,
@@ -45,6 +46,7 @@ from tinyboard.core.models import (
 )
 from tinyboard.errors import (
     ConflictError,
+    InUseError,
     NotFoundError,
     RejectedDataError,
     StorageError,
@@ -54,16 +56,24 @@ from tinyboard.storage import common
 from tinyboard.storage.common import (
     ALARM_COLUMNS,
     ALARM_FROM,
+    DEFAULT_UNDELETABLE,
     DEVICE_COLUMNS,
     KIND_BOOL,
     KIND_DOUBLE,
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
+    PROFILE_COLUMNS,
+    PROFILE_IN_USE,
+    PROFILE_SAVED,
     USER_COLUMNS,
     alarm_from,
+    default_profile_json,
     device_from,
     like_prefix,
+    order_column,
+    profile_from,
+    profile_row,
     user_from,
 )
 
@@ -311,31 +321,71 @@ class PostgresStore:
 
     # -- devices -------------------------------------------------------------------------
     async def create_device(
-        self, name: str, *, type: str = "default", label: str = "", token: str | None = None
+        self,
+        name: str,
+        *,
+        type: str | None = None,
+        label: str = "",
+        token: str | None = None,
+        profile_id: str | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, type or "default", label, token, _now_ms())
-        return await self._insert_device(row)
+        row = (str(uuid.uuid4()), name, label, token, _now_ms())
+        return await self._insert_device(row, type, profile_id)
 
     async def import_device(self, device: Device) -> Device:
-        row = (device.id, device.name, device.type, device.label, device.token, device.created_ts)
-        return await self._insert_device(row)
+        row = (device.id, device.name, device.label, device.token, device.created_ts)
+        return await self._insert_device(row, device.type, None)
 
-    async def _insert_device(self, values: tuple[object, ...]) -> Device:
-        try:
-            row = await self._fetchrow(
-                "INSERT INTO device (id, name, type, label, token, created_ts) "
-                f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DEVICE_COLUMNS}",
-                *values,
-            )
-        except StorageError as exc:
-            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
-                what = "token" if "token" in str(exc.__cause__) else "name"
-                raise ConflictError(f"a device with this {what} already exists") from None
-            raise
-        assert row is not None
-        return device_from(row)
+    async def _insert_device(
+        self, values: tuple[object, ...], type: str | None, profile_id: str | None
+    ) -> Device:
+        async def op(conn: asyncpg.Connection) -> Device:
+            async with conn.transaction():
+                profile, profile_name = await _profile_for(conn, type, profile_id)
+                try:
+                    row = await conn.fetchrow(
+                        "INSERT INTO device (id, name, label, token, created_ts, type, "
+                        f"profile_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                        f"RETURNING {DEVICE_COLUMNS}",
+                        *values, profile_name, profile,
+                    )  # fmt: skip
+                except asyncpg.UniqueViolationError as exc:
+                    what = "token" if "token" in str(exc) else "name"
+                    raise ConflictError(f"a device with this {what} already exists") from None
+                return device_from(row)
+
+        return await self._run(op)
+
+    async def update_device(
+        self,
+        ref: str,
+        *,
+        name: str,
+        label: str,
+        type: str | None = None,
+        profile_id: str | None = None,
+    ) -> Device:
+        device = await self.get_device(ref)
+        name = check_name(name)
+
+        async def op(conn: asyncpg.Connection) -> Device:
+            async with conn.transaction():
+                profile, profile_name = await _profile_for(conn, type, profile_id)
+                try:
+                    row = await conn.fetchrow(
+                        "UPDATE device SET name = $1, label = $2, type = $3, profile_id = $4 "
+                        f"WHERE seq = $5 RETURNING {DEVICE_COLUMNS}",
+                        name, label, profile_name, profile, device.key,
+                    )  # fmt: skip
+                except asyncpg.UniqueViolationError:
+                    raise ConflictError("a device with this name already exists") from None
+                if row is None:
+                    raise NotFoundError("the device was deleted meanwhile")
+                return device_from(row)
+
+        return await self._run(op)
 
     async def get_device(self, ref: str) -> Device:
         row = await self._fetchrow(
@@ -350,18 +400,26 @@ class PostgresStore:
         return device_from(row) if row else None
 
     async def list_devices(
-        self, *, text_search: str = "", limit: int = 1000, offset: int = 0
+        self,
+        *,
+        text_search: str = "",
+        type: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        order_by: str = "name",
+        descending: bool = False,
     ) -> list[Device]:
+        order = f"{order_column(order_by)} {'DESC' if descending else 'ASC'}, seq"
         rows = await self._fetch(
-            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE $1 "
-            "ORDER BY name LIMIT $2 OFFSET $3",
-            like_prefix(text_search), min(limit, 2**62), offset,
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE {DEVICES_FOUND} "
+            f"ORDER BY {order} LIMIT $3 OFFSET $4",
+            like_prefix(text_search), type, min(limit, 2**62), offset,
         )  # fmt: skip
         return [device_from(r) for r in rows]
 
-    async def count_devices(self, *, text_search: str = "") -> int:
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
         row = await self._fetchrow(
-            "SELECT count(*) FROM device WHERE name LIKE $1", like_prefix(text_search)
+            f"SELECT count(*) FROM device WHERE {DEVICES_FOUND}", like_prefix(text_search), type
         )
         return int(row[0]) if row else 0
 
@@ -380,6 +438,65 @@ class PostgresStore:
 
         await self._run(op)
         return device
+
+    # -- device profiles -----------------------------------------------------------------
+    async def profiles(self) -> list[DeviceProfile]:
+        rows = await self._fetch(f"SELECT {PROFILE_COLUMNS} FROM device_profile ORDER BY name")
+        return [profile_from(r) for r in rows]
+
+    async def get_profile(self, ref: str) -> DeviceProfile:
+        row = await self._fetchrow(
+            f"SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = $1 OR name = $1", ref
+        )
+        if row is None:
+            raise NotFoundError(f"no device profile with id or name {ref!r}")
+        return profile_from(row)
+
+    async def save_profile(self, profile: DeviceProfile) -> DeviceProfile:
+        async def op(conn: asyncpg.Connection) -> DeviceProfile:
+            async with conn.transaction():
+                try:
+                    await conn.execute(
+                        f"INSERT INTO device_profile ({PROFILE_SAVED}) "
+                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+                        "name = excluded.name, description = excluded.description, "
+                        "profile_data = excluded.profile_data, settings = excluded.settings",
+                        *profile_row(profile),
+                    )
+                except asyncpg.UniqueViolationError:
+                    raise ConflictError("a device profile with this name already exists") from None
+                await conn.execute(
+                    "UPDATE device SET type = $1 WHERE profile_id = $2 AND type <> $1",
+                    profile.name, profile.id,
+                )  # fmt: skip
+                return await _profile_by_id(conn, profile.id)
+
+        return await self._run(op)
+
+    async def delete_profile(self, profile_id: str) -> DeviceProfile:
+        async def op(conn: asyncpg.Connection) -> DeviceProfile:
+            async with conn.transaction():
+                profile = await _profile_by_id(conn, profile_id)
+                if profile.default:
+                    raise InUseError(DEFAULT_UNDELETABLE)
+                if await conn.fetchrow("SELECT 1 FROM device WHERE profile_id = $1", profile_id):
+                    raise InUseError(PROFILE_IN_USE)
+                await conn.execute("DELETE FROM device_profile WHERE id = $1", profile_id)
+                return profile
+
+        return await self._run(op)
+
+    async def set_default_profile(self, profile_id: str) -> DeviceProfile:
+        async def op(conn: asyncpg.Connection) -> DeviceProfile:
+            async with conn.transaction():
+                await _profile_by_id(conn, profile_id)
+                await conn.execute("UPDATE device_profile SET is_default = FALSE WHERE is_default")
+                await conn.execute(
+                    "UPDATE device_profile SET is_default = TRUE WHERE id = $1", profile_id
+                )
+                return await _profile_by_id(conn, profile_id)
+
+        return await self._run(op)
 
     # -- writes (the hot path) -----------------------------------------------------------
     async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
@@ -742,6 +859,41 @@ class PostgresStore:
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows → one list per column, for `unnest`."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _profile_for(
+    conn: asyncpg.Connection, type: str | None, profile_id: str | None
+) -> tuple[str, str]:
+    """(id, name) of profile `profile_id`, else of the profile named `type` (created if
+    missing: ThingsBoard's findOrCreateDeviceProfile), else of the default profile."""
+    select = "SELECT id, name FROM device_profile WHERE"
+    if profile_id is not None:
+        row = await conn.fetchrow(f"{select} id = $1", profile_id)
+    elif type:
+        await conn.execute(
+            "INSERT INTO device_profile (id, name, created_ts, profile_data) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            str(uuid.uuid4()), type, _now_ms(), default_profile_json(),
+        )  # fmt: skip
+        row = await conn.fetchrow(f"{select} name = $1", type)
+    else:
+        row = await conn.fetchrow(f"{select} is_default")
+    if row is None:
+        raise NotFoundError(f"no device profile {profile_id!r} (see GET /api/deviceProfiles)")
+    return str(row[0]), str(row[1])
+
+
+async def _profile_by_id(conn: asyncpg.Connection, profile_id: str) -> DeviceProfile:
+    row = await conn.fetchrow(
+        f"SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = $1", profile_id
+    )
+    if row is None:
+        raise NotFoundError(f"no device profile with id {profile_id!r}")
+    return profile_from(row)
+
+
+DEVICES_FOUND = "name LIKE $1 AND ($2::text IS NULL OR type = $2)"
+"""The devices `list_devices` and `count_devices` page through."""
 
 
 def _now_ms() -> int:

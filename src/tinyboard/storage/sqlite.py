@@ -34,6 +34,7 @@ from tinyboard.core.models import (
     AlarmStatus,
     AttributeRow,
     Device,
+    DeviceProfile,
     Reading,
     Scope,
     Severity,
@@ -43,6 +44,7 @@ from tinyboard.core.models import (
 )
 from tinyboard.errors import (
     ConflictError,
+    InUseError,
     NotFoundError,
     RejectedDataError,
     StorageError,
@@ -52,16 +54,24 @@ from tinyboard.storage import common
 from tinyboard.storage.common import (
     ALARM_COLUMNS,
     ALARM_FROM,
+    DEFAULT_UNDELETABLE,
     DEVICE_COLUMNS,
     KIND_BOOL,
     KIND_DOUBLE,
     KIND_JSON,
     KIND_LONG,
     KIND_STR,
+    PROFILE_COLUMNS,
+    PROFILE_IN_USE,
+    PROFILE_SAVED,
     USER_COLUMNS,
     alarm_from,
+    default_profile_json,
     device_from,
     like_prefix,
+    order_column,
+    profile_from,
+    profile_row,
     user_from,
 )
 
@@ -117,6 +127,14 @@ def decode(kind: int, v: object) -> Value:
     if kind == KIND_DOUBLE:
         return float(v)  # type: ignore[arg-type]
     return v  # type: ignore[return-value]
+
+
+DEVICES_FOUND = "name LIKE :name ESCAPE '\\' AND (:type IS NULL OR type = :type)"
+"""The devices `list_devices` and `count_devices` page through."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -243,25 +261,89 @@ class SQLiteStore:
 
     # -- devices -------------------------------------------------------------------------
     async def create_device(
-        self, name: str, *, type: str = "default", label: str = "", token: str | None = None
+        self,
+        name: str,
+        *,
+        type: str | None = None,
+        label: str = "",
+        token: str | None = None,
+        profile_id: str | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, type or "default", label, token, int(time.time() * 1000))
-        return await self._write_op(self._insert_device, row)
+        row = (str(uuid.uuid4()), name, label, token, _now_ms())
+        return await self._write_op(self._insert_device, row, type, profile_id)
 
-    def _insert_device(self, row: tuple[object, ...]) -> Device:
+    def _insert_device(
+        self, row: tuple[object, ...], type: str | None, profile_id: str | None
+    ) -> Device:
         conn = self._conn()
-        try:
-            cur = conn.execute(
-                "INSERT INTO device (id, name, type, label, token, created_ts) "
-                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
-                row,
+        with _transaction(conn):
+            profile, profile_name = self._profile_for(conn, type, profile_id)
+            try:
+                cur = conn.execute(
+                    "INSERT INTO device (id, name, label, token, created_ts, type, profile_id) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
+                    (*row, profile_name, profile),
+                )
+            except sqlite3.IntegrityError as exc:
+                what = "token" if "token" in str(exc) else "name"
+                raise ConflictError(f"a device with this {what} already exists") from None
+            return device_from(cur.fetchone())
+
+    def _profile_for(
+        self, conn: sqlite3.Connection, type: str | None, profile_id: str | None
+    ) -> tuple[str, str]:
+        """(id, name) of profile `profile_id`, else of the profile named `type` (created if
+        missing: ThingsBoard's findOrCreateDeviceProfile), else of the default profile."""
+        select = "SELECT id, name FROM device_profile WHERE"
+        if profile_id is not None:
+            row = conn.execute(f"{select} id = ?", (profile_id,)).fetchone()
+        elif type:
+            conn.execute(
+                "INSERT INTO device_profile (id, name, created_ts, profile_data) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (str(uuid.uuid4()), type, _now_ms(), default_profile_json()),
             )
-        except sqlite3.IntegrityError as exc:
-            what = "token" if "token" in str(exc) else "name"
-            raise ConflictError(f"a device with this {what} already exists") from None
-        return device_from(cur.fetchone())
+            row = conn.execute(f"{select} name = ?", (type,)).fetchone()
+        else:
+            row = conn.execute(f"{select} is_default").fetchone()
+        if row is None:
+            raise NotFoundError(f"no device profile {profile_id!r} (see GET /api/deviceProfiles)")
+        return str(row[0]), str(row[1])
+
+    async def update_device(
+        self,
+        ref: str,
+        *,
+        name: str,
+        label: str,
+        type: str | None = None,
+        profile_id: str | None = None,
+    ) -> Device:
+        device = await self.get_device(ref)
+        return await self._write_op(
+            self._update_device, device.key, check_name(name), label, type, profile_id
+        )
+
+    def _update_device(
+        self, seq: int, name: str, label: str, type: str | None, profile_id: str | None
+    ) -> Device:
+        conn = self._conn()
+        with _transaction(conn):
+            profile, profile_name = self._profile_for(conn, type, profile_id)
+            try:
+                cur = conn.execute(
+                    "UPDATE device SET name = ?, label = ?, type = ?, profile_id = ? "
+                    f"WHERE seq = ? RETURNING {DEVICE_COLUMNS}",
+                    (name, label, profile_name, profile, seq),
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError("a device with this name already exists") from None
+            row = cur.fetchone()
+            if row is None:
+                raise NotFoundError("the device was deleted meanwhile")
+            return device_from(row)
 
     async def get_device(self, ref: str) -> Device:
         device = await self._read_op(self._find_device, ref)
@@ -289,30 +371,34 @@ class SQLiteStore:
         return device_from(row) if row else None
 
     async def list_devices(
-        self, *, text_search: str = "", limit: int = 1000, offset: int = 0
+        self,
+        *,
+        text_search: str = "",
+        type: str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        order_by: str = "name",
+        descending: bool = False,
     ) -> list[Device]:
-        return await self._read_op(self._list_devices, text_search, limit, offset)
+        order = f"{order_column(order_by)} {'DESC' if descending else 'ASC'}, seq"
+        found = {"name": like_prefix(text_search), "type": type, "limit": limit, "offset": offset}
+        return await self._read_op(self._list_devices, found, order)
 
-    def _list_devices(self, text_search: str, limit: int, offset: int) -> list[Device]:
+    def _list_devices(self, found: dict[str, object], order: str) -> list[Device]:
         rows = self._conn().execute(
-            f"SELECT {DEVICE_COLUMNS} FROM device WHERE name LIKE ? ESCAPE '\\' "
-            "ORDER BY name LIMIT ? OFFSET ?",
-            (like_prefix(text_search), limit, offset),
+            f"SELECT {DEVICE_COLUMNS} FROM device WHERE {DEVICES_FOUND} "
+            f"ORDER BY {order} LIMIT :limit OFFSET :offset",
+            found,
         )
         return [device_from(r) for r in rows]
 
-    async def count_devices(self, *, text_search: str = "") -> int:
-        return await self._read_op(self._count_devices, text_search)
+    async def count_devices(self, *, text_search: str = "", type: str | None = None) -> int:
+        found = {"name": like_prefix(text_search), "type": type}
+        return await self._read_op(self._count_devices, found)
 
-    def _count_devices(self, text_search: str) -> int:
-        (count,) = (
-            self._conn()
-            .execute(
-                "SELECT count(*) FROM device WHERE name LIKE ? ESCAPE '\\'",
-                (like_prefix(text_search),),
-            )
-            .fetchone()
-        )
+    def _count_devices(self, found: dict[str, object]) -> int:
+        sql = f"SELECT count(*) FROM device WHERE {DEVICES_FOUND}"
+        (count,) = self._conn().execute(sql, found).fetchone()
         return int(count)
 
     async def device_generation(self) -> int:
@@ -337,6 +423,79 @@ class SQLiteStore:
             for table in ("ts_kv", "ts_latest", "attribute", "alarm", "alarm_pending"):
                 conn.execute(f"DELETE FROM {table} WHERE device = ?", (seq,))
             conn.execute("DELETE FROM device WHERE seq = ?", (seq,))
+
+    # -- device profiles -----------------------------------------------------------------
+    async def profiles(self) -> list[DeviceProfile]:
+        return await self._read_op(self._profiles)
+
+    def _profiles(self) -> list[DeviceProfile]:
+        rows = self._conn().execute(f"SELECT {PROFILE_COLUMNS} FROM device_profile ORDER BY name")
+        return [profile_from(r) for r in rows]
+
+    async def get_profile(self, ref: str) -> DeviceProfile:
+        row = await self._read_op(self._find_profile, ref)
+        if row is None:
+            raise NotFoundError(f"no device profile with id or name {ref!r}")
+        return profile_from(row)
+
+    def _find_profile(self, ref: str) -> Any:
+        sql = f"SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ? OR name = ?"
+        return self._conn().execute(sql, (ref, ref)).fetchone()
+
+    async def save_profile(self, profile: DeviceProfile) -> DeviceProfile:
+        return await self._write_op(self._save_profile, profile_row(profile))
+
+    def _save_profile(self, row: tuple[object, ...]) -> DeviceProfile:
+        conn = self._conn()
+        with _transaction(conn):
+            try:
+                conn.execute(
+                    f"INSERT INTO device_profile ({PROFILE_SAVED}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                    "description = excluded.description, profile_data = excluded.profile_data, "
+                    "settings = excluded.settings",
+                    row,
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError("a device profile with this name already exists") from None
+            profile_id, name = row[0], row[1]
+            conn.execute(
+                "UPDATE device SET type = ? WHERE profile_id = ? AND type <> ?",
+                (name, profile_id, name),
+            )
+            return profile_from(self._find_profile(str(profile_id)))
+
+    async def delete_profile(self, profile_id: str) -> DeviceProfile:
+        return await self._write_op(self._delete_profile, profile_id)
+
+    def _delete_profile(self, profile_id: str) -> DeviceProfile:
+        conn = self._conn()
+        with _transaction(conn):
+            profile = self._profile_by_id(conn, profile_id)
+            if profile.default:
+                raise InUseError(DEFAULT_UNDELETABLE)
+            if conn.execute("SELECT 1 FROM device WHERE profile_id = ?", (profile_id,)).fetchone():
+                raise InUseError(PROFILE_IN_USE)
+            conn.execute("DELETE FROM device_profile WHERE id = ?", (profile_id,))
+            return profile
+
+    def _profile_by_id(self, conn: sqlite3.Connection, profile_id: str) -> DeviceProfile:
+        sql = f"SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ?"
+        row = conn.execute(sql, (profile_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no device profile with id {profile_id!r}")
+        return profile_from(row)
+
+    async def set_default_profile(self, profile_id: str) -> DeviceProfile:
+        return await self._write_op(self._set_default_profile, profile_id)
+
+    def _set_default_profile(self, profile_id: str) -> DeviceProfile:
+        conn = self._conn()
+        with _transaction(conn):
+            self._profile_by_id(conn, profile_id)
+            conn.execute("UPDATE device_profile SET is_default = 0 WHERE is_default")
+            conn.execute("UPDATE device_profile SET is_default = 1 WHERE id = ?", (profile_id,))
+            return self._profile_by_id(conn, profile_id)
 
     # -- writes (the hot path) -----------------------------------------------------------
     async def write(self, readings: Sequence[Reading], attributes: Sequence[AttributeRow]) -> None:
@@ -691,8 +850,8 @@ class SQLiteStore:
         return dict(self._conn().execute("SELECT name, value FROM setting").fetchall())
 
     async def import_device(self, device: Device) -> Device:
-        row = (device.id, device.name, device.type, device.label, device.token, device.created_ts)
-        return await self._write_op(self._insert_device, row)
+        row = (device.id, device.name, device.label, device.token, device.created_ts)
+        return await self._write_op(self._insert_device, row, device.type, None)
 
     async def import_user(self, user: User) -> None:
         row = (user.id, user.email, user.password_hash, user.role, user.created_ts)

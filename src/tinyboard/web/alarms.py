@@ -15,8 +15,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from tinyboard.core import models
+from tinyboard.core.alarm_rules import RuleError
 from tinyboard.core.alarms import AlarmEngine, PostedAlarm
-from tinyboard.core.models import SEVERITIES, Alarm, AlarmSort, AlarmStatus, Severity
+from tinyboard.core.models import (
+    SEVERITIES,
+    Alarm,
+    AlarmSort,
+    AlarmStatus,
+    Severity,
+)
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.alarm_info import AlarmInfo, AlarmOut, alarm_info
 from tinyboard.web.auth import User
@@ -30,6 +37,7 @@ from tinyboard.web.entities import (
     tenant_id,
 )
 from tinyboard.web.models import errors
+from tinyboard.web.profiles import profile_by_id
 
 router = APIRouter(tags=["alarms"], responses=errors(400, 401, 404))
 
@@ -470,13 +478,15 @@ class ConditionIn(BaseModel):
 class RuleIn(BaseModel):
     """An alarm rule. Threshold: `key`, `condition`, optional `clearCondition` (hysteresis;
     default: the condition no longer holds) and `forSeconds`. Inactivity: `inactivitySeconds`
-    without telemetry. Scope: `deviceId` (one device), `deviceType` (all of a type) or
-    neither (every device)."""
+    without telemetry. Scope: `deviceId` (one device), `deviceType` (the devices of the
+    profile of that name) or `deviceProfileId` (the same, by the profile's id) or none (every
+    device)."""
 
     name: str | None = None
     kind: Literal["threshold", "inactivity"] = "threshold"
     deviceId: str | None = None
     deviceType: str | None = None
+    deviceProfileId: str | None = Field(None, description="stored as its profile's name")
     key: str | None = None
     condition: ConditionIn | None = None
     clearCondition: ConditionIn | None = None
@@ -524,8 +534,15 @@ class WebhookOut(BaseModel):
 
 
 # -- rules ---------------------------------------------------------------------------------
-def _rule_doc(body: RuleIn) -> dict[str, Any]:
-    return body.model_dump(exclude_none=True)
+async def _rule_doc(request: Request, body: RuleIn) -> dict[str, Any]:
+    """The rule's document; a `deviceProfileId` scope becomes its profile's name, which is
+    the device type the engine matches."""
+    doc = body.model_dump(exclude_none=True, exclude={"deviceProfileId"})
+    if body.deviceProfileId is not None:
+        if body.deviceType is not None:
+            raise RuleError("give deviceType or deviceProfileId, not both")
+        doc["deviceType"] = (await profile_by_id(_ctx(request).store, body.deviceProfileId)).name
+    return doc
 
 
 def _rule_out(engine: AlarmEngine, rule_id: str) -> dict[str, Any]:
@@ -543,7 +560,7 @@ async def rules(request: Request, _: User) -> list[dict[str, Any]]:
 async def create_rule(body: RuleIn, request: Request, _: User) -> dict[str, Any]:
     """Add a rule; it applies to the next reading."""
     engine = _engine(request)
-    rule = await engine.save_rule(_rule_doc(body))
+    rule = await engine.save_rule(await _rule_doc(request, body))
     return _rule_out(engine, rule.id)
 
 
@@ -561,7 +578,7 @@ async def replace_rule(ruleId: str, body: RuleIn, request: Request, _: User) -> 
     engine = _engine(request)
     if ruleId not in engine.rules:
         raise _no_rule(ruleId)
-    await engine.save_rule(_rule_doc(body), rule_id=ruleId)
+    await engine.save_rule(await _rule_doc(request, body), rule_id=ruleId)
     return _rule_out(engine, ruleId)
 
 

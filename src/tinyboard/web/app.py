@@ -11,8 +11,10 @@ from tinyboard.web import (
     alarms,
     auth,
     device_api,
+    devices,
     errors,
     metrics,
+    profiles,
     rest,
     rpc,
     telemetry,
@@ -40,7 +42,8 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
-    for module in (auth, device_api, rest, telemetry, rpc, alarms, ws, ws_api, metrics):
+    modules = (auth, device_api, devices, profiles, rest, telemetry, rpc, alarms, ws, ws_api)
+    for module in (*modules, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from tinyboard.core.models import User as StoredUser
+from tinyboard.web.entities import EntityId, customer_id, tenant_id
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError, Claims
 
@@ -25,10 +27,33 @@ class TokenPair(BaseModel):
     refreshToken: str
 
 
-class CurrentUser(BaseModel):
-    id: str
+class UserOut(BaseModel):
+    """ThingsBoard's User (tinyboard's users are all TENANT_ADMIN, without a customer)."""
+
+    id: EntityId
+    createdTime: int
+    tenantId: EntityId
+    customerId: EntityId
     email: str
     authority: str
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    name: str
+    additionalInfo: dict[str, Any]
+
+    @classmethod
+    def of(cls, user: StoredUser) -> UserOut:
+        return cls(
+            id=EntityId(entityType="USER", id=user.id),
+            createdTime=user.created_ts,
+            tenantId=tenant_id(),
+            customerId=customer_id(),
+            email=user.email,
+            authority=user.role,
+            name=user.email,
+            additionalInfo={},
+        )
 
 
 def bearer(request: Request) -> str:
@@ -80,7 +105,10 @@ async def refresh(body: RefreshRequest, request: Request) -> dict[str, str]:
     return tokens
 
 
-@router.get("/api/auth/user", response_model=CurrentUser)
-async def me(user: User) -> CurrentUser:
+@router.get("/api/auth/user", response_model=UserOut)
+async def me(user: User, request: Request) -> UserOut:
     """The logged-in user."""
-    return CurrentUser(id=user.user_id, email=user.email, authority=user.role)
+    stored = await request.app.state.ctx.store.user_by_email(user.email)
+    if stored is None:  # removed since the token was checked
+        raise AuthError("this user no longer exists; log in again")
+    return UserOut.of(stored)

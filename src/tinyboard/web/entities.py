@@ -54,6 +54,7 @@ def parse_uuid(text: str, what: str = "id") -> str:
 
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class PageData(BaseModel, Generic[T]):
@@ -61,6 +62,15 @@ class PageData(BaseModel, Generic[T]):
     totalPages: int
     totalElements: int
     hasNext: bool
+
+    def map(self, shape: Callable[[T], U]) -> PageData[U]:
+        """The same page with each item turned into its response shape."""
+        return PageData[U](
+            data=[shape(i) for i in self.data],
+            totalPages=self.totalPages,
+            totalElements=self.totalElements,
+            hasNext=self.hasNext,
+        )
 
 
 SortOrder = Literal["ASC", "DESC"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, Field
 
 from tinyboard.core.models import Device, Value
+from tinyboard.web.entities import EntityId, customer_id, tenant_id
 
 
 def as_text(value: Value, *, strict: bool = False) -> Any:
@@ -22,47 +24,99 @@ def as_text(value: Value, *, strict: bool = False) -> Any:
     return str(value)
 
 
-class EntityId(BaseModel):
-    entityType: Literal["DEVICE"] = "DEVICE"
-    id: str
+DEVICE_DATA: dict[str, Any] = {
+    "configuration": {"type": "DEFAULT"},
+    "transportConfiguration": {"type": "DEFAULT"},
+}
+"""ThingsBoard's `deviceData` of a device on a default-transport profile."""
 
 
 class DeviceOut(BaseModel):
+    """ThingsBoard's Device."""
+
     id: EntityId
     createdTime: int
+    tenantId: EntityId
+    customerId: EntityId
     name: str
     type: str
     label: str
+    deviceProfileId: EntityId
+    deviceData: dict[str, Any]
+    firmwareId: EntityId | None = None
+    softwareId: EntityId | None = None
+    externalId: EntityId | None = None
+    additionalInfo: Any = None
+
+    @classmethod
+    def fields_of(cls, device: Device) -> dict[str, Any]:
+        return {
+            "id": EntityId(entityType="DEVICE", id=device.id),
+            "createdTime": device.created_ts,
+            "tenantId": tenant_id(),
+            "customerId": customer_id(),
+            "name": device.name,
+            "type": device.type,
+            "label": device.label,
+            "deviceProfileId": EntityId(entityType="DEVICE_PROFILE", id=device.profile_id),
+            "deviceData": DEVICE_DATA,
+        }
 
     @classmethod
     def of(cls, device: Device) -> DeviceOut:
-        return cls(
-            id=EntityId(id=device.id),
-            createdTime=device.created_ts,
-            name=device.name,
-            type=device.type,
-            label=device.label,
-        )
+        return cls(**cls.fields_of(device))
+
+
+class DeviceInfoOut(DeviceOut):
+    """ThingsBoard's DeviceInfo: a Device with its customer, profile name and whether it is
+    connected now."""
+
+    customerTitle: str | None = None
+    customerIsPublic: bool = False
+    deviceProfileName: str
+    active: bool
+
+    @classmethod
+    def info(cls, device: Device, *, active: bool) -> DeviceInfoOut:
+        return cls(**cls.fields_of(device), deviceProfileName=device.type, active=active)
 
 
 class DeviceIn(BaseModel):
+    """ThingsBoard's Device as a client saves it: with `id` an update, without a new device.
+    The profile is `deviceProfileId`, else the one named `type` (made if missing), else the
+    default profile."""
+
+    id: EntityId | None = None
     name: str = Field(min_length=1, max_length=255)
-    type: str = Field("default", max_length=255)
-    label: str = Field("", max_length=255)
+    type: str | None = Field(None, max_length=255)
+    label: str | None = Field("", max_length=255)
+    deviceProfileId: EntityId | None = None
 
 
-class DevicePage(BaseModel):
-    data: list[DeviceOut]
-    totalPages: int
-    totalElements: int
-    hasNext: bool
+class IdOnly(BaseModel):
+    """An id ThingsBoard answers without an entity type (DeviceCredentialsId)."""
+
+    id: str
 
 
 class Credentials(BaseModel):
+    """ThingsBoard's DeviceCredentials (access tokens only)."""
+
+    id: IdOnly
+    createdTime: int
     deviceId: EntityId
     credentialsType: Literal["ACCESS_TOKEN"] = "ACCESS_TOKEN"
     credentialsId: str
     credentialsValue: None = None
+
+    @classmethod
+    def of(cls, device: Device) -> Credentials:
+        return cls(
+            id=IdOnly(id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"credentials:{device.id}"))),
+            createdTime=device.created_ts,
+            deviceId=EntityId(entityType="DEVICE", id=device.id),
+            credentialsId=device.token,
+        )
 
 
 class TsPoint(BaseModel):

@@ -14,7 +14,7 @@ from tinyboard.core.models import Alarm, AlarmStatus
 from tinyboard.dashboard.pages.frame import notify_error
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.dashboard.times import when, zone_name
-from tinyboard.dashboard.units import PLAIN, KeyUnit, read_units
+from tinyboard.dashboard.units import PLAIN, KeyUnit, units_by_id
 from tinyboard.errors import TinyboardError
 
 SHOWN = ("ACTIVE", "UNACK", "CLEARED", "ANY")
@@ -124,7 +124,8 @@ class AlarmTable:
             text_search=self.search,
             limit=PAGE_SIZE,
         )
-        units = {k: await read_units(ctx.store, k) for k in {a.device_key for a in alarms}}
+        devices = {a.device_key: a.device_id for a in alarms}
+        units = {k: await units_by_id(ctx.store, i) for k, i in devices.items()}
         self.table.rows = [self._row(a, units[a.device_key]) for a in alarms]
         self.table.update()
         self.table.set_visibility(bool(alarms))

@@ -152,7 +152,7 @@ class Units:
 
     async def load(self) -> bool:
         """Read them again; True if they changed."""
-        parsed = await read_units(current().ctx.store, self.device.key)
+        parsed = await read_units(current().ctx.store, self.device)
         changed, self.by_key = parsed != self.by_key, parsed
         return changed
 

@@ -82,7 +82,7 @@ async def device_row(device: Device) -> dict[str, Any]:
     alarms = ctx.alarms.open_alarms(device.key)
     worst = min((SEVERITIES.index(a.severity) for a in alarms), default=None)
     shown = sorted(latest.items())[:LATEST_SHOWN]
-    units = await read_units(ctx.store, device.key) if shown else {}
+    units = await read_units(ctx.store, device) if shown else {}
     values = ", ".join(f"{k}: {units.get(k, PLAIN).show(v)}" for k, (_, v) in shown)
     if len(latest) > LATEST_SHOWN:
         values += f" (+{len(latest) - LATEST_SHOWN})"
@@ -242,7 +242,7 @@ class AddDevice:
             return
         try:
             device = await current().ctx.store.create_device(
-                name, type=(self.kind.value or "").strip() or "default", label=self.label.value
+                name, type=(self.kind.value or "").strip() or None, label=self.label.value
             )
         except TinyboardError as exc:
             notify_error(exc)
