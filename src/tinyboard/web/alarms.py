@@ -28,6 +28,7 @@ from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.alarm_info import AlarmInfo, AlarmOut, alarm_info
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
+from tinyboard.web.devices import device_by_id
 from tinyboard.web.entities import (
     EntityId,
     PageData,
@@ -234,8 +235,7 @@ async def _device_key(request: Request, entity_type: str, entity_id: str) -> int
     such device."""
     if entity_type != "DEVICE":
         raise _not_device(entity_type)
-    device = await _ctx(request).store.get_device(parse_uuid(entity_id, "entityId"))
-    return device.key
+    return (await device_by_id(_ctx(request).store, entity_id)).key
 
 
 def _assignee_id(assignee_id: str | None) -> str | None:

@@ -27,7 +27,7 @@ from tinyboard.core.models import Aggregation, Device, Scope
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
-from tinyboard.web.entities import parse_uuid
+from tinyboard.web.devices import device_by_id
 from tinyboard.web.export import csv_export, time_zone
 from tinyboard.web.models import AttributeOut, TsPoint, as_text, errors
 
@@ -61,7 +61,7 @@ async def _device(request: Request, entity_id: str, entity_type: str = "DEVICE")
             f"tinyboard has no {entity_type} entities: it keeps telemetry and attributes of "
             "devices only (entityType DEVICE)"
         )
-    return await _ctx(request).store.get_device(parse_uuid(entity_id, "the device id"))
+    return await device_by_id(_ctx(request).store, entity_id)
 
 
 def _keys(raw: str | None) -> list[str] | None:
