@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tinyboard.core.models import Alarm, AlarmStatus, Severity
-from tinyboard.web.entities import EntityId, customer_id, tenant_id
+from tinyboard.web.entities import EntityId, TenantEntity, customer_id, tenant_id
 
 
 class AlarmAssignee(BaseModel):
@@ -20,14 +20,9 @@ class AlarmAssignee(BaseModel):
     email: str | None = None
 
 
-class AlarmOut(BaseModel):
+class AlarmOut(TenantEntity):
     """ThingsBoard's `Alarm` (3.5+: `acknowledged`/`cleared` beside `status`, assignee)."""
 
-    id: EntityId
-    createdTime: int
-    tenantId: EntityId
-    customerId: EntityId
-    name: str
     type: str
     originator: EntityId
     severity: Severity

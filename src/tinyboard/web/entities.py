@@ -36,6 +36,16 @@ class EntityId(BaseModel):
         return cls(entityType=entity_type, id=id or NULL_UUID)
 
 
+class TenantEntity(BaseModel):
+    """The fields ThingsBoard's tenant-owned entities (device, alarm, ...) start with."""
+
+    id: EntityId
+    createdTime: int
+    tenantId: EntityId
+    customerId: EntityId
+    name: str
+
+
 def tenant_id() -> EntityId:
     return EntityId(entityType="TENANT", id=TENANT_UUID)
 

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from tinyboard.core.models import Device, Value
-from tinyboard.web.entities import EntityId, customer_id, tenant_id
+from tinyboard.web.entities import EntityId, TenantEntity, customer_id, tenant_id
 
 
 def as_text(value: Value, *, strict: bool = False) -> Any:
@@ -31,14 +31,9 @@ DEVICE_DATA: dict[str, Any] = {
 """ThingsBoard's `deviceData` of a device on a default-transport profile."""
 
 
-class DeviceOut(BaseModel):
+class DeviceOut(TenantEntity):
     """ThingsBoard's Device."""
 
-    id: EntityId
-    createdTime: int
-    tenantId: EntityId
-    customerId: EntityId
-    name: str
     type: str
     label: str
     deviceProfileId: EntityId
