@@ -26,3 +26,20 @@ async def test_one_changed_point_changes_the_digest(tmp_path: Path) -> None:
     finally:
         await source.close()
         await target.close()
+
+
+async def test_a_device_s_record_is_copied_with_its_additional_info(tmp_path: Path) -> None:
+    source, target = SQLiteStore(tmp_path / "a.db"), SQLiteStore(tmp_path / "b.db")
+    await source.open()
+    await target.open()
+    try:
+        info = {"description": "kitchen board", "gateway": False}
+        d = await source.create_device("d", label="hall", additional_info=info)
+        await source.create_device("plain")
+        assert (await copy_store(source, target)).devices == 2
+        copied = await target.get_device(d.id)
+        assert (copied.label, copied.token, copied.additional_info) == ("hall", d.token, info)
+        assert (await target.get_device("plain")).additional_info is None
+    finally:
+        await source.close()
+        await target.close()

@@ -36,6 +36,22 @@ async def test_devices_are_created_found_listed_and_deleted(store: Store) -> Non
     assert await store.device_by_token(a.token) is None
 
 
+async def test_a_device_keeps_its_additional_info_as_saved(store: Store) -> None:
+    info = {"description": "kitchen board", "gateway": False, "n": [1, 2.5, None, {"é": "ü"}]}
+    a = await store.create_device("a", additional_info=info)
+    plain = await store.create_device("plain")
+    assert a.additional_info == info and plain.additional_info is None
+    assert (await store.get_device("a")).additional_info == info
+    assert (await store.device_by_token(a.token)) == a
+    assert [d.additional_info for d in await store.list_devices()] == [info, None]
+    changed = await store.update_device("a", name="a", label="", additional_info={"x": 1})
+    assert changed.additional_info == {"x": 1} == (await store.get_device(a.id)).additional_info
+    cleared = await store.update_device("a", name="a", label="", additional_info=None)
+    assert cleared.additional_info is None is (await store.get_device(a.id)).additional_info
+    empty = await store.update_device("plain", name="plain", label="", additional_info={})
+    assert empty.additional_info == {} == (await store.get_device("plain")).additional_info
+
+
 async def test_names_and_tokens_are_unique(store: Store) -> None:
     await store.create_device("one", token="token-aaaaaaaaaaaaaaaa")
     with pytest.raises(ConflictError, match="name"):
@@ -104,7 +120,9 @@ async def test_profiles_are_renamed_deleted_and_made_default(store: Store) -> No
     assert (await store.set_default_profile(thermo.id)).default
     assert not (await store.get_profile(default.id)).default
     assert (await store.create_device("x")).profile_id == thermo.id  # the new default
-    moved = await store.update_device("d", name="d2", label="l", profile_id=default.id)
+    moved = await store.update_device(
+        "d", name="d2", label="l", profile_id=default.id, additional_info=None
+    )
     assert (moved.name, moved.label, moved.type) == ("d2", "l", "default")
     await store.set_default_profile(default.id)
     await store.delete_device("x")

@@ -29,6 +29,7 @@ from tb_rest_client.rest_client_ce import RestClientCE
 from tests.helpers import ServerThread
 from tests.mqtt_clients import Device as Board
 from tests.web_helpers import login
+from tinyboard.core.models import MAX_ADDITIONAL_INFO
 from tinyboard.web.entities import NULL_UUID, TENANT_UUID
 
 
@@ -108,6 +109,59 @@ def test_a_saved_device_s_token_works_over_mqtt(client: RestClientCE, server: Se
     with pytest.raises(ApiException) as gone:
         client.get_device_by_id(saved.id)
     assert gone.value.status == 404 and error_of(gone)["errorCode"] == 32
+
+
+def test_a_device_s_additional_info_is_kept_as_saved(client: RestClientCE) -> None:
+    profile_id = default_profile_id(client)
+    info = {"description": "kitchen board", "gateway": False, "layout": {"floor": 1}}
+    saved = client.save_device(
+        Device(name="board", device_profile_id=profile_id, additional_info=info)
+    )
+    plain = client.save_device(Device(name="plain", device_profile_id=profile_id))
+    assert saved.additional_info == info and plain.additional_info is None  # as ThingsBoard
+    assert client.get_device_by_id(saved.id).additional_info == info
+    assert client.get_device_info_by_id(saved.id).additional_info == info
+    assert client.get_tenant_device("board").additional_info == info
+    assert [d.additional_info for d in client.get_devices_by_ids([saved.id.id])] == [info]
+    infos = client.get_tenant_device_infos(page_size=10, page=0, sort_property="name")
+    assert [(d.name, d.additional_info) for d in infos.data] == [("board", info), ("plain", None)]
+    listed = client.get_tenant_devices(page_size=10, page=0, sort_property="name")
+    assert [d.additional_info for d in listed.data] == [info, None]
+
+    saved.additional_info = {"description": "hall board"}  # an update replaces it
+    assert client.save_device(saved).additional_info == {"description": "hall board"}
+    assert client.get_device_by_id(saved.id).additional_info == {"description": "hall board"}
+    saved.additional_info = None
+    assert client.save_device(saved).additional_info is None
+    assert client.get_device_by_id(saved.id).additional_info is None
+
+
+@pytest.mark.parametrize(
+    ("additional_info", "problem"),
+    [
+        ("kitchen board", "must be a JSON object or null, not str"),
+        (["kitchen"], "must be a JSON object or null, not list"),
+        ({"description": "x" * (MAX_ADDITIONAL_INFO - 17)}, "at most 16384"),
+    ],
+)
+def test_additional_info_must_be_a_bounded_json_object(
+    client: RestClientCE, additional_info: object, problem: str
+) -> None:
+    profile_id = default_profile_id(client)
+    fits = {"description": "x" * (MAX_ADDITIONAL_INFO - 18)}  # exactly the limit as JSON
+    assert (
+        client.save_device(
+            Device(name="fits", device_profile_id=profile_id, additional_info=fits)
+        ).additional_info
+        == fits
+    )
+    with pytest.raises(ApiException) as refused:
+        client.save_device(
+            Device(name="refused", device_profile_id=profile_id, additional_info=additional_info)
+        )
+    message = str(error_of(refused)["message"])
+    assert refused.value.status == 400 and "additionalInfo" in message and problem in message
+    assert client.get_tenant_devices(page_size=10, page=0).total_elements == 1
 
 
 def test_paged_device_lists_honour_thingsboard_s_page_link(client: RestClientCE) -> None:

@@ -39,6 +39,9 @@ class Device:
     created_ts: int
     profile_id: str
     """Its device profile; `type` is that profile's name (as in ThingsBoard)."""
+    additional_info: dict[str, Any] | None = None
+    """ThingsBoard's `additionalInfo`: a JSON object kept as a client saved it (e.g. its
+    `description`), None for a device that never had one."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -50,6 +53,10 @@ class Device:
             "createdTime": self.created_ts,
         }
 
+
+MAX_ADDITIONAL_INFO = 16_384
+"""Bytes of a device's `additionalInfo` as compact JSON: every device read carries it, and
+the device directory keeps every device in memory."""
 
 DEFAULT_PROFILE = "default"
 """The name of the profile every install starts with (ThingsBoard's too)."""

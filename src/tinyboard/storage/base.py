@@ -45,10 +45,12 @@ class Store(Protocol):
         label: str = "",
         token: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None = None,
     ) -> Device:
         """Register a device; raises `ConflictError` if the name or token is taken. Its
         profile is `profile_id`, else the one named `type` (created if missing, as
-        ThingsBoard does), else the default profile; its `type` is that profile's name."""
+        ThingsBoard does), else the default profile; its `type` is that profile's name.
+        `additional_info` is kept as given (callers bound its size: MAX_ADDITIONAL_INFO)."""
 
     async def update_device(
         self,
@@ -58,9 +60,11 @@ class Store(Protocol):
         label: str,
         type: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None,
     ) -> Device:
         """Rename, relabel or move a device to another profile (chosen as in
-        `create_device`); `ConflictError` if the name is taken."""
+        `create_device`) and replace its `additional_info` (None clears it, as a ThingsBoard
+        save without it does); `ConflictError` if the name is taken."""
 
     async def get_device(self, ref: str) -> Device:
         """A device by id or name; raises `NotFoundError`."""

@@ -30,7 +30,7 @@ STATUS_FLAGS: dict[str, tuple[int, int]] = {
 """Alarm status → (cleared, acknowledged)."""
 
 
-DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts, profile_id"
+DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts, profile_id, additional_info"
 PROFILE_COLUMNS = "id, name, created_ts, is_default, description, profile_data, settings"
 DEVICE_ORDER = {"name": "name", "createdTime": "created_ts", "type": "type", "label": "label"}
 """ThingsBoard's device `sortProperty` → our column (`deviceProfileName` is `type`)."""
@@ -59,7 +59,13 @@ def device_from(row: Sequence[Any]) -> Device:
         token=str(row[5]),
         created_ts=int(row[6]),
         profile_id=str(row[7]),
+        additional_info=None if row[8] is None else orjson.loads(row[8]),
     )
+
+
+def info_json(additional_info: dict[str, Any] | None) -> str | None:
+    """A device's `additionalInfo` as its column holds it (NULL: never had one)."""
+    return None if additional_info is None else orjson.dumps(additional_info).decode()
 
 
 def profile_from(row: Sequence[Any]) -> DeviceProfile:

@@ -5,7 +5,8 @@ Everything goes through the `Store` protocol, so any pair of backends works. Dev
 their ids and tokens (boards need no change) but get the target's compact keys; time
 series are read and written in pages. Afterwards both sides are read again and compared:
 for every device and key, the number of points and a SHA-256 over (ts, value) in time
-order; attributes, users, rules and alarms by count. The target must be empty.
+order; each device's record (name, type, label, token, `additionalInfo`) and attributes as
+they are; users, rules and alarms by count. The target must be empty.
 """
 
 from __future__ import annotations
@@ -144,10 +145,18 @@ async def series_digest(store: Store, device: int, key: str) -> tuple[int, str]:
         start = points[-1][0] + 1
 
 
+def _record(device: Device) -> tuple[object, ...]:
+    """What a copy keeps of a device (its key and profile id are the target's)."""
+    d = device
+    return (d.name, d.type, d.label, d.token, d.created_ts, d.additional_info)
+
+
 async def _verify(
     source: Store, target: Store, keys: dict[int, Device], report: CopyReport
 ) -> None:
     for old_key, new in keys.items():
+        if _record(await source.get_device(new.id)) != _record(await target.get_device(new.id)):
+            report.differences.append(f"{new.name}: the device record differs")
         for key in await source.ts_keys(old_key):
             before = await series_digest(source, old_key, key)
             after = await series_digest(target, new.key, key)

@@ -70,6 +70,7 @@ from tinyboard.storage.common import (
     alarm_from,
     default_profile_json,
     device_from,
+    info_json,
     like_prefix,
     order_column,
     profile_from,
@@ -328,14 +329,16 @@ class PostgresStore:
         label: str = "",
         token: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, label, token, _now_ms())
+        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info))
         return await self._insert_device(row, type, profile_id)
 
     async def import_device(self, device: Device) -> Device:
-        row = (device.id, device.name, device.label, device.token, device.created_ts)
+        row = (device.id, device.name, device.label, device.token, device.created_ts,
+               info_json(device.additional_info))  # fmt: skip
         return await self._insert_device(row, device.type, None)
 
     async def _insert_device(
@@ -346,9 +349,9 @@ class PostgresStore:
                 profile, profile_name = await _profile_for(conn, type, profile_id)
                 try:
                     row = await conn.fetchrow(
-                        "INSERT INTO device (id, name, label, token, created_ts, type, "
-                        f"profile_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                        f"RETURNING {DEVICE_COLUMNS}",
+                        "INSERT INTO device (id, name, label, token, created_ts, "
+                        "additional_info, type, profile_id) "
+                        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {DEVICE_COLUMNS}",
                         *values, profile_name, profile,
                     )  # fmt: skip
                 except asyncpg.UniqueViolationError as exc:
@@ -366,18 +369,20 @@ class PostgresStore:
         label: str,
         type: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None,
     ) -> Device:
         device = await self.get_device(ref)
         name = check_name(name)
+        info = info_json(additional_info)
 
         async def op(conn: asyncpg.Connection) -> Device:
             async with conn.transaction():
                 profile, profile_name = await _profile_for(conn, type, profile_id)
                 try:
                     row = await conn.fetchrow(
-                        "UPDATE device SET name = $1, label = $2, type = $3, profile_id = $4 "
-                        f"WHERE seq = $5 RETURNING {DEVICE_COLUMNS}",
-                        name, label, profile_name, profile, device.key,
+                        "UPDATE device SET name = $1, label = $2, type = $3, profile_id = $4, "
+                        f"additional_info = $5 WHERE seq = $6 RETURNING {DEVICE_COLUMNS}",
+                        name, label, profile_name, profile, info, device.key,
                     )  # fmt: skip
                 except asyncpg.UniqueViolationError:
                     raise ConflictError("a device with this name already exists") from None

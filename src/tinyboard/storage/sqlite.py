@@ -68,6 +68,7 @@ from tinyboard.storage.common import (
     alarm_from,
     default_profile_json,
     device_from,
+    info_json,
     like_prefix,
     order_column,
     profile_from,
@@ -268,10 +269,11 @@ class SQLiteStore:
         label: str = "",
         token: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, label, token, _now_ms())
+        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info))
         return await self._write_op(self._insert_device, row, type, profile_id)
 
     def _insert_device(
@@ -282,8 +284,8 @@ class SQLiteStore:
             profile, profile_name = self._profile_for(conn, type, profile_id)
             try:
                 cur = conn.execute(
-                    "INSERT INTO device (id, name, label, token, created_ts, type, profile_id) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
+                    "INSERT INTO device (id, name, label, token, created_ts, additional_info, "
+                    f"type, profile_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
                     (*row, profile_name, profile),
                 )
             except sqlite3.IntegrityError as exc:
@@ -320,23 +322,23 @@ class SQLiteStore:
         label: str,
         type: str | None = None,
         profile_id: str | None = None,
+        additional_info: dict[str, Any] | None,
     ) -> Device:
         device = await self.get_device(ref)
-        return await self._write_op(
-            self._update_device, device.key, check_name(name), label, type, profile_id
-        )
+        values = (check_name(name), label, info_json(additional_info))
+        return await self._write_op(self._update_device, device.key, values, type, profile_id)
 
     def _update_device(
-        self, seq: int, name: str, label: str, type: str | None, profile_id: str | None
+        self, seq: int, values: tuple[object, ...], type: str | None, profile_id: str | None
     ) -> Device:
         conn = self._conn()
         with _transaction(conn):
             profile, profile_name = self._profile_for(conn, type, profile_id)
             try:
                 cur = conn.execute(
-                    "UPDATE device SET name = ?, label = ?, type = ?, profile_id = ? "
-                    f"WHERE seq = ? RETURNING {DEVICE_COLUMNS}",
-                    (name, label, profile_name, profile, seq),
+                    "UPDATE device SET name = ?, label = ?, additional_info = ?, type = ?, "
+                    f"profile_id = ? WHERE seq = ? RETURNING {DEVICE_COLUMNS}",
+                    (*values, profile_name, profile, seq),
                 )
             except sqlite3.IntegrityError:
                 raise ConflictError("a device with this name already exists") from None
@@ -850,7 +852,8 @@ class SQLiteStore:
         return dict(self._conn().execute("SELECT name, value FROM setting").fetchall())
 
     async def import_device(self, device: Device) -> Device:
-        row = (device.id, device.name, device.label, device.token, device.created_ts)
+        row = (device.id, device.name, device.label, device.token, device.created_ts,
+               info_json(device.additional_info))  # fmt: skip
         return await self._write_op(self._insert_device, row, device.type, None)
 
     async def import_user(self, user: User) -> None:

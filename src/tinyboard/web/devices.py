@@ -58,17 +58,28 @@ async def save_device(
 ) -> DeviceOut:
     """Create a device (with `id`: update it). Its profile is `deviceProfileId`, else the
     profile named `type` (created if missing), else the default one; `type` becomes the
-    profile's name. `accessToken` chooses the new device's token."""
+    profile's name. `additionalInfo` (a JSON object or null) is stored as sent; an update
+    replaces it, as ThingsBoard's does. `accessToken` chooses the new device's token."""
     store = _ctx(request).store
     profile = _profile_ref(body)
     if body.id is None:
         device = await store.create_device(
-            body.name, type=body.type, label=body.label or "", token=accessToken, profile_id=profile
+            body.name,
+            type=body.type,
+            label=body.label or "",
+            token=accessToken,
+            profile_id=profile,
+            additional_info=body.additionalInfo,
         )
     else:
         existing = await device_by_id(store, body.id.id)
         device = await store.update_device(
-            existing.id, name=body.name, label=body.label or "", type=body.type, profile_id=profile
+            existing.id,
+            name=body.name,
+            label=body.label or "",
+            type=body.type,
+            profile_id=profile,
+            additional_info=body.additionalInfo,
         )
     return DeviceOut.of(device)
 

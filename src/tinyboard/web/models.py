@@ -6,9 +6,9 @@ import uuid
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from tinyboard.core.models import Device, Value
+from tinyboard.core.models import MAX_ADDITIONAL_INFO, Device, Value
 from tinyboard.web.entities import EntityId, TenantEntity, customer_id, tenant_id
 
 
@@ -41,7 +41,7 @@ class DeviceOut(TenantEntity):
     firmwareId: EntityId | None = None
     softwareId: EntityId | None = None
     externalId: EntityId | None = None
-    additionalInfo: Any = None
+    additionalInfo: dict[str, Any] | None = None
 
     @classmethod
     def fields_of(cls, device: Device) -> dict[str, Any]:
@@ -55,6 +55,7 @@ class DeviceOut(TenantEntity):
             "label": device.label,
             "deviceProfileId": EntityId(entityType="DEVICE_PROFILE", id=device.profile_id),
             "deviceData": DEVICE_DATA,
+            "additionalInfo": device.additional_info,
         }
 
     @classmethod
@@ -86,6 +87,24 @@ class DeviceIn(BaseModel):
     type: str | None = Field(None, max_length=255)
     label: str | None = Field("", max_length=255)
     deviceProfileId: EntityId | None = None
+    additionalInfo: dict[str, Any] | None = Field(
+        None, description=f"a JSON object, at most {MAX_ADDITIONAL_INFO} bytes as JSON"
+    )
+
+    @field_validator("additionalInfo", mode="before")
+    @classmethod
+    def _an_object(cls, info: object) -> object:
+        if info is not None and not isinstance(info, dict):
+            raise ValueError(f"must be a JSON object or null, not {type(info).__name__}")
+        return info
+
+    @field_validator("additionalInfo")
+    @classmethod
+    def _bounded(cls, info: dict[str, Any] | None) -> dict[str, Any] | None:
+        size = 0 if info is None else len(orjson.dumps(info))
+        if size > MAX_ADDITIONAL_INFO:
+            raise ValueError(f"is {size} bytes as JSON; at most {MAX_ADDITIONAL_INFO}")
+        return info
 
 
 class IdOnly(BaseModel):
