@@ -196,11 +196,9 @@ class EntityFollower(Follower):
         series = self.series
         if series is None or not series.live or not readings:
             return {}
-        keys, points = set(series.keys), TimeSeries()
+        keys, start, points = set(series.keys), series.window.start, TimeSeries()
         for _, key, ts, value in readings:
-            if key in keys and ts >= max(
-                series.window.start, self.newest.get((device.key, key), 0)
-            ):
+            if key in keys and ts >= max(start, self.newest.get((device.key, key), 0)):
                 points.setdefault(key, []).append({"ts": ts, "value": as_text(value)})
         for key, values in points.items():
             self.newest[device.key, key] = max(p["ts"] for p in values)
