@@ -5,7 +5,8 @@ The command JSON is what ThingsBoard's UI builds (thingsboard/thingsboard, ui-ng
 `cmds` in the first message; the *Cmd classes; TelemetrySubscriber.
 createEntityAttributesSubscription for TIMESERIES/ATTRIBUTES), `core/api/
 entity-data-subscription.ts` (the ENTITY_DATA query: name/label/additionalInfo fields,
-ATTRIBUTE and TIME_SERIES latest values, `latestCmd`), `core/api/alarm-data-subscription.ts`
+ATTRIBUTE and TIME_SERIES latest values, `latestCmd`; prepareSubscriptionCommands for the
+`historyCmd` and `tsCmd` of chart widgets), `core/api/alarm-data-subscription.ts`
 (ALARM_DATA: alarmFields, pageLink with `timeWindow`), `shared/models/query/query.models.ts`
 (createDefaultEntityDataPageLink: sort by createdTime DESC).
 """
@@ -13,6 +14,7 @@ ATTRIBUTE and TIME_SERIES latest values, `latestCmd`), `core/api/alarm-data-subs
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -437,3 +439,144 @@ async def test_a_changed_password_or_a_deleted_user_closes_an_open_socket(
         server.call(revoke(email, "another hash"))
         code, reason, messages = await closed_with(ws)
     assert (code, messages) == (1008, []) and why in reason
+
+
+def series_cmd(cmd_id: int, part: str, keys: list[str], **window: Any) -> Doc:
+    """The historyCmd or tsCmd entity-data-subscription.ts (prepareSubscriptionCommands)
+    builds for a chart or table widget, without the query (the UI sends one so when the
+    time window changes)."""
+    spec: Doc = {
+        "keys": keys,
+        "interval": 0,
+        "intervalType": "MILLISECONDS",
+        "limit": 50000,
+        "timeZoneId": "Europe/Kiev",
+        "agg": "NONE",
+        "fetchLatestPreviousPoint": False,
+    }
+    return {"type": "ENTITY_DATA", "cmdId": cmd_id, part: {**spec, **window}}
+
+
+def with_query(cmd: Doc, device_ids: list[str]) -> Doc:
+    """The first ENTITY_DATA of a widget: its query (entity-data-subscription.ts) too."""
+    listed = {"type": "entityList", "entityType": "DEVICE", "entityList": device_ids}
+    query = entity_data(cmd["cmdId"], listed)["query"]
+    query["latestValues"] = []
+    return {**cmd, "query": query}
+
+
+def series_of(entities: list[Doc], device_id: str) -> Doc:
+    [found] = [e for e in entities if e["entityId"]["id"] == device_id]
+    series: Doc = found["timeseries"]
+    return series
+
+
+async def test_entity_data_history_of_two_devices_then_a_new_window(server: ServerThread) -> None:
+    a = server.add_device("ws-api-hist-a")
+    b = server.add_device("ws-api-hist-b")
+    readings = [(a.key, "temp", ts, ts // 1000) for ts in (500, 1000, 2000, 3000)]
+    readings += [(b.key, "temp", 1500, 10), (b.key, "temp", 20_000, 99), (b.key, "hum", 1600, 40)]
+    server.call(server.server.store.write(readings, []))
+    history = series_cmd(21, "historyCmd", ["temp", "hum"], startTs=1000, endTs=10_000)
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), with_query(history, [a.id, b.id])))
+        first = await receive(ws)
+        assert (first["cmdId"], first["errorCode"], first["update"]) == (21, 0, None)
+        entities = first["data"]["data"]
+        assert series_of(entities, a.id) == {  # ThingsBoard's TsValue: text, newest first
+            "temp": [
+                {"ts": 3000, "value": "3"},
+                {"ts": 2000, "value": "2"},
+                {"ts": 1000, "value": "1"},
+            ],
+            "hum": [],
+        }
+        assert series_of(entities, b.id) == {
+            "temp": [{"ts": 1500, "value": "10"}],
+            "hum": [{"ts": 1600, "value": "40"}],
+        }
+
+        # the time window changed: same cmdId, only a historyCmd; the page is already out
+        moved = series_cmd(21, "historyCmd", ["temp"], startTs=2500, endTs=10_000)
+        moved["historyCmd"]["fetchLatestPreviousPoint"] = True
+        await ws.send(cmds(moved))
+        update = await receive(ws)
+        assert (update["cmdId"], update["data"]) == (21, None)
+        assert series_of(update["update"], a.id) == {
+            "temp": [{"ts": 3000, "value": "3"}, {"ts": 2000, "value": "2"}]
+        }
+        assert series_of(update["update"], b.id) == {"temp": [{"ts": 1500, "value": "10"}]}
+
+
+async def test_entity_data_ts_cmd_window_then_live_points_with_latest(
+    server: ServerThread,
+) -> None:
+    device = server.add_device("ws-api-tscmd")
+    now = time.time_ns() // 1_000_000
+    server.call(server.server.store.write([(device.key, "temp", now - 5000, 5)], []))
+    live = series_cmd(31, "tsCmd", ["temp"], startTs=now - 60_000, timeWindow=60_000)
+    first_cmd = with_query(live, [device.id])
+    first_cmd["latestCmd"] = {"keys": [{"type": "TIME_SERIES", "key": "temp"}]}
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), first_cmd))
+        first = await receive(ws)
+        [entity] = first["data"]["data"]
+        assert entity["timeseries"] == {"temp": [{"ts": now - 5000, "value": "5"}]}
+        assert entity["latest"]["TIME_SERIES"]["temp"] == {"ts": now - 5000, "value": "5"}
+
+        mqtt = MqttDevice(server.mqtt_port, device.token)
+        try:
+            await asyncio.to_thread(
+                mqtt.publish, "v1/devices/me/telemetry", '{"temp": 6, "other": 1}'
+            )
+            update = await receive(ws)
+        finally:
+            mqtt.close()
+        assert (update["cmdUpdateType"], update["data"]) == ("ENTITY_DATA", None)
+        [changed] = update["update"]
+        assert changed["entityId"] == {"entityType": "DEVICE", "id": device.id}
+        [point] = changed["timeseries"]["temp"]
+        assert point["value"] == "6" and set(changed["timeseries"]) == {"temp"}
+        assert changed["latest"]["TIME_SERIES"]["temp"] == point
+
+        # a point older than one sent is stale for the series (ThingsBoard's keyStates)
+        await asyncio.to_thread(
+            post_telemetry, server, device.token, {"ts": now - 4000, "values": {"temp": 4}}
+        )
+        stale = await until(ws, of(31))
+        assert stale["update"][0]["timeseries"] == {}
+
+        # a new window for the same cmdId: its points as an update, then live as before
+        moved = series_cmd(31, "tsCmd", ["temp"], startTs=now - 4500, timeWindow=60_000)
+        await ws.send(cmds(moved))
+        window = await receive(ws)
+        assert window["data"] is None
+        assert [p["value"] for p in window["update"][0]["timeseries"]["temp"]] == ["6", "4"]
+        await asyncio.to_thread(post_telemetry, server, device.token, {"temp": 7})
+        again = await until(ws, of(31))
+        assert [p["value"] for p in again["update"][0]["timeseries"]["temp"]] == ["7"]
+
+        await ws.send(cmds({"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 31}))
+        await asyncio.to_thread(post_telemetry, server, device.token, {"temp": 8})
+        await nothing_before_barrier(ws)
+
+
+async def test_entity_data_history_aggregation_matches_the_rest_route(
+    server: ServerThread,
+) -> None:
+    device = server.add_device("ws-api-agg")
+    values = [(1000, 1), (1500, 2), (2500, 6), (3000, 7.5), (5999, 10)]
+    server.call(server.server.store.write([(device.key, "temp", ts, v) for ts, v in values], []))
+    window: Doc = {"startTs": 0, "endTs": 6000, "interval": 2000, "agg": "AVG", "limit": 1}
+    history = series_cmd(41, "historyCmd", ["temp"], **window)
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), with_query(history, [device.id])))
+        [entity] = (await receive(ws))["data"]["data"]
+    async with httpx.AsyncClient(base_url=server.base_url, headers=login(server)) as rest:
+        response = await rest.get(
+            f"/api/plugins/telemetry/DEVICE/{device.id}/values/timeseries",
+            params={"keys": "temp", **window},
+        )
+    assert response.status_code == 200, response.text
+    assert entity["timeseries"] == response.json()
+    assert [p["ts"] for p in entity["timeseries"]["temp"]] == [5000, 3000, 1000]  # every bucket

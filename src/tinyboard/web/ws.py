@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import APIRouter, WebSocket
 
-from tinyboard.core.models import AttributeRow, Device, Reading, Scope
+from tinyboard.core.models import AttributeRow, Device, Reading, Scope, TsValue
 from tinyboard.errors import NotFoundError, StorageError, TinyboardError
+from tinyboard.storage.base import Store
 from tinyboard.web.context import WebContext
 from tinyboard.web.models import as_text
 from tinyboard.web.tokens import AuthError
@@ -283,16 +284,7 @@ class Session:
         store = self.ctx.store
         data: Data = {}
         for key in sorted(keys) if keys else await store.ts_keys(device.key):
-            points = await store.aggregate(
-                device.key,
-                key,
-                start_ts=window.start,
-                end_ts=window.end,
-                interval=window.interval,
-                agg=window.agg,
-                limit=window.limit,
-                descending=False,
-            )
+            points = await window_points(store, device.key, key, window, descending=False)
             if points:
                 data[key] = [[ts, as_text(v)] for ts, v in points]
         return data
@@ -311,6 +303,23 @@ Session.HANDLERS = {
     HistoryRequest: Session._on_history,
     AttrSubscribe: Session._on_attr_subscribe,
 }
+
+
+async def window_points(
+    store: Store, device: int, key: str, window: Window, *, descending: bool
+) -> list[TsValue]:
+    """The points (or buckets) of one key in `window`: the one store call every WebSocket
+    history answer makes."""
+    return await store.aggregate(
+        device,
+        key,
+        start_ts=window.start,
+        end_ts=window.end,
+        interval=window.interval,
+        agg=window.agg,
+        limit=window.limit,
+        descending=descending,
+    )
 
 
 def error_code(exc: TinyboardError) -> int:

@@ -11,9 +11,11 @@ ALARM_COUNT answer with ThingsBoard's CmdUpdate shapes (`cmdId`, `cmdUpdateType`
 Strategy: one `ApiSession` per socket, the legacy session plus the query commands, so the
 limits (message size, subscriptions, slow clients, token recheck) are the same code. An
 ENTITY_DATA page follows each of its devices on the LiveHub and sends the changed latest
-values as `update`. Alarm commands listen to the alarm engine: a change to an alarm on the
-page is an `update`; a new alarm, or one leaving the page, sends the page again (`data`),
-as ThingsBoard does. One task per alarm command does that work in order, coalescing what
+values as `update`; its historyCmd or tsCmd fills `timeseries` with the window's points
+(the legacy history's store call), and a tsCmd's new points follow as `update` too.
+Alarm commands listen to the alarm engine: a change to an alarm on the page is an
+`update`; a new alarm, or one leaving the page, sends the page again (`data`), as
+ThingsBoard does. One task per alarm command does that work in order, coalescing what
 arrives meanwhile, so a burst of alarm changes costs a few store reads, not one per change.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -44,10 +47,12 @@ from tinyboard.web.ws import (
     failure,
     now_ms,
     serve_session,
+    window_points,
 )
 from tinyboard.web.ws_api_commands import (
     API_SHAPE,
     MAX_PAGE_SIZE,
+    PREVIOUS_POINT_MS,
     AlarmCountRequest,
     AlarmDataRequest,
     AlarmFilter,
@@ -56,6 +61,7 @@ from tinyboard.web.ws_api_commands import (
     EntityDataRequest,
     EntityKey,
     Page,
+    SeriesRequest,
     api_commands,
     auth_token,
 )
@@ -70,6 +76,9 @@ router = APIRouter()
 
 Latest = dict[str, dict[str, dict[str, Any]]]
 """EntityData.latest: key type → key → {"ts": ms, "value": text}."""
+TimeSeries = dict[str, list[dict[str, Any]]]
+"""EntityData.timeseries: key → [{"ts": ms, "value": text}], newest first (ThingsBoard's
+TsValue[] as its queries return them)."""
 SCOPES_OF: dict[str, tuple[Scope, ...]] = {
     "ATTRIBUTE": SCOPES,
     "CLIENT_ATTRIBUTE": ("CLIENT",),
@@ -143,13 +152,19 @@ def _paged(page: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class EntityFollower(Follower):
-    """One ENTITY_DATA command: the latest values of the devices on its page, live."""
+    """One ENTITY_DATA command: the latest values of the devices on its page, live, and the
+    new points of its tsCmd's keys."""
 
     def __init__(self, session: ApiSession, cmd_id: int, devices: list[Device]) -> None:
         self.session, self.cmd_id = session, cmd_id
         self.devices = {d.key: d for d in devices}
         self.device_keys = tuple(self.devices)
         self.latest: tuple[EntityKey, ...] = ()
+        self.series: SeriesRequest | None = None
+        """The historyCmd or tsCmd; a tsCmd's keys get their new points as `timeseries`."""
+        self.newest: dict[tuple[int, str], int] = {}
+        """The newest ts sent per (device, series key): an older point is stale, as
+        ThingsBoard's keyStates."""
         self.early: list[dict[str, Any]] | None = []
         """Changes committed while the first page was read: sent right after it (None once
         the page is out), so a client never gets an update before its page."""
@@ -171,8 +186,23 @@ class EntityFollower(Follower):
             for k in self.latest:
                 if k.key == key and scope in SCOPES_OF.get(k.type, ()):
                     _newest(latest.setdefault(k.type, {}), key, ts, value)
-        if latest:
-            self.send_update([_entity_json(device, latest)])
+        points = self._new_points(device, readings)
+        if latest or points:
+            self.send_update([_entity_json(device, latest, points)])
+
+    def _new_points(self, device: Device, readings: list[Reading]) -> TimeSeries:
+        """A tsCmd's share of one commit: its keys' points from the window's start on, none
+        older than one already sent (ThingsBoard drops those as stale)."""
+        series = self.series
+        if series is None or not series.live or not readings:
+            return {}
+        keys, start, points = set(series.keys), series.window.start, TimeSeries()
+        for _, key, ts, value in readings:
+            if key in keys and ts >= max(start, self.newest.get((device.key, key), 0)):
+                points.setdefault(key, []).append({"ts": ts, "value": as_text(value)})
+        for key, values in points.items():
+            self.newest[device.key, key] = max(p["ts"] for p in values)
+        return points
 
     def send_update(self, update: list[dict[str, Any]]) -> None:
         if self.early is not None:
@@ -194,9 +224,16 @@ def _newest(into: dict[str, dict[str, Any]], key: str, ts: int, value: Any) -> N
         into[key] = {"ts": ts, "value": as_text(value)}
 
 
-def _entity_json(device: Device, latest: Latest) -> dict[str, Any]:
-    """ThingsBoard's EntityData (no time series here: those are TIMESERIES commands)."""
-    return {"entityId": entity_id(device.id), "latest": latest, "timeseries": {}, "aggLatest": {}}
+def _entity_json(
+    device: Device, latest: Latest, series: TimeSeries | None = None
+) -> dict[str, Any]:
+    """ThingsBoard's EntityData: `timeseries` holds a historyCmd's or tsCmd's points."""
+    return {
+        "entityId": entity_id(device.id),
+        "latest": latest,
+        "timeseries": series or {},
+        "aggLatest": {},
+    }
 
 
 class AlarmWatch(Follower):
@@ -340,10 +377,15 @@ class ApiSession(Session):
         page = _link(cmd.page, None, False).apply(devices, text=_device_text, sort=DEVICE_SORT)
         follower = EntityFollower(self, cmd.cmd_id, list(page.data))
         follower.watch(cmd.latest)
+        follower.series = cmd.series
         self.follow(follower)
         try:
             items = [
-                _entity_json(d, await self.latest_of(d, (cmd.fields, follower.latest)))
+                _entity_json(
+                    d,
+                    await self.latest_of(d, (cmd.fields, follower.latest)),
+                    await self.series_of(follower, d),
+                )
                 for d in page.data
             ]
         except BaseException:
@@ -363,17 +405,48 @@ class ApiSession(Session):
             follower.send_update(early)
 
     async def _watch_more(self, cmd: EntityDataRequest) -> None:
-        """ENTITY_DATA without a query (ThingsBoard's UI sends one to add a latestCmd to a
-        subscription): follow the new keys and send their values."""
+        """ENTITY_DATA without a query, for an open cmdId (ThingsBoard's UI sends one to add
+        a latestCmd, or a new historyCmd/tsCmd when the time window changes): follow the new
+        keys and the new window, and send their values as an `update` (the page is out)."""
         follower = self.subscriptions.get(cmd.cmd_id)
         if not isinstance(follower, EntityFollower):
             raise BadCommand("Query is empty!")  # ThingsBoard's words
         new = follower.watch(cmd.latest)
-        if new:
-            devices = follower.devices.values()
-            follower.send_update(
-                [_entity_json(d, await self.latest_of(d, ((), new))) for d in devices]
-            )
+        if cmd.series is not None:
+            follower.series, follower.newest, follower.early = cmd.series, {}, []
+        elif not new:
+            return
+        try:
+            update = [
+                _entity_json(
+                    d, await self.latest_of(d, ((), new)), await self.series_of(follower, d)
+                )
+                for d in follower.devices.values()
+            ]
+        finally:
+            early, follower.early = follower.early, None
+        follower.send_update(update + (early or []))
+
+    async def series_of(self, follower: EntityFollower, device: Device) -> TimeSeries:
+        """EntityData.timeseries of one device for the follower's historyCmd or tsCmd: each
+        key's points in the window (an empty list when it has none), newest first, with
+        the newest one before the window when fetchLatestPreviousPoint asks, as
+        ThingsBoard's handleGetTsCmd."""
+        series = follower.series
+        if series is None:
+            return {}
+        window, store = series.window, self.ctx.store
+        before = replace(window, start=max(0, window.start - PREVIOUS_POINT_MS), end=window.start)
+        out: TimeSeries = {}
+        for key in series.keys:
+            points = await window_points(store, device.key, key, window, descending=True)
+            if series.previous and window.start > 0:
+                one = replace(before, limit=1)
+                points += await window_points(store, device.key, key, one, descending=True)
+            out[key] = [{"ts": ts, "value": as_text(v)} for ts, v in points]
+            if points and series.live:
+                follower.newest[device.key, key] = max(ts for ts, _ in points)
+        return out
 
     async def _on_entity_count(self, cmd: EntityCountRequest) -> None:
         count = len(await self.devices_of(cmd.devices))

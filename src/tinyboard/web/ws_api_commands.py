@@ -4,10 +4,12 @@ command by its `type`, parsed into checked values.
 Strategy: the same typed readers as the legacy commands (`ws_commands`); TIMESERIES,
 TIMESERIES_HISTORY and ATTRIBUTES are the legacy commands under a type name. The query
 commands (ENTITY_DATA, ENTITY_COUNT, ALARM_DATA, ALARM_COUNT) become a `DeviceFilter`, a
-`Page` and an `AlarmFilter`. What tinyboard cannot answer faithfully (another entity type,
-key filters, ENTITY_DATA's time-series parts) is refused with BAD_REQUEST naming what is
-supported, never half-answered. Shapes: ThingsBoard's `WsCommandsWrapper`, `EntityDataCmd`,
-`AlarmDataCmd`, `AlarmCountCmd`, `EntityDataQuery`, `AlarmDataPageLink`, `AlarmStatusFilter`.
+`Page` and an `AlarmFilter`; ENTITY_DATA's historyCmd and tsCmd a `SeriesRequest` over the
+legacy commands' `Window`. What tinyboard cannot answer faithfully (another entity type,
+key filters, aggHistoryCmd/aggTsCmd, calendar intervals) is refused with BAD_REQUEST naming
+what is supported, never half-answered. Shapes: ThingsBoard's `WsCommandsWrapper`,
+`EntityDataCmd`, `EntityHistoryCmd`, `TimeSeriesCmd`, `AlarmDataCmd`, `AlarmCountCmd`,
+`EntityDataQuery`, `AlarmDataPageLink`, `AlarmStatusFilter`.
 """
 
 from __future__ import annotations
@@ -17,17 +19,20 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from tinyboard.core.models import SEVERITIES, Alarm, AlarmStatus, Device
+from tinyboard.web.telemetry import MAX_TS
 from tinyboard.web.ws_commands import (
     BadCommand,
     Command,
     Parser,
     Refused,
     Unsubscribe,
+    Window,
     attr_subscribe,
     history,
     integer_field,
     no_nul,
     read_command,
+    read_window,
     shown,
     text_field,
     ts_subscribe,
@@ -53,7 +58,9 @@ KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
 LATEST_TYPES = frozenset(KEY_TYPES) - {"ENTITY_FIELD", "ALARM_FIELD"}
 SORT_TYPES = frozenset({"ENTITY_FIELD", "ALARM_FIELD"})
 FILTERS = ("singleEntity", "entityList", "entityType", "deviceType", "entityName")
-ENTITY_DATA_PARTS = ("tsCmd", "historyCmd", "aggHistoryCmd", "aggTsCmd")
+ENTITY_DATA_PARTS = ("aggHistoryCmd", "aggTsCmd")
+PREVIOUS_POINT_MS = 365 * 24 * 3600 * 1000
+"""How far back fetchLatestPreviousPoint looks before startTs, as ThingsBoard (365 days)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +144,27 @@ _STATUS_FLAGS: tuple[tuple[AlarmStatus, bool, bool], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesRequest:
+    """ENTITY_DATA's historyCmd (`live` False) or tsCmd (`live` True): the page's devices'
+    points of `keys` in `window`; a tsCmd then follows their new points."""
+
+    keys: tuple[str, ...]
+    window: Window
+    live: bool
+    previous: bool
+    """fetchLatestPreviousPoint: also the newest point before the window."""
+
+
+@dataclass(frozen=True, slots=True)
 class EntityDataRequest:
     cmd_id: int
     devices: DeviceFilter | None
-    """None: the command has no query, only new `latest` keys for its subscription."""
+    """None: the command has no query, only new `latest` keys or a new `series` for its
+    subscription."""
     page: Page | None
     fields: tuple[str, ...]
     latest: tuple[EntityKey, ...]
+    series: SeriesRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,21 +231,60 @@ def _unsubscribe(cmd_id: int, _: dict[str, Any], __: int) -> ApiCommand:
     return Unsubscribe(cmd_id)
 
 
-def _entity_data(cmd_id: int, cmd: dict[str, Any], _: int) -> ApiCommand:
+def _entity_data(cmd_id: int, cmd: dict[str, Any], now: int) -> ApiCommand:
     for part in ENTITY_DATA_PARTS:
         if cmd.get(part) is not None:
             raise BadCommand(
-                f"ENTITY_DATA's {part} is not supported: ask for latest values here and send "
-                "a TIMESERIES command for the series"
+                f"ENTITY_DATA's {part} is not supported: use historyCmd or tsCmd with an agg"
             )
     latest_cmd = _object(cmd, "latestCmd")
     extra = _entity_keys(latest_cmd, "keys", LATEST_TYPES) if latest_cmd else ()
+    series = _series(cmd, now)
     query = _object(cmd, "query")
     if not query:
-        return EntityDataRequest(cmd_id, None, None, (), extra)
+        return EntityDataRequest(cmd_id, None, None, (), extra, series)
     fields, latest = _fields_and_latest(query)
     page = _page(query)
-    return EntityDataRequest(cmd_id, _entity_filter(query), page, fields, _union(latest, extra))
+    devices = _entity_filter(query)
+    return EntityDataRequest(cmd_id, devices, page, fields, _union(latest, extra), series)
+
+
+def _series(cmd: dict[str, Any], now: int) -> SeriesRequest | None:
+    """ThingsBoard's EntityHistoryCmd ([startTs, endTs)) or TimeSeriesCmd ([startTs,
+    startTs + timeWindow), then live)."""
+    history, live = _object(cmd, "historyCmd"), _object(cmd, "tsCmd")
+    if history is not None and live is not None:
+        raise BadCommand("send ENTITY_DATA's historyCmd or its tsCmd, not both")
+    spec = history if history is not None else live
+    if spec is None:
+        return None
+    if (text_field(spec, "intervalType") or "MILLISECONDS") != "MILLISECONDS":
+        raise BadCommand(
+            "tinyboard has no calendar buckets: aggregate with intervalType MILLISECONDS and "
+            "an interval in milliseconds"
+        )
+    start = integer_field(spec, "startTs", 0)
+    if history is not None:
+        end = integer_field(spec, "endTs", now + 1)
+    else:
+        end = min(start + integer_field(spec, "timeWindow", 0), MAX_TS)
+    previous = spec.get("fetchLatestPreviousPoint") or False
+    if not isinstance(previous, bool):
+        raise BadCommand(f"fetchLatestPreviousPoint must be true or false, not {shown(previous)}")
+    keys = _key_names(spec)
+    return SeriesRequest(keys, read_window(spec, start, end), live is not None, previous)
+
+
+def _key_names(spec: dict[str, Any]) -> tuple[str, ...]:
+    raw = spec.get("keys")
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or len(raw) > MAX_LIST
+        or not all(isinstance(k, str) and k for k in raw)
+    ):
+        raise BadCommand(f'keys must list 1 to {MAX_LIST} time-series keys, such as ["temp"]')
+    return tuple(dict.fromkeys(no_nul("keys", k) for k in raw))
 
 
 def _entity_count(cmd_id: int, cmd: dict[str, Any], _: int) -> ApiCommand:

@@ -155,13 +155,13 @@ def ts_subscribe(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
     if unsubscribe_field(cmd):
         return Unsubscribe(cmd_id)
     start, window = integer_field(cmd, "startTs", 0), integer_field(cmd, "timeWindow", 0)
-    past = _window(cmd, start or max(0, now - window), now + 1) if start or window else None
+    past = read_window(cmd, start or max(0, now - window), now + 1) if start or window else None
     return TsSubscribe(cmd_id, entity_field(cmd), keys_field(cmd), past)
 
 
 def history(cmd_id: int, cmd: dict[str, Any], now: int) -> Command:
     start, end = integer_field(cmd, "startTs", 0), integer_field(cmd, "endTs", now + 1)
-    return HistoryRequest(cmd_id, entity_field(cmd), keys_field(cmd), _window(cmd, start, end))
+    return HistoryRequest(cmd_id, entity_field(cmd), keys_field(cmd), read_window(cmd, start, end))
 
 
 def attr_subscribe(cmd_id: int, cmd: dict[str, Any], _: int) -> Command:
@@ -182,7 +182,9 @@ _PARSERS: dict[str, Parser[Command]] = {
 }
 
 
-def _window(cmd: dict[str, Any], start: int, end: int) -> Window:
+def read_window(cmd: dict[str, Any], start: int, end: int) -> Window:
+    """`agg`, `interval` and `limit` of a command over [start, end). As ThingsBoard (and the
+    REST route), `limit` counts raw points only: an aggregation answers every bucket."""
     agg = text_field(cmd, "agg") or "NONE"
     if agg not in AGGREGATIONS:
         raise BadCommand(f"agg must be one of {', '.join(AGGREGATIONS)}")
@@ -190,6 +192,8 @@ def _window(cmd: dict[str, Any], start: int, end: int) -> Window:
     if agg != "NONE" and interval <= 0:
         raise BadCommand("an aggregation needs interval > 0 (milliseconds per bucket)")
     limit = integer_field(cmd, "limit", 0, MAX_LIMIT) or DEFAULT_LIMIT
+    if agg != "NONE":
+        limit = max(1, min(-(-(end - start) // interval), MAX_LIMIT))
     return Window(start, end, interval, agg, limit)
 
 
