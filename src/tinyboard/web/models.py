@@ -101,7 +101,10 @@ class DeviceIn(BaseModel):
     @field_validator("additionalInfo")
     @classmethod
     def _bounded(cls, info: dict[str, Any] | None) -> dict[str, Any] | None:
-        size = 0 if info is None else len(orjson.dumps(info))
+        try:
+            size = 0 if info is None else len(orjson.dumps(info))
+        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates, depth
+            raise ValueError(f"cannot be stored as JSON ({exc}); send plain JSON") from None
         if size > MAX_ADDITIONAL_INFO:
             raise ValueError(f"is {size} bytes as JSON; at most {MAX_ADDITIONAL_INFO}")
         return info
