@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -14,6 +15,17 @@ from tinyboard.storage import open_store
 from tinyboard.storage.base import Store
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def needed_tool(name: str, package: str) -> str:
+    """The path of a program a test runs; a skip without it, but a failure under CI=true,
+    where `.ci/run` installs `package`."""
+    found = shutil.which(name)
+    if found is None:
+        if IN_CI:
+            pytest.fail(f"{name} is missing; .ci/run installs it (apt-get install {package})")
+        pytest.skip(f"needs {name} (apt-get install {package})")
+    return found
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from tests.conftest import needed_tool
 from tests.helpers import TINYBOARD, ServeProcess
 from tests.test_dashboard import ADMIN, PHONE, api, base, browser, log_in
 from tests.test_firmware import CORE, FIRMWARE, STRICT, run_sketch, tool
@@ -115,6 +116,8 @@ def test_snippets_copied_from_the_dialog_store_readings(
 ) -> None:
     """Opened via 127.0.0.1 (as on the server's own screen): the snippets name the LAN address
     a board needs and the ports the server is really on, and each one works as pasted."""
+    needed_tool("mosquitto_pub", "mosquitto-clients")
+    needed_tool("curl", "curl")
     host = lan_host()
     ports = {"line_port": lan_served.line_port, "mqtt_port": lan_served.mqtt_port}
     assert all(ports[k] != NON_DEFAULT[k] for k in ports)

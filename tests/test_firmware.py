@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import IN_CI
+from tests.conftest import needed_tool
 from tests.helpers import ServerThread
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp8266"
@@ -21,12 +18,7 @@ STRICT = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        if IN_CI:
-            pytest.fail(f"{name} is missing; .ci/run installs it")
-        pytest.skip(f"needs {name} (apt-get install g++ gcc-xtensa-lx106)")
-    return found
+    return needed_tool(name, "g++ gcc-xtensa-lx106")
 
 
 def build_sketch(tmp_path: Path, port: int, token: str, interval_ms: int = 200) -> Path:

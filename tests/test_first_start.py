@@ -19,14 +19,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.conftest import needed_tool
 from tests.helpers import TINYBOARD, ServeProcess, tinyboard
 from tinyboard.addresses import lan_ipv4
 
 REPO = Path(__file__).resolve().parents[1]
-needs_mosquitto_pub = pytest.mark.skipif(
-    shutil.which("mosquitto_pub") is None or shutil.which("curl") is None,
-    reason="needs mosquitto_pub and curl (Debian: mosquitto-clients, curl)",
-)
+
+
+@pytest.fixture
+def clients() -> None:
+    """The programs the printed lines name (a failure under CI=true, which installs them)."""
+    needed_tool("mosquitto_pub", "mosquitto-clients")
+    needed_tool("curl", "curl")
 
 
 def printed(output: str, command: str) -> str:
@@ -67,7 +71,7 @@ def run_lines_and_check_stored(
         before = after
 
 
-@needs_mosquitto_pub
+@pytest.mark.usefixtures("clients")
 def test_serve_prints_lines_that_store_a_reading_on_its_own_ports(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = ServeProcess(data, "--bind", "0.0.0.0", "--no-dashboard")
@@ -173,7 +177,7 @@ class DemoProcess:
         return self.proc.returncode, err
 
 
-@needs_mosquitto_pub
+@pytest.mark.usefixtures("clients")
 def test_demo_moves_off_a_taken_default_mqtt_port_and_says_where(tmp_path: Path) -> None:
     with taken_port(1883):  # the default: Mosquitto's port, often taken
         demo = DemoProcess(tmp_path, "--bind", "127.0.0.1", "--line-port", "0", "--http-port", "0")
