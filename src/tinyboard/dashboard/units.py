@@ -50,11 +50,16 @@ class KeyUnit:
 PLAIN = KeyUnit()
 
 
-async def read_units(store: Store, device: Device) -> dict[str, KeyUnit]:
-    """The device's units: its server attribute over its profile's."""
+async def read_units(
+    store: Store, device: Device, profile: dict[str, KeyUnit] | None = None
+) -> dict[str, KeyUnit]:
+    """The device's units: its server attribute over its profile's (`profile`, when the
+    caller read them already for several devices of one profile)."""
     values = await store.attributes(device.key, "SERVER", [ATTRIBUTE])
     own = parse_units(values[ATTRIBUTE][1]) if ATTRIBUTE in values else {}
-    return {**await profile_units(store, device.profile_id), **own}
+    if profile is None:
+        profile = await profile_units(store, device.profile_id)
+    return {**profile, **own}
 
 
 async def units_by_id(store: Store, device_id: str) -> dict[str, KeyUnit]:

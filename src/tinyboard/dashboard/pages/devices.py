@@ -16,7 +16,7 @@ from tinyboard.dashboard.pages.alarm_table import SEVERITY_COLORS
 from tinyboard.dashboard.pages.frame import ago, frame, notify_error, signed_in, to_login
 from tinyboard.dashboard.presence import presence_now
 from tinyboard.dashboard.state import MOUNT, current
-from tinyboard.dashboard.units import PLAIN, read_units
+from tinyboard.dashboard.units import PLAIN, KeyUnit, profile_units, read_units
 from tinyboard.errors import TinyboardError
 
 PAGE_SIZE = 25
@@ -76,13 +76,15 @@ fit."""
 PHONE = "Quasar.Screen.lt.sm"
 
 
-async def device_row(device: Device) -> dict[str, Any]:
+async def device_row(device: Device, profile: dict[str, KeyUnit]) -> dict[str, Any]:
+    """A row of the table; `profile` is the units of the device's profile, read once per
+    refresh for all the devices of that profile."""
     ctx = current().ctx
     state, latest = await presence_now(ctx, device)
     alarms = ctx.alarms.open_alarms(device.key)
     worst = min((SEVERITIES.index(a.severity) for a in alarms), default=None)
     shown = sorted(latest.items())[:LATEST_SHOWN]
-    units = await read_units(ctx.store, device) if shown else {}
+    units = await read_units(ctx.store, device, profile) if shown else {}
     values = ", ".join(f"{k}: {units.get(k, PLAIN).show(v)}" for k, (_, v) in shown)
     if len(latest) > LATEST_SHOWN:
         values += f" (+{len(latest) - LATEST_SHOWN})"
@@ -157,7 +159,8 @@ class DeviceList:
         self.page = min(self.page, pages - 1)
         first = self.page * PAGE_SIZE
         devices = await store.list_devices(text_search=self.search, limit=PAGE_SIZE, offset=first)
-        self.table.rows = [await device_row(d) for d in devices]
+        profiles = {p: await profile_units(store, p) for p in {d.profile_id for d in devices}}
+        self.table.rows = [await device_row(d, profiles[d.profile_id]) for d in devices]
         self.table.update()
         nothing_at_all = total == 0 and not self.search
         self.empty.set_visibility(nothing_at_all)
