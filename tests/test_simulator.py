@@ -215,11 +215,13 @@ def test_simulate_command_with_a_tokens_file(server: ServerThread, tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     match = re.search(
-        r"3 boards, [\d.]+ s: (\d+) readings taken, (\d+) acknowledged", result.stdout
+        r"3 boards, ([\d.]+) s: (\d+) readings taken, (\d+) acknowledged", result.stdout
     )
     assert match, result.stdout
-    taken, acked = int(match.group(1)), int(match.group(2))
-    assert 40 <= taken <= 80 and acked == taken  # 30/s for 2 s
+    elapsed, taken, acked = float(match.group(1)), int(match.group(2)), int(match.group(3))
+    # paced at 30/s over the run it reports (plus one second's worth for the start), not
+    # as fast as the server acks; a loaded machine stretches the run, not the rate
+    assert 0 < taken <= 30 * (elapsed + 1) and acked == taken
     stored_total = sum(len(stored(server, d.name, "temperature")) for d in devices[::2])
     stored_total += len(stored(server, devices[1].name, "light"))
     assert stored_total == acked
