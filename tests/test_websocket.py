@@ -7,6 +7,7 @@ import base64
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -213,3 +214,44 @@ async def test_a_slow_subscriber_is_dropped_and_ingestion_goes_on(server: Server
     assert response.status_code == 200 and time.monotonic() - started < 5
     # The server closes its side once the close frame could not be delivered in time.
     sock.close()
+
+
+async def test_history_over_the_points_limit_is_refused(tmp_path: Path) -> None:
+    server = ServerThread(tmp_path / "data", ws_max_points=10).start()
+    try:
+        device = server.add_device("ws-capped")
+        readings = [(device.key, k, ts, ts) for k in "ab" for ts in range(0, 6000, 1000)]
+        server.call(server.server.store.write(readings, []))
+
+        def history(cmd_id: int, keys: str, **extra: Any) -> dict[str, Any]:
+            return {
+                "cmdId": cmd_id,
+                "entityType": "DEVICE",
+                "entityId": device.id,
+                "keys": keys,
+                "startTs": 0,
+                "endTs": 10_000,
+                **extra,
+            }
+
+        async with connect(ws_url(server, jwt_of(server))) as ws:
+            await ws.send(
+                orjson.dumps({"historyCmds": [history(1, "a,b"), history(2, "a")]}).decode()
+            )
+            refused, answered = await receive(ws), await receive(ws)
+            assert (refused["subscriptionId"], refused["errorCode"]) == (1, 2)
+            assert "more than 10 points" in refused["errorMsg"] and refused["data"] == {}
+            assert answered["subscriptionId"] == 2 and len(answered["data"]["a"]) == 6
+
+            # a subscription whose first window is over the limit does not start
+            sub = history(3, "a,b", timeWindow=time.time_ns() // 1_000_000)  # from 1970 on
+            del sub["startTs"], sub["endTs"]
+            await ws.send(orjson.dumps({"tsSubCmds": [sub]}).decode())
+            assert (await receive(ws))["errorCode"] == 2
+            await asyncio.to_thread(
+                httpx.post, f"{server.base_url}/api/v1/{device.token}/telemetry", json={"a": 1}
+            )
+            with pytest.raises(TimeoutError):
+                await receive(ws, timeout=0.5)
+    finally:
+        server.stop()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -580,3 +581,52 @@ async def test_entity_data_history_aggregation_matches_the_rest_route(
     assert response.status_code == 200, response.text
     assert entity["timeseries"] == response.json()
     assert [p["ts"] for p in entity["timeseries"]["temp"]] == [5000, 3000, 1000]  # every bucket
+
+
+@pytest.fixture
+def small_answers(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server whose WebSocket answers hold at most 10 points (`--ws-max-points 10`)."""
+    running = ServerThread(tmp_path / "data", ws_max_points=10).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_entity_data_history_over_the_points_limit_is_refused_whole(
+    small_answers: ServerThread,
+) -> None:
+    server = small_answers
+    a, b = server.add_device("ws-api-cap-a"), server.add_device("ws-api-cap-b")
+    readings = [(d.key, "temp", ts, ts) for d in (a, b) for ts in range(1000, 7000, 1000)]
+    server.call(server.server.store.write(readings, []))
+    both = [a.id, b.id]
+    async with connect(url(server)) as ws:
+        # 2 devices x 6 points: over 10, so nothing of it is sent
+        too_many = series_cmd(51, "historyCmd", ["temp"], startTs=0, endTs=10_000)
+        await ws.send(first_message(jwt_of(server), with_query(too_many, both)))
+        refused = await receive(ws)
+        assert (refused["subscriptionId"], refused["errorCode"]) == (51, 2)
+        assert "more than 10 points" in refused["errorMsg"]
+        assert refused["data"] == {}
+
+        # 2 x 5 points fits exactly
+        fits = series_cmd(52, "historyCmd", ["temp"], startTs=0, endTs=10_000, limit=5)
+        await ws.send(cmds(with_query(fits, both)))
+        answered = await receive(ws)
+        assert answered["cmdId"] == 52 and answered["errorCode"] == 0
+        counts = [len(series_of(answered["data"]["data"], d)["temp"]) for d in both]
+        assert counts == [5, 5]
+
+        # buckets count as points: 2 x 6 one-second buckets with data
+        buckets = series_cmd(53, "historyCmd", ["temp"], startTs=0, endTs=10_000, limit=1)
+        buckets["historyCmd"].update(agg="AVG", interval=1000)
+        await ws.send(cmds(with_query(buckets, both)))
+        assert (await receive(ws))["errorMsg"].startswith("this command's answer")
+
+        # a new window too big for an open command ends it: no live updates afterwards
+        wide = series_cmd(52, "historyCmd", ["temp"], startTs=0, endTs=10_000)
+        await ws.send(cmds(wide))
+        assert (await until(ws, of(52)))["errorCode"] == 2
+        await asyncio.to_thread(post_telemetry, server, a.token, {"temp": 1})
+        await nothing_before_barrier(ws)

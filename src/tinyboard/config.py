@@ -83,6 +83,7 @@ class Config:
     login_delay: float = 1.0
     login_max_delay: float = 300.0
     login_budget: int = 100
+    ws_max_points: int = 100_000
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -295,6 +296,13 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.login_budget,
         "Failed logins one address may make per hour, over every account.",
     ),
+    Setting(
+        "ws_max_points",
+        int,
+        _DEFAULT.ws_max_points,
+        "Most points (or aggregation buckets) one WebSocket command's answer may hold, over "
+        "all its keys and devices; a command asking for more is refused.",
+    ),
 )
 
 _AT_LEAST = {
@@ -308,6 +316,7 @@ _AT_LEAST = {
     "max_clock_lead": 1,
     "line_idle_timeout": 0,
     "packet_timeout": 1,
+    "ws_max_points": 1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

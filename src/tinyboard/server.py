@@ -236,6 +236,7 @@ class Server:
             logins=self.logins,
             max_payload=self.config.max_packet,
             metrics_token=self.config.metrics_token,
+            ws_max_points=self.config.ws_max_points,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

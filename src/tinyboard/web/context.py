@@ -41,3 +41,5 @@ class WebContext:
     max_payload: int = 65536
     metrics_token: str = ""
     """`--metrics-token`: a bearer token for Prometheus (empty: only an admin's JWT)."""
+    ws_max_points: int = 100_000
+    """`--ws-max-points`: the points one WebSocket command's answer may hold."""

@@ -281,10 +281,10 @@ class Session:
     async def _history_data(
         self, device: Device, keys: frozenset[str] | None, window: Window
     ) -> Data:
-        store = self.ctx.store
+        store, budget = self.ctx.store, PointBudget(self.ctx.ws_max_points)
         data: Data = {}
         for key in sorted(keys) if keys else await store.ts_keys(device.key):
-            points = await window_points(store, device.key, key, window, descending=False)
+            points = await window_points(store, device.key, key, window, budget, descending=False)
             if points:
                 data[key] = [[ts, as_text(v)] for ts, v in points]
         return data
@@ -305,21 +305,46 @@ Session.HANDLERS = {
 }
 
 
+class PointBudget:
+    """What is left of the points one command's answer may hold (`--ws-max-points`, over
+    all its keys and devices). A history answer is built whole before it is sent, so this
+    bounds the memory and time one command can cost; each store call reads at most one
+    point past it, so refusing a command costs no more than the limit. Over it, the command
+    is refused with BAD_REQUEST, never answered in part."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.left = total
+
+    def limit(self, wanted: int) -> int:
+        return min(wanted, self.left + 1)
+
+    def spend(self, points: int) -> None:
+        self.left -= points
+        if self.left < 0:
+            raise BadCommand(
+                f"this command's answer would hold more than {self.total} points: ask for "
+                "fewer keys or devices, a shorter time window, a smaller limit or a coarser "
+                "aggregation interval"
+            )
+
+
 async def window_points(
-    store: Store, device: int, key: str, window: Window, *, descending: bool
+    store: Store, device: int, key: str, window: Window, budget: PointBudget, *, descending: bool
 ) -> list[TsValue]:
-    """The points (or buckets) of one key in `window`: the one store call every WebSocket
-    history answer makes."""
-    return await store.aggregate(
+    """The points (or buckets) of one key in `window`, charged to `budget`: the one store call
+    every WebSocket history answer makes."""
+    points = await store.aggregate(
         device,
         key,
         start_ts=window.start,
         end_ts=window.end,
         interval=window.interval,
         agg=window.agg,
-        limit=window.limit,
+        limit=budget.limit(window.limit),
         descending=descending,
     )
+    budget.spend(len(points))
+    return points
 
 
 def error_code(exc: TinyboardError) -> int:

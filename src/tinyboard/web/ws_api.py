@@ -41,6 +41,7 @@ from tinyboard.web.tokens import AuthError
 from tinyboard.web.ws import (
     POLICY_VIOLATION,
     Follower,
+    PointBudget,
     Session,
     close_socket,
     error_code,
@@ -379,12 +380,13 @@ class ApiSession(Session):
         follower.watch(cmd.latest)
         follower.series = cmd.series
         self.follow(follower)
+        budget = PointBudget(self.ctx.ws_max_points)
         try:
             items = [
                 _entity_json(
                     d,
                     await self.latest_of(d, (cmd.fields, follower.latest)),
-                    await self.series_of(follower, d),
+                    await self.series_of(follower, d, budget),
                 )
                 for d in page.data
             ]
@@ -416,18 +418,26 @@ class ApiSession(Session):
             follower.series, follower.newest, follower.early = cmd.series, {}, []
         elif not new:
             return
+        budget = PointBudget(self.ctx.ws_max_points)
         try:
             update = [
                 _entity_json(
-                    d, await self.latest_of(d, ((), new)), await self.series_of(follower, d)
+                    d,
+                    await self.latest_of(d, ((), new)),
+                    await self.series_of(follower, d, budget),
                 )
                 for d in follower.devices.values()
             ]
+        except BaseException:
+            self._unsubscribe(cmd.cmd_id)
+            raise
         finally:
             early, follower.early = follower.early, None
         follower.send_update(update + (early or []))
 
-    async def series_of(self, follower: EntityFollower, device: Device) -> TimeSeries:
+    async def series_of(
+        self, follower: EntityFollower, device: Device, budget: PointBudget
+    ) -> TimeSeries:
         """EntityData.timeseries of one device for the follower's historyCmd or tsCmd: each
         key's points in the window (an empty list when it has none), newest first, with
         the newest one before the window when fetchLatestPreviousPoint asks, as
@@ -439,10 +449,10 @@ class ApiSession(Session):
         before = replace(window, start=max(0, window.start - PREVIOUS_POINT_MS), end=window.start)
         out: TimeSeries = {}
         for key in series.keys:
-            points = await window_points(store, device.key, key, window, descending=True)
+            points = await window_points(store, device.key, key, window, budget, descending=True)
             if series.previous and window.start > 0:
                 one = replace(before, limit=1)
-                points += await window_points(store, device.key, key, one, descending=True)
+                points += await window_points(store, device.key, key, one, budget, descending=True)
             out[key] = [{"ts": ts, "value": as_text(v)} for ts, v in points]
             if points and series.live:
                 follower.newest[device.key, key] = max(ts for ts, _ in points)
