@@ -21,6 +21,9 @@ from tb_rest_client.models.models_ce import (
     PageDataDeviceInfo,
     PageDataDeviceProfile,
     PageDataDeviceProfileInfo,
+    Tenant,
+    TenantId,
+    TenantInfo,
     User,
 )
 from tb_rest_client.rest import ApiException
@@ -68,6 +71,42 @@ def test_login_and_the_user(client: RestClientCE, server: ServerThread) -> None:
     assert (user.tenant_id.entity_type, user.tenant_id.id) == ("TENANT", TENANT_UUID)
     assert (user.customer_id.entity_type, user.customer_id.id) == ("CUSTOMER", NULL_UUID)
     assert user.created_time > 0 and user.first_name is None
+
+
+def test_the_tenant_is_readable_and_tenant_admin_s_limits_are_403(
+    client: RestClientCE, server: ServerThread
+) -> None:
+    own = TenantId(TENANT_UUID, "TENANT")
+    tenant = client.get_tenant_by_id(own)
+    assert isinstance(tenant, Tenant)
+    assert (tenant.id.id, tenant.title, tenant.name) == (TENANT_UUID, "tinyboard", "tinyboard")
+    assert tenant.created_time == client.get_user().created_time  # the first start
+    info = client.get_tenant_info_by_id(own)
+    assert isinstance(info, TenantInfo) and info.tenant_profile_name == "Default"
+    assert info.tenant_profile_id.entity_type == "TENANT_PROFILE"
+
+    # ThingsBoard looks the tenant up first: another tenant's id is not found for anyone
+    with pytest.raises(ApiException) as other:
+        client.get_tenant_by_id(TenantId(str(uuid.uuid4()), "TENANT"))
+    assert other.value.status == 404 and error_of(other)["errorCode"] == 32
+
+    # listing, creating and deleting tenants is a system administrator's
+    for call in (
+        lambda: client.get_tenants(page_size=10, page=0),
+        lambda: client.get_tenant_infos(page_size=10, page=0),
+        lambda: client.save_tenant(Tenant(title="another")),
+        lambda: client.delete_tenant(own),
+    ):
+        with pytest.raises(ApiException) as denied:
+            call()
+        body = error_of(denied)
+        assert (denied.value.status, body["errorCode"]) == (403, 20)
+        assert body["message"] == "You don't have permission to perform this operation!"
+    assert client.get_tenant_by_id(own).id.id == TENANT_UUID  # still there
+
+    with httpx.Client(base_url=server.base_url, headers=login(server)) as rest:
+        assert rest.get("/api/tenant/not-a-uuid").status_code == 400
+    assert httpx.get(f"{server.base_url}/api/tenants?pageSize=1&page=0").status_code == 401
 
 
 def test_a_saved_device_s_token_works_over_mqtt(client: RestClientCE, server: ServerThread) -> None:

@@ -18,6 +18,7 @@ from tinyboard.web import (
     rest,
     rpc,
     telemetry,
+    tenants,
     ws,
     ws_api,
 )
@@ -42,8 +43,8 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
-    modules = (auth, device_api, devices, profiles, rest, telemetry, rpc, alarms, ws, ws_api)
-    for module in (*modules, metrics):
+    modules = (auth, device_api, devices, profiles, tenants, rest, telemetry, rpc, alarms)
+    for module in (*modules, ws, ws_api, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -18,12 +18,22 @@ from pydantic import BaseModel
 from tinyboard.errors import PayloadError
 
 EntityType = Literal[
-    "TENANT", "CUSTOMER", "USER", "DEVICE", "DEVICE_PROFILE", "ALARM", "DASHBOARD", "OTA_PACKAGE"
+    "TENANT",
+    "TENANT_PROFILE",
+    "CUSTOMER",
+    "USER",
+    "DEVICE",
+    "DEVICE_PROFILE",
+    "ALARM",
+    "DASHBOARD",
+    "OTA_PACKAGE",
 ]
 NULL_UUID = "13814000-1dd2-11b2-8080-808080808080"
 """ThingsBoard's EntityId.NULL_UUID: a reference to nothing (e.g. a device of no customer)."""
 TENANT_UUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tinyboard:tenant"))
 """tinyboard has one tenant; its id is the same on every install, like a constant name."""
+TENANT_PROFILE_UUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tinyboard:tenant-profile"))
+"""The one tenant's profile (ThingsBoard's "Default" tenant profile)."""
 
 
 class EntityId(BaseModel):

@@ -22,7 +22,8 @@ from tinyboard.errors import (
 from tinyboard.web.tokens import AuthError
 
 # ThingsBoard's errorCode values (ThingsboardErrorCode).
-GENERAL, AUTHENTICATION, BAD_REQUEST, ITEM_NOT_FOUND, TOO_MANY_REQUESTS = 2, 10, 31, 32, 33
+GENERAL, AUTHENTICATION, PERMISSION_DENIED = 2, 10, 20
+BAD_REQUEST, ITEM_NOT_FOUND, TOO_MANY_REQUESTS = 31, 32, 33
 
 
 def error_body(status: int, message: str, code: int = GENERAL) -> dict[str, object]:
@@ -43,8 +44,17 @@ class PayloadTooLarge(TinyboardError):
     """A device message over --max-packet (HTTP 413)."""
 
 
+class PermissionDenied(TinyboardError):
+    """A valid user calling what their authority may not (HTTP 403), in ThingsBoard's
+    words."""
+
+    def __init__(self, message: str = "You don't have permission to perform this operation!"):
+        super().__init__(message)
+
+
 _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (AuthError, 401, AUTHENTICATION),
+    (PermissionDenied, 403, PERMISSION_DENIED),
     (LoginThrottled, 429, TOO_MANY_REQUESTS),
     (OverLimit, 429, TOO_MANY_REQUESTS),
     (PayloadTooLarge, 413, BAD_REQUEST),
