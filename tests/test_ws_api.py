@@ -257,7 +257,15 @@ async def test_entity_data_page_then_live_latest_values(server: ServerThread) ->
         assert update["data"] is None and update["cmdUpdateType"] == "ENTITY_DATA"
         [changed] = update["update"]
         assert changed["entityId"] == {"entityType": "DEVICE", "id": a.id}
-        assert changed["latest"]["TIME_SERIES"]["temp"]["value"] == "22.5"
+        sent = changed["latest"]["TIME_SERIES"]["temp"]
+        assert sent["value"] == "22.5"
+        # older than the value sent: stale; the same ts and value again: a duplicate
+        # (ThingsBoard's sendLatestWsMsg drops both)
+        stale = {"ts": 1000, "values": {"temp": 3}}
+        again = {"ts": sent["ts"], "values": {"temp": 22.5}}
+        for values in (stale, again):
+            await asyncio.to_thread(post_telemetry, server, a.token, values)
+        await nothing_before_barrier(ws)
         await asyncio.to_thread(post_telemetry, server, other.token, {"temp": 1})
         await nothing_before_barrier(ws)  # a device not on the page sends nothing
 
@@ -540,12 +548,12 @@ async def test_entity_data_ts_cmd_window_then_live_points_with_latest(
         assert point["value"] == "6" and set(changed["timeseries"]) == {"temp"}
         assert changed["latest"]["TIME_SERIES"]["temp"] == point
 
-        # a point older than one sent is stale for the series (ThingsBoard's keyStates)
+        # a point older than one sent is stale for the series (ThingsBoard's keyStates) and
+        # for the latest value (sendLatestWsMsg): nothing is sent
         await asyncio.to_thread(
             post_telemetry, server, device.token, {"ts": now - 4000, "values": {"temp": 4}}
         )
-        stale = await until(ws, of(31))
-        assert stale["update"][0]["timeseries"] == {}
+        await nothing_before_barrier(ws)
 
         # a new window for the same cmdId: its points as an update, then live as before
         moved = series_cmd(31, "tsCmd", ["temp"], startTs=now - 4500, timeWindow=60_000)

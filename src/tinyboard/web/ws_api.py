@@ -112,6 +112,7 @@ def _field(device: Device, name: str) -> str:
         "name": device.name,
         "type": device.type,
         "label": device.label,
+        "title": device.name,  # ThingsBoard's alias for a device's name
         "createdTime": str(device.created_ts),
         "entityType": "DEVICE",
         "id": device.id,
@@ -166,9 +167,14 @@ class EntityFollower(Follower):
         self.newest: dict[tuple[int, str], int] = {}
         """The newest ts sent per (device, series key): an older point is stale, as
         ThingsBoard's keyStates."""
-        self.early: list[dict[str, Any]] | None = []
-        """Changes committed while the first page was read: sent right after it (None once
-        the page is out), so a client never gets an update before its page."""
+        self.sent: dict[tuple[int, str, str], dict[str, Any]] = {}
+        """The latest value sent per (device, key type, key): an update older than it is
+        stale and one equal to it a duplicate, both left out (ThingsBoard's
+        sendLatestWsMsg)."""
+        self.early: list[tuple[list[Reading], list[AttributeRow]]] | None = []
+        """Commits made while the first page was read (None once the page is out): handled
+        right after it, so a client never gets an update before its page, nor one older
+        than the page's values."""
 
     def watch(self, keys: Iterable[EntityKey]) -> tuple[EntityKey, ...]:
         """Follow `keys` too; the ones not followed before."""
@@ -177,6 +183,9 @@ class EntityFollower(Follower):
         return new
 
     def deliver(self, readings: list[Reading], rows: list[AttributeRow]) -> None:
+        if self.early is not None:
+            self.early.append((readings, rows))
+            return
         device = self.devices[readings[0][0] if readings else rows[0][0]]
         latest: Latest = {}
         series = {k.key for k in self.latest if k.type == "TIME_SERIES"}
@@ -187,9 +196,26 @@ class EntityFollower(Follower):
             for k in self.latest:
                 if k.key == key and scope in SCOPES_OF.get(k.type, ()):
                     _newest(latest.setdefault(k.type, {}), key, ts, value)
+        latest = self.fresh(device, latest)
         points = self._new_points(device, readings)
         if latest or points:
             self.send_update([_entity_json(device, latest, points)])
+
+    def fresh(self, device: Device, latest: Latest) -> Latest:
+        """`latest` without what is stale or already sent, remembered as sent."""
+        out: Latest = {}
+        for kind, values in latest.items():
+            for key, value in values.items():
+                before = self.sent.get((device.key, kind, key))
+                if (
+                    kind != "ENTITY_FIELD"
+                    and before is not None
+                    and (value["ts"] < before["ts"] or value == before)
+                ):
+                    continue
+                self.sent[device.key, kind, key] = value
+                out.setdefault(kind, {})[key] = value
+        return out
 
     def _new_points(self, device: Device, readings: list[Reading]) -> TimeSeries:
         """A tsCmd's share of one commit: its keys' points from the window's start on, none
@@ -205,10 +231,13 @@ class EntityFollower(Follower):
             self.newest[device.key, key] = max(p["ts"] for p in values)
         return points
 
+    def page_sent(self) -> None:
+        """The page (or a new window's update) is out: handle what came meanwhile."""
+        early, self.early = self.early, None
+        for readings, rows in early or ():
+            self.deliver(readings, rows)
+
     def send_update(self, update: list[dict[str, Any]]) -> None:
-        if self.early is not None:
-            self.early += update
-            return
         self.session.send(
             _message(
                 self.cmd_id,
@@ -385,7 +414,7 @@ class ApiSession(Session):
             items = [
                 _entity_json(
                     d,
-                    await self.latest_of(d, (cmd.fields, follower.latest)),
+                    follower.fresh(d, await self.latest_of(d, (cmd.fields, follower.latest))),
                     await self.series_of(follower, d, budget),
                 )
                 for d in page.data
@@ -402,9 +431,7 @@ class ApiSession(Session):
                 allowedEntities=MAX_PAGE_SIZE,
             )
         )
-        early, follower.early = follower.early, None
-        if early:
-            follower.send_update(early)
+        follower.page_sent()
 
     async def _watch_more(self, cmd: EntityDataRequest) -> None:
         """ENTITY_DATA without a query, for an open cmdId (ThingsBoard's UI sends one to add
@@ -415,15 +442,16 @@ class ApiSession(Session):
             raise BadCommand("Query is empty!")  # ThingsBoard's words
         new = follower.watch(cmd.latest)
         if cmd.series is not None:
-            follower.series, follower.newest, follower.early = cmd.series, {}, []
+            follower.series, follower.newest = cmd.series, {}
         elif not new:
             return
+        follower.early = []
         budget = PointBudget(self.ctx.ws_max_points)
         try:
             update = [
                 _entity_json(
                     d,
-                    await self.latest_of(d, ((), new)),
+                    follower.fresh(d, await self.latest_of(d, ((), new))),
                     await self.series_of(follower, d, budget),
                 )
                 for d in follower.devices.values()
@@ -431,9 +459,8 @@ class ApiSession(Session):
         except BaseException:
             self._unsubscribe(cmd.cmd_id)
             raise
-        finally:
-            early, follower.early = follower.early, None
-        follower.send_update(update + (early or []))
+        follower.send_update(update)
+        follower.page_sent()
 
     async def series_of(
         self, follower: EntityFollower, device: Device, budget: PointBudget
