@@ -638,3 +638,92 @@ async def test_entity_data_history_over_the_points_limit_is_refused_whole(
         assert (await until(ws, of(52)))["errorCode"] == 2
         await asyncio.to_thread(post_telemetry, server, a.token, {"temp": 1})
         await nothing_before_barrier(ws)
+
+
+@pytest.fixture
+def quick_pages(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server that runs dynamic pages' queries every 0.2 s (`--ws-page-refresh 0.2`)."""
+    running = ServerThread(tmp_path / "data", ws_page_refresh=0.2).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def dynamic(cmd: Doc) -> Doc:
+    """The entities table widget's query: `pageLink.dynamic` true."""
+    cmd["query"]["pageLink"]["dynamic"] = True
+    return cmd
+
+
+def page_ids(doc: Doc) -> list[str]:
+    return [e["entityId"]["id"] for e in doc["data"]["data"]]
+
+
+async def test_a_dynamic_page_follows_devices_that_come_and_go(quick_pages: ServerThread) -> None:
+    server = quick_pages
+    first = server.add_device("ws-dyn-a", type="thermo")
+    by_type = {"type": "deviceType", "deviceTypes": ["thermo"], "deviceNameFilter": ""}
+    async with connect(url(server)) as ws:
+        fixed = entity_data(2, by_type)
+        await ws.send(first_message(jwt_of(server), dynamic(entity_data(1, by_type)), fixed))
+        page, static = await each(ws, of(1), of(2))
+        assert page_ids(page) == page_ids(static) == [first.id]
+        # a key added later (latestCmd for the open cmdId) is followed on the next pages too
+        hum = {
+            "type": "ENTITY_DATA",
+            "cmdId": 1,
+            "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "hum"}]},
+        }
+        await ws.send(cmds(hum))
+        assert (await until(ws, of(1)))["update"] is not None
+
+        second = server.add_device("ws-dyn-b", type="thermo", label="new")
+        again = await until(ws, lambda d: of(1)(d) and d["data"] is not None, timeout=10)
+        assert (again["cmdUpdateType"], again["update"]) == ("ENTITY_DATA", None)
+        assert page_ids(again) == [second.id, first.id]  # newest first, as asked
+        entity = again["data"]["data"][0]
+        assert entity["latest"]["ENTITY_FIELD"]["label"]["value"] == "new"
+        assert set(entity["latest"]["TIME_SERIES"]) == {"temp", "hum"}
+
+        await asyncio.to_thread(post_telemetry, server, second.token, {"hum": 40})
+        live = await until(ws, lambda d: of(1)(d) and d["update"] is not None)
+        [changed] = live["update"]
+        assert changed["entityId"]["id"] == second.id
+        assert changed["latest"]["TIME_SERIES"]["hum"]["value"] == "40"
+
+        server.call(server.server.store.delete_device(first.id))
+        gone = await until(ws, lambda d: of(1)(d) and d["data"] is not None, timeout=10)
+        assert page_ids(gone) == [second.id]
+        # the page without pageLink.dynamic stays as it was asked for
+        await asyncio.to_thread(post_telemetry, server, second.token, {"temp": 1})
+        await asyncio.sleep(0.5)
+        while True:
+            doc = await receive(ws)
+            assert doc["cmdId"] != 2, f"the static page changed: {doc}"
+            if doc["cmdId"] == 1 and doc["update"]:
+                break
+
+        await ws.send(cmds({"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 1}))
+        await nothing_before_barrier(ws)
+        server.add_device("ws-dyn-c", type="thermo")
+        await asyncio.sleep(0.6)  # three refresh intervals: an ended page sends nothing
+        await nothing_before_barrier(ws)
+
+
+async def test_dynamic_pages_per_connection_are_bounded(quick_pages: ServerThread) -> None:
+    server = quick_pages
+    every = {"type": "entityType", "entityType": "DEVICE"}
+    async with connect(url(server)) as ws:
+        pages = [dynamic(entity_data(i, every)) for i in range(1, 12)]
+        await ws.send(first_message(jwt_of(server), *pages))
+        answers = [await until(ws, of(i)) for i in range(1, 12)]
+        assert all(a["errorCode"] == 0 for a in answers[:10])
+        assert answers[10]["errorCode"] == 2 and "at most 10 dynamic" in answers[10]["errorMsg"]
+        # renewing an open cmdId replaces its page, so it is not refused
+        await ws.send(cmds(dynamic(entity_data(5, every))))
+        assert (await until(ws, of(5)))["errorCode"] == 0
+        bad = dynamic(entity_data(20, every))
+        bad["query"]["pageLink"]["dynamic"] = "yes"
+        await ws.send(cmds(bad))
+        assert "dynamic must be true or false" in (await until(ws, of(20)))["errorMsg"]

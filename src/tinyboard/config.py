@@ -84,6 +84,7 @@ class Config:
     login_max_delay: float = 300.0
     login_budget: int = 100
     ws_max_points: int = 100_000
+    ws_page_refresh: float = 10.0
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -303,6 +304,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Most points (or aggregation buckets) one WebSocket command's answer may hold, over "
         "all its keys and devices; a command asking for more is refused.",
     ),
+    Setting(
+        "ws_page_refresh",
+        float,
+        _DEFAULT.ws_page_refresh,
+        "Seconds between runs of a dynamic WebSocket page's query (pageLink.dynamic), so "
+        "devices that come to match join the page.",
+    ),
 )
 
 _AT_LEAST = {
@@ -317,6 +325,7 @@ _AT_LEAST = {
     "line_idle_timeout": 0,
     "packet_timeout": 1,
     "ws_max_points": 1,
+    "ws_page_refresh": 0.1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

@@ -237,6 +237,7 @@ class Server:
             max_payload=self.config.max_packet,
             metrics_token=self.config.metrics_token,
             ws_max_points=self.config.ws_max_points,
+            ws_page_refresh=self.config.ws_page_refresh,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

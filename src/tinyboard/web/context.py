@@ -43,3 +43,5 @@ class WebContext:
     """`--metrics-token`: a bearer token for Prometheus (empty: only an admin's JWT)."""
     ws_max_points: int = 100_000
     """`--ws-max-points`: the points one WebSocket command's answer may hold."""
+    ws_page_refresh: float = 10.0
+    """`--ws-page-refresh`: seconds between runs of a dynamic page's query."""

@@ -161,6 +161,9 @@ class Session:
         """The LiveHub registrations of `subscriptions`, bounded by `MAX_SUBSCRIPTIONS`."""
         self.too_slow = asyncio.Event()
         self._ready = asyncio.Event()
+        self.lock = asyncio.Lock()
+        """Held while a command is answered: work the session starts itself (a dynamic
+        page's refresh) takes it too, so it never interleaves with a command."""
 
     def send(self, message: bytes) -> None:
         """Queue a message; past the limits, flag the client as too slow instead."""
@@ -198,7 +201,8 @@ class Session:
                 self.send(failure(command.cmd_id, BAD_REQUEST, command.reason))
                 continue
             try:
-                await self.HANDLERS[type(command)](self, command)
+                async with self.lock:
+                    await self.HANDLERS[type(command)](self, command)
             except TinyboardError as exc:
                 self.send(failure(getattr(command, "cmd_id", 0), error_code(exc), str(exc)))
 

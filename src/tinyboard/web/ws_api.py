@@ -35,7 +35,7 @@ from tinyboard.core.models import SCOPES, SEVERITIES, Alarm, AttributeRow, Devic
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.alarm_info import alarm_info
 from tinyboard.web.context import WebContext
-from tinyboard.web.entities import EntityId, PageLink
+from tinyboard.web.entities import EntityId, PageData, PageLink
 from tinyboard.web.models import as_text
 from tinyboard.web.tokens import AuthError
 from tinyboard.web.ws import (
@@ -72,6 +72,9 @@ AUTH_SECONDS = 10.0
 """ThingsBoard's server.ws.auth_timeout_ms."""
 BAD_DATA = 1007
 MAX_ALARMS_READ = 10_000
+MAX_DYNAMIC_PAGES = 10
+"""Dynamic ENTITY_DATA pages one connection may hold: each runs its query again every
+`--ws-page-refresh` (ThingsBoard: server.ws.dynamic_page_link.max_per_user, 10)."""
 """Alarms one ALARM_DATA or ALARM_COUNT reads from the store to filter, sort and page."""
 router = APIRouter()
 
@@ -157,11 +160,15 @@ class EntityFollower(Follower):
     """One ENTITY_DATA command: the latest values of the devices on its page, live, and the
     new points of its tsCmd's keys."""
 
-    def __init__(self, session: ApiSession, cmd_id: int, devices: list[Device]) -> None:
-        self.session, self.cmd_id = session, cmd_id
+    session: ApiSession
+
+    def __init__(self, session: ApiSession, request: EntityDataRequest, devices: list[Device]):
+        self.session, self.cmd_id, self.request = session, request.cmd_id, request
         self.devices = {d.key: d for d in devices}
         self.device_keys = tuple(self.devices)
         self.latest: tuple[EntityKey, ...] = ()
+        self.refresher: asyncio.Task[None] | None = None
+        """A dynamic page's task that runs its query again (`--ws-page-refresh`)."""
         self.series: SeriesRequest | None = None
         """The historyCmd or tsCmd; a tsCmd's keys get their new points as `timeseries`."""
         self.newest: dict[tuple[int, str], int] = {}
@@ -230,6 +237,32 @@ class EntityFollower(Follower):
         for key, values in points.items():
             self.newest[device.key, key] = max(p["ts"] for p in values)
         return points
+
+    @property
+    def dynamic(self) -> bool:
+        return self.request.page is not None and self.request.page.dynamic
+
+    async def refresh(self, seconds: float) -> None:
+        """Every `seconds`, the query again; when other devices match, the page is sent
+        again whole and followed instead (ThingsBoard's dynamic page links), with the keys
+        and window this command follows by then."""
+        session = self.session
+        while True:
+            await asyncio.sleep(seconds)
+            async with session.lock:
+                if session.subscriptions.get(self.cmd_id) is not self:
+                    return
+                try:
+                    page = await session.page_of(self.request)
+                    if {d.key for d in page.data} != set(self.devices):
+                        await session.show_page(self.request, page, self.latest, self.series)
+                        return
+                except TinyboardError as exc:
+                    session.send(failure(self.cmd_id, error_code(exc), str(exc)))
+
+    def stop(self) -> None:
+        if self.refresher is not None and self.refresher is not asyncio.current_task():
+            self.refresher.cancel()
 
     def page_sent(self) -> None:
         """The page (or a new window's update) is out: handle what came meanwhile."""
@@ -403,11 +436,35 @@ class ApiSession(Session):
             await self._watch_more(cmd)
             return
         self._unsubscribe(cmd.cmd_id)
+        if cmd.page.dynamic:
+            dynamic = sum(
+                isinstance(f, EntityFollower) and f.dynamic for f in self.subscriptions.values()
+            )
+            if dynamic >= MAX_DYNAMIC_PAGES:
+                raise BadCommand(
+                    f"a connection holds at most {MAX_DYNAMIC_PAGES} dynamic pages: end one "
+                    "(ENTITY_DATA_UNSUBSCRIBE) or send this one with pageLink.dynamic false"
+                )
+        await self.show_page(cmd, await self.page_of(cmd), cmd.latest, cmd.series)
+
+    async def page_of(self, cmd: EntityDataRequest) -> PageData[Device]:
+        """The devices on the page an ENTITY_DATA query asks for."""
+        assert cmd.devices is not None and cmd.page is not None
         devices = await self.devices_of(cmd.devices)
-        page = _link(cmd.page, None, False).apply(devices, text=_device_text, sort=DEVICE_SORT)
-        follower = EntityFollower(self, cmd.cmd_id, list(page.data))
-        follower.watch(cmd.latest)
-        follower.series = cmd.series
+        return _link(cmd.page, None, False).apply(devices, text=_device_text, sort=DEVICE_SORT)
+
+    async def show_page(
+        self,
+        cmd: EntityDataRequest,
+        page: PageData[Device],
+        latest: tuple[EntityKey, ...],
+        series: SeriesRequest | None,
+    ) -> None:
+        """Send `page` with its devices' values and follow them under the command's id."""
+        self._unsubscribe(cmd.cmd_id)
+        follower = EntityFollower(self, cmd, list(page.data))
+        follower.watch(latest)
+        follower.series = series
         self.follow(follower)
         budget = PointBudget(self.ctx.ws_max_points)
         try:
@@ -432,6 +489,9 @@ class ApiSession(Session):
             )
         )
         follower.page_sent()
+        if follower.dynamic:
+            refresh = follower.refresh(self.ctx.ws_page_refresh)
+            follower.refresher = asyncio.get_running_loop().create_task(refresh)
 
     async def _watch_more(self, cmd: EntityDataRequest) -> None:
         """ENTITY_DATA without a query, for an open cmdId (ThingsBoard's UI sends one to add

@@ -94,6 +94,8 @@ class Page:
     sort: str | None
     """The ENTITY_FIELD or ALARM_FIELD key to sort by (None: the query's default)."""
     descending: bool
+    dynamic: bool = False
+    """Run the query again now and then, so devices that come to match join the page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +401,11 @@ def _page(query: dict[str, Any]) -> Page:
         [key] = _entity_keys({"keys": [order.get("key")]}, "keys", SORT_TYPES)
         sort, descending = key.key, _direction(order)
     text = text_field(link, "textSearch")
-    return Page(size, integer_field(link, "page", 0, 10_000_000), text, sort, descending)
+    dynamic = link.get("dynamic", False)
+    if not isinstance(dynamic, bool):
+        raise BadCommand("pageLink.dynamic must be true or false")
+    number = integer_field(link, "page", 0, 10_000_000)
+    return Page(size, number, text, sort, descending, dynamic)
 
 
 def _direction(order: dict[str, Any]) -> bool:
