@@ -359,3 +359,22 @@ def test_alarm_rules_scoped_by_profile_apply_to_its_devices(
         time.sleep(0.05)
     other_key = server.call(store.get_device(other.id.id)).key
     assert server.call(store.list_alarms(device=other_key))[0] == []
+
+    # renamed, the profile keeps its rules: they follow its name, as its devices' type does
+    boiler.name = "boiler-2"
+    client.save_device_profile(boiler)
+    with httpx.Client(base_url=server.base_url, headers=login(server)) as http:
+        moved = http.get(f"/api/alarmRule/{rule.json()['id']}").json()
+    assert moved["deviceType"] == "boiler-2"
+    late = client.save_device(Device(name="late", device_profile_id=boiler.id))
+    assert late.type == "boiler-2"
+    token = client.get_device_credentials_by_device_id(late.id).credentials_id
+    board = Board(server.mqtt_port, token)
+    try:
+        board.publish("v1/devices/me/telemetry", '{"pressure": 9}')
+    finally:
+        board.close()
+    late_key = server.call(store.get_device(late.id.id)).key
+    while not server.call(store.list_alarms(device=late_key))[0]:
+        assert time.monotonic() < deadline + 10, "the renamed profile's rule did not apply"
+        time.sleep(0.05)

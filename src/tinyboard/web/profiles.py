@@ -17,6 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.models import DeviceProfile, default_profile_data
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.storage.base import Store
@@ -150,15 +151,28 @@ async def save_profile(body: ProfileIn, request: Request, _: User) -> ProfileOut
         if body.id.entityType != "DEVICE_PROFILE":
             raise PayloadError("id must be a DEVICE_PROFILE id")
         profile = await profile_by_id(store, body.id.id)
-    saved = DeviceProfile(
-        id=profile.id,
-        name=body.name,
-        created_ts=profile.created_ts,
-        description=body.description or "",
-        profile_data=data,
-        settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
+    saved = await store.save_profile(
+        DeviceProfile(
+            id=profile.id,
+            name=body.name,
+            created_ts=profile.created_ts,
+            description=body.description or "",
+            profile_data=data,
+            settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
+        )
     )
-    return ProfileOut.full(await store.save_profile(saved))
+    if saved.name != profile.name and body.id is not None:
+        await _rules_follow_rename(_ctx(request).alarms, profile.name, saved.name)
+    return ProfileOut.full(saved)
+
+
+async def _rules_follow_rename(alarms: AlarmEngine, old: str, new: str) -> None:
+    """A rule scoped to a profile holds its name (a device's `type`): the rules of the old
+    name move to the new one, as its devices' type did, so they keep applying."""
+    alarms.devices_changed()
+    for rule in list(alarms.rules.values()):
+        if rule.device_type == old:
+            await alarms.save_rule({**rule.as_json(), "deviceType": new}, rule_id=rule.id)
 
 
 @router.get("/api/deviceProfiles", response_model=PageData[ProfileOut])
