@@ -34,6 +34,7 @@ from tests.mqtt_clients import Device as Board
 from tests.web_helpers import login
 from tinyboard.core.models import MAX_ADDITIONAL_INFO
 from tinyboard.web.entities import NULL_UUID, TENANT_UUID
+from tinyboard.web.models import MAX_PROFILE_DATA
 
 
 @pytest.fixture
@@ -202,6 +203,36 @@ def test_additional_info_must_be_a_bounded_json_object(
     message = str(error_of(refused)["message"])
     assert refused.value.status == 400 and "additionalInfo" in message and problem in message
     assert client.get_tenant_devices(page_size=10, page=0).total_elements == 1
+
+
+@pytest.mark.parametrize(
+    ("profile_data", "problem"),
+    [
+        ([], "must be a JSON object or null, not list"),
+        ({"configuration": {"serial": 2**70}}, "cannot be stored as JSON"),  # was a 500
+        ({"configuration": {"x": "\ud800"}}, "cannot be stored as JSON"),  # a lone surrogate
+        ({"configuration": {"x": "y" * MAX_PROFILE_DATA}}, f"at most {MAX_PROFILE_DATA}"),
+    ],
+)
+def test_profile_data_must_be_a_bounded_json_object(
+    server: ServerThread, profile_data: object, problem: str
+) -> None:
+    with httpx.Client(base_url=server.base_url, headers=login(server)) as http:
+        body = json.dumps({"name": "p", "profileData": profile_data}, ensure_ascii=True)
+        refused = http.post(
+            "/api/deviceProfile", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["message"]
+        assert "profileData" in message and problem in message
+        assert http.get("/api/deviceProfile/names").json() == [
+            {"id": default_profile_id_of(http), "name": "default"}
+        ]
+
+
+def default_profile_id_of(http: httpx.Client) -> dict[str, str]:
+    info: dict[str, str] = http.get("/api/deviceProfileInfo/default").json()["id"]
+    return info
 
 
 def test_paged_device_lists_honour_thingsboard_s_page_link(client: RestClientCE) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from tinyboard.core.models import MAX_ADDITIONAL_INFO, Device, Value
 from tinyboard.web.entities import EntityId, TenantEntity, customer_id, tenant_id
@@ -22,6 +23,45 @@ def as_text(value: Value, *, strict: bool = False) -> Any:
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value)
+
+
+def _an_object(value: object) -> object:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"must be a JSON object or null, not {type(value).__name__}")
+    return value
+
+
+def _storable(limit: int) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
+    def check(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            size = 0 if value is None else len(orjson.dumps(value))
+        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates, depth
+            raise ValueError(f"cannot be stored as JSON ({exc}); send plain JSON") from None
+        if size > limit:
+            raise ValueError(f"is {size} bytes as JSON; at most {limit}")
+        return value
+
+    return check
+
+
+MAX_PROFILE_DATA = 262_144
+"""Bytes of a profile's profileData as JSON: ThingsBoard's alarm rules and provisioning
+settings fit in a few KiB, so this leaves room for many."""
+
+# Free JSON objects a client stores: an object or null, bounded as JSON, and one orjson can
+# write back (an integer over 64 bits or a lone surrogate is a 400, not a 500 when read).
+AdditionalInfo = Annotated[
+    dict[str, Any] | None,
+    BeforeValidator(_an_object),
+    AfterValidator(_storable(MAX_ADDITIONAL_INFO)),
+    Field(description=f"a JSON object, at most {MAX_ADDITIONAL_INFO} bytes as JSON"),
+]
+ProfileData = Annotated[
+    dict[str, Any] | None,
+    BeforeValidator(_an_object),
+    AfterValidator(_storable(MAX_PROFILE_DATA)),
+    Field(description=f"a JSON object, at most {MAX_PROFILE_DATA} bytes as JSON"),
+]
 
 
 DEVICE_DATA: dict[str, Any] = {
@@ -87,27 +127,7 @@ class DeviceIn(BaseModel):
     type: str | None = Field(None, max_length=255)
     label: str | None = Field("", max_length=255)
     deviceProfileId: EntityId | None = None
-    additionalInfo: dict[str, Any] | None = Field(
-        None, description=f"a JSON object, at most {MAX_ADDITIONAL_INFO} bytes as JSON"
-    )
-
-    @field_validator("additionalInfo", mode="before")
-    @classmethod
-    def _an_object(cls, info: object) -> object:
-        if info is not None and not isinstance(info, dict):
-            raise ValueError(f"must be a JSON object or null, not {type(info).__name__}")
-        return info
-
-    @field_validator("additionalInfo")
-    @classmethod
-    def _bounded(cls, info: dict[str, Any] | None) -> dict[str, Any] | None:
-        try:
-            size = 0 if info is None else len(orjson.dumps(info))
-        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates, depth
-            raise ValueError(f"cannot be stored as JSON ({exc}); send plain JSON") from None
-        if size > MAX_ADDITIONAL_INFO:
-            raise ValueError(f"is {size} bytes as JSON; at most {MAX_ADDITIONAL_INFO}")
-        return info
+    additionalInfo: AdditionalInfo = None
 
 
 class IdOnly(BaseModel):

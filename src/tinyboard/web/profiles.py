@@ -24,7 +24,7 @@ from tinyboard.storage.base import Store
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
-from tinyboard.web.models import errors
+from tinyboard.web.models import ProfileData, errors
 
 router = APIRouter(tags=["device profiles"], responses=errors(400, 401, 404))
 
@@ -120,7 +120,7 @@ class ProfileIn(BaseModel):
     defaultDashboardId: EntityId | None = None
     defaultQueueName: str | None = Field(None, max_length=255)
     defaultEdgeRuleChainId: EntityId | None = None
-    profileData: dict[str, Any] | None = None
+    profileData: ProfileData = None
 
 
 def _ctx(request: Request) -> WebContext:
