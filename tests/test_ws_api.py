@@ -727,3 +727,63 @@ async def test_dynamic_pages_per_connection_are_bounded(quick_pages: ServerThrea
         bad["query"]["pageLink"]["dynamic"] = "yes"
         await ws.send(cmds(bad))
         assert "dynamic must be true or false" in (await until(ws, of(20)))["errorMsg"]
+
+
+def key_filter(kind: str, key: str, value_type: str, predicate: Doc) -> Doc:
+    """A KeyFilter as the UI sends it from an alias's filter (query.models.ts)."""
+    return {"key": {"type": kind, "key": key}, "valueType": value_type, "predicate": predicate}
+
+
+def numeric(operation: str, value: float) -> Doc:
+    return {"type": "NUMERIC", "operation": operation, "value": {"defaultValue": value}}
+
+
+async def test_key_filters_select_devices_by_their_values(quick_pages: ServerThread) -> None:
+    server = quick_pages
+    warm = server.add_device("kf-warm", label="Kitchen")
+    cold = server.add_device("kf-cold", label="kitchen")
+    server.add_device("kf-none", label="Kitchen")  # no temp at all: never matches
+    hall = server.add_device("kf-hall", label="Hall")
+    readings = [
+        (warm.key, "temp", 1000, 24.5),
+        (cold.key, "temp", 1000, 12),
+        (hall.key, "temp", 1000, 30),
+    ]
+    server.call(server.server.store.write(readings, []))
+    kitchen = {
+        "type": "STRING",
+        "operation": "STARTS_WITH",
+        "value": {"defaultValue": "kit"},
+        "ignoreCase": True,
+    }
+    filters = [
+        key_filter("ENTITY_FIELD", "label", "STRING", kitchen),
+        key_filter("TIME_SERIES", "temp", "NUMERIC", numeric("GREATER", 20)),
+    ]
+    every = {"type": "entityType", "entityType": "DEVICE"}
+    page = dynamic(entity_data(1, every))
+    page["query"]["keyFilters"] = filters
+    count = entity_count(2)
+    count["query"]["keyFilters"] = filters
+    not_five = entity_count(3)
+    not_five["query"]["keyFilters"] = [
+        key_filter("TIME_SERIES", "temp", "NUMERIC", numeric("NOT_EQUAL", 5))
+    ]
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), page, count, not_five))
+        first, counted, others = await each(ws, of(1), of(2), of(3))
+        assert page_ids(first) == [warm.id]
+        assert (counted["count"], others["count"]) == (1, 3)  # kf-none has no temp to differ
+
+        # a value that comes to pass the filter brings its device onto the dynamic page
+        await asyncio.to_thread(post_telemetry, server, cold.token, {"temp": 21})
+        joined = await until(ws, lambda d: of(1)(d) and d["data"] is not None, timeout=10)
+        assert sorted(page_ids(joined)) == sorted([warm.id, cold.id])
+
+        bad = entity_count(4)
+        bad["query"]["keyFilters"] = [
+            key_filter("TIME_SERIES", "temp", "NUMERIC", numeric("ABOVE", 1))
+        ]
+        await ws.send(cmds(bad))
+        refused = await until(ws, of(4))
+        assert refused["errorCode"] == 2 and "operation is one of" in refused["errorMsg"]

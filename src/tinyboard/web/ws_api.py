@@ -36,6 +36,7 @@ from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.alarm_info import alarm_info
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, PageData, PageLink
+from tinyboard.web.key_filters import holds
 from tinyboard.web.models import as_text
 from tinyboard.web.tokens import AuthError
 from tinyboard.web.ws import (
@@ -61,6 +62,7 @@ from tinyboard.web.ws_api_commands import (
     EntityCountRequest,
     EntityDataRequest,
     EntityKey,
+    KeyFilter,
     Page,
     SeriesRequest,
     api_commands,
@@ -580,7 +582,22 @@ class ApiSession(Session):
             everything = sorted(found, key=lambda d: d.name)
         else:
             everything = await store.list_devices(limit=2**31)
-        return [d for d in everything if devices.matches(d)]
+        matching = [d for d in everything if devices.matches(d)]
+        if devices.keys:
+            matching = [d for d in matching if await self._passes(d, devices.keys)]
+        return matching
+
+    async def _passes(self, device: Device, filters: tuple[KeyFilter, ...]) -> bool:
+        """Whether the device's values pass every key filter (one read of its values)."""
+        fields = tuple(f.key.key for f in filters if f.key.type == "ENTITY_FIELD")
+        keys = tuple(f.key for f in filters if f.key.type != "ENTITY_FIELD")
+        values = await self.latest_of(device, (fields, keys))
+        for f in filters:
+            found = values.get(f.key.type, {}).get(f.key.key)
+            none = found is None or (f.key.type != "ENTITY_FIELD" and found == _ts_value(None))
+            if not holds(f.predicate, None if none or found is None else found["value"]):
+                return False
+        return True
 
     async def latest_of(
         self, device: Device, keys: tuple[tuple[str, ...], tuple[EntityKey, ...]]

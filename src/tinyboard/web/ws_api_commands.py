@@ -5,9 +5,10 @@ Strategy: the same typed readers as the legacy commands (`ws_commands`); TIMESER
 TIMESERIES_HISTORY and ATTRIBUTES are the legacy commands under a type name. The query
 commands (ENTITY_DATA, ENTITY_COUNT, ALARM_DATA, ALARM_COUNT) become a `DeviceFilter`, a
 `Page` and an `AlarmFilter`; ENTITY_DATA's historyCmd and tsCmd a `SeriesRequest` over the
-legacy commands' `Window`. What tinyboard cannot answer faithfully (another entity type,
-key filters, aggHistoryCmd/aggTsCmd, calendar intervals) is refused with BAD_REQUEST naming
-what is supported, never half-answered. Shapes: ThingsBoard's `WsCommandsWrapper`,
+legacy commands' `Window`; keyFilters predicates (`key_filters`). What tinyboard cannot
+answer faithfully (another entity type, aggHistoryCmd/aggTsCmd, calendar intervals, dynamic
+filter values) is refused with BAD_REQUEST naming what is supported, never half-answered.
+Shapes: ThingsBoard's `WsCommandsWrapper`,
 `EntityDataCmd`, `EntityHistoryCmd`, `TimeSeriesCmd`, `AlarmDataCmd`, `AlarmCountCmd`,
 `EntityDataQuery`, `AlarmDataPageLink`, `AlarmStatusFilter`.
 """
@@ -15,10 +16,11 @@ what is supported, never half-answered. Shapes: ThingsBoard's `WsCommandsWrapper
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 from tinyboard.core.models import SEVERITIES, Alarm, AlarmStatus, Device
+from tinyboard.web.key_filters import MAX_PREDICATES, Predicate, read_predicate
 from tinyboard.web.telemetry import MAX_TS
 from tinyboard.web.ws_commands import (
     BadCommand,
@@ -57,6 +59,7 @@ KeyType = Literal[
 KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
 LATEST_TYPES = frozenset(KEY_TYPES) - {"ENTITY_FIELD", "ALARM_FIELD"}
 SORT_TYPES = frozenset({"ENTITY_FIELD", "ALARM_FIELD"})
+FILTER_TYPES = frozenset(KEY_TYPES) - {"ALARM_FIELD"}
 FILTERS = ("singleEntity", "entityList", "entityType", "deviceType", "entityName")
 ENTITY_DATA_PARTS = ("aggHistoryCmd", "aggTsCmd")
 PREVIOUS_POINT_MS = 365 * 24 * 3600 * 1000
@@ -70,13 +73,23 @@ class EntityKey:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """One of a query's keyFilters: `predicate` on the value of `key` (see key_filters)."""
+
+    key: EntityKey
+    predicate: Predicate
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceFilter:
-    """Which devices an entityFilter selects (tinyboard's entities are all devices)."""
+    """Which devices an entityFilter selects (tinyboard's entities are all devices), and the
+    keyFilters they must pass too."""
 
     ids: frozenset[str] | None = None
     types: frozenset[str] | None = None
     name_prefix: str = ""
     """Case-insensitive, as ThingsBoard's entityNameFilter and deviceNameFilter."""
+    keys: tuple[KeyFilter, ...] = ()
 
     def matches(self, device: Device) -> bool:
         return (
@@ -330,8 +343,6 @@ def _query(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entity_filter(query: dict[str, Any]) -> DeviceFilter:
-    if query.get("keyFilters"):
-        raise BadCommand("keyFilters are not supported: filter by entityFilter only")
     spec = _object(query, "entityFilter")
     kind = text_field(spec, "type") if spec else ""
     reader = _FILTERS.get(kind)
@@ -339,7 +350,22 @@ def _entity_filter(query: dict[str, Any]) -> DeviceFilter:
         raise BadCommand(
             f"entityFilter type {shown(kind or None)} is not supported; use " + ", ".join(FILTERS)
         )
-    return reader(spec)
+    return replace(reader(spec), keys=_key_filters(query))
+
+
+def _key_filters(query: dict[str, Any]) -> tuple[KeyFilter, ...]:
+    raw = query.get("keyFilters") or []
+    if not isinstance(raw, list):
+        raise BadCommand(f"keyFilters must be a list, not {shown(raw)}")
+    budget, found = [MAX_PREDICATES], []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise BadCommand(
+                'each keyFilter is {"key": {...}, "valueType": ..., "predicate": {...}}'
+            )
+        [key] = _entity_keys({"keys": [item.get("key")]}, "keys", FILTER_TYPES)
+        found.append(KeyFilter(key, read_predicate(item.get("predicate"), budget)))
+    return tuple(found)
 
 
 def _single(spec: dict[str, Any]) -> DeviceFilter:
