@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,6 +106,16 @@ class ServerThread:
             return fn()
 
         return self.call(wrapper())
+
+
+@contextmanager
+def running(data_dir: Path, **overrides: Any) -> Iterator[ServerThread]:
+    """A started ServerThread with these settings, stopped afterwards (for fixtures)."""
+    server = ServerThread(data_dir, **overrides).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class FixedClock:

@@ -377,17 +377,8 @@ def test_alarm_rules_scoped_by_profile_apply_to_its_devices(
         assert unknown.status_code == 400
     store = server.server.store
     for device in (other, hot):  # other's reading is evaluated before hot's alarm shows
-        token = client.get_device_credentials_by_device_id(device.id).credentials_id
-        board = Board(server.mqtt_port, token)
-        try:
-            board.publish("v1/devices/me/telemetry", '{"pressure": 9}')
-        finally:
-            board.close()
-    hot_key = server.call(store.get_device(hot.id.id)).key
-    deadline = time.monotonic() + 10
-    while not server.call(store.list_alarms(device=hot_key))[0]:
-        assert time.monotonic() < deadline, "the boiler's alarm was not raised"
-        time.sleep(0.05)
+        publish_over_mqtt(client, server, device, '{"pressure": 9}')
+    wait_for_an_alarm(server, hot, "the boiler's alarm was not raised")
     other_key = server.call(store.get_device(other.id.id)).key
     assert server.call(store.list_alarms(device=other_key))[0] == []
 
@@ -399,13 +390,24 @@ def test_alarm_rules_scoped_by_profile_apply_to_its_devices(
     assert moved["deviceType"] == "boiler-2"
     late = client.save_device(Device(name="late", device_profile_id=boiler.id))
     assert late.type == "boiler-2"
-    token = client.get_device_credentials_by_device_id(late.id).credentials_id
+    publish_over_mqtt(client, server, late, '{"pressure": 9}')
+    wait_for_an_alarm(server, late, "the renamed profile's rule did not apply")
+
+
+def publish_over_mqtt(client: RestClientCE, server: ServerThread, device: Device, doc: str) -> None:
+    """Telemetry from the device, with the token the REST client reads for it."""
+    token = client.get_device_credentials_by_device_id(device.id).credentials_id
     board = Board(server.mqtt_port, token)
     try:
-        board.publish("v1/devices/me/telemetry", '{"pressure": 9}')
+        board.publish("v1/devices/me/telemetry", doc)
     finally:
         board.close()
-    late_key = server.call(store.get_device(late.id.id)).key
-    while not server.call(store.list_alarms(device=late_key))[0]:
-        assert time.monotonic() < deadline + 10, "the renamed profile's rule did not apply"
+
+
+def wait_for_an_alarm(server: ServerThread, device: Device, problem: str) -> None:
+    store = server.server.store
+    key = server.call(store.get_device(device.id.id)).key
+    deadline = time.monotonic() + 10
+    while not server.call(store.list_alarms(device=key))[0]:
+        assert time.monotonic() < deadline, problem
         time.sleep(0.05)

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers import ServerThread
+from tests.helpers import ServerThread, running
 from tests.mqtt_clients import Device as MqttDevice
 from tests.web_helpers import login
 
@@ -217,8 +217,7 @@ async def test_a_slow_subscriber_is_dropped_and_ingestion_goes_on(server: Server
 
 
 async def test_history_over_the_points_limit_is_refused(tmp_path: Path) -> None:
-    server = ServerThread(tmp_path / "data", ws_max_points=10).start()
-    try:
+    with running(tmp_path / "data", ws_max_points=10) as server:
         device = server.add_device("ws-capped")
         readings = [(device.key, k, ts, ts) for k in "ab" for ts in range(0, 6000, 1000)]
         server.call(server.server.store.write(readings, []))
@@ -253,5 +252,3 @@ async def test_history_over_the_points_limit_is_refused(tmp_path: Path) -> None:
             )
             with pytest.raises(TimeoutError):
                 await receive(ws, timeout=0.5)
-    finally:
-        server.stop()

@@ -25,7 +25,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import ServerThread
+from tests.helpers import ServerThread, running
 from tests.mqtt_clients import Device as MqttDevice
 from tests.web_helpers import login
 
@@ -594,11 +594,8 @@ async def test_entity_data_history_aggregation_matches_the_rest_route(
 @pytest.fixture
 def small_answers(tmp_path: Path) -> Iterator[ServerThread]:
     """A server whose WebSocket answers hold at most 10 points (`--ws-max-points 10`)."""
-    running = ServerThread(tmp_path / "data", ws_max_points=10).start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with running(tmp_path / "data", ws_max_points=10) as server:
+        yield server
 
 
 async def test_entity_data_history_over_the_points_limit_is_refused_whole(
@@ -643,11 +640,8 @@ async def test_entity_data_history_over_the_points_limit_is_refused_whole(
 @pytest.fixture
 def quick_pages(tmp_path: Path) -> Iterator[ServerThread]:
     """A server that runs dynamic pages' queries every 0.2 s (`--ws-page-refresh 0.2`)."""
-    running = ServerThread(tmp_path / "data", ws_page_refresh=0.2).start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with running(tmp_path / "data", ws_page_refresh=0.2) as server:
+        yield server
 
 
 def dynamic(cmd: Doc) -> Doc:
