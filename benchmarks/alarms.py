@@ -76,7 +76,7 @@ def publish_main(args: argparse.Namespace) -> None:
 async def engine_ns_per_reading(data: Path, rules: int, key: str, readings: int = 200_000) -> float:
     """`AlarmEngine.on_commit` time per reading of "temperature": 100 devices, `rules` rules
     spread over them on `key`, none crossed."""
-    from tinyboard.core.alarms import AlarmEngine
+    from tinyboard.core.alarm_engine import AlarmEngine
     from tinyboard.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(data)

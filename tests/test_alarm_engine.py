@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tinyboard.core.alarms import AlarmEngine
+from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.models import Device
 from tinyboard.storage.sqlite import SQLiteStore
 

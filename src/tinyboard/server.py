@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from tinyboard import __version__, announce
 from tinyboard.config import SETTINGS, Config
-from tinyboard.core.alarms import AlarmEngine
+from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory

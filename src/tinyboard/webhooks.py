@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tinyboard import __version__
-from tinyboard.core.alarms import AlarmEvent
-from tinyboard.core.models import Alarm
+from tinyboard.core.models import Alarm, AlarmEvent
 from tinyboard.redact import redact_url
 from tinyboard.web.alarm_info import alarm_info
 

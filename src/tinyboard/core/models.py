@@ -110,6 +110,18 @@ AlarmSort = Literal[
     "createdTime", "startTs", "endTs", "ackTs", "clearTs", "type", "severity", "status"
 ]
 """ThingsBoard's alarm list sort properties."""
+AlarmEvent = Literal[
+    "ALARM_CREATED",
+    "ALARM_ESCALATED",
+    "ALARM_UPDATED",
+    "ALARM_CLEARED",
+    "ALARM_ACKNOWLEDGED",
+    "ALARM_ASSIGNED",
+    "ALARM_UNASSIGNED",
+    "ALARM_DELETED",
+]
+"""What happened to an alarm: what the engine's listeners (webhooks, the WebSocket, the
+dashboard) are told."""
 
 
 def more_severe(a: Severity, b: Severity) -> bool:

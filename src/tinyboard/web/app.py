@@ -8,6 +8,7 @@ from fastapi_offline import FastAPIOffline
 
 from tinyboard import __version__
 from tinyboard.web import (
+    alarm_rule_api,
     alarms,
     auth,
     device_api,
@@ -19,6 +20,7 @@ from tinyboard.web import (
     rpc,
     telemetry,
     tenants,
+    webhook_status,
     ws,
     ws_api,
 )
@@ -43,8 +45,9 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
+    # routes are matched, and listed in /openapi.json, in this order
     modules = (auth, device_api, devices, profiles, tenants, rest, telemetry, rpc, alarms)
-    for module in (*modules, ws, ws_api, metrics):
+    for module in (*modules, alarm_rule_api, webhook_status, ws, ws_api, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tinyboard.core.alarms import AlarmEngine
+from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory

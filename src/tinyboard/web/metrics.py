@@ -102,7 +102,9 @@ class TinyboardCollector(Collector):
         )
         yield CounterMetricFamily("tinyboard_alarms_cleared", "Alarms cleared", alarms.cleared)
         yield CounterMetricFamily(
-            "tinyboard_alarm_write_errors", "Alarm changes the store refused", alarms.write_errors
+            "tinyboard_alarm_write_errors",
+            "Alarm changes the store refused",
+            self.ctx.alarms.writes.failed,
         )
         counters = {
             "delivered": "Webhook notifications delivered",

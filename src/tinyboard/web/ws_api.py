@@ -30,8 +30,16 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket
 
-from tinyboard.core.alarms import AlarmEvent
-from tinyboard.core.models import SCOPES, SEVERITIES, Alarm, AttributeRow, Device, Reading, Scope
+from tinyboard.core.models import (
+    SCOPES,
+    SEVERITIES,
+    Alarm,
+    AlarmEvent,
+    AttributeRow,
+    Device,
+    Reading,
+    Scope,
+)
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.alarm_info import alarm_info
 from tinyboard.web.context import WebContext

@@ -9,8 +9,7 @@ from typing import Any, ClassVar
 from nicegui import background_tasks, ui
 from nicegui.client import Client
 
-from tinyboard.core.alarms import AlarmEvent
-from tinyboard.core.models import Alarm, AlarmStatus
+from tinyboard.core.models import Alarm, AlarmEvent, AlarmStatus
 from tinyboard.dashboard.pages.frame import notify_error
 from tinyboard.dashboard.state import MOUNT, current
 from tinyboard.dashboard.times import when, zone_name
