@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from tinyboard.core.alarms import AlarmEngine
+from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.models import DeviceProfile, default_profile_data
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.storage.base import Store
