@@ -23,6 +23,9 @@ from tests.mqtt_clients import Device
 from tests.test_alarms import Receiver, eventually
 from tests.web_helpers import api
 from tinyboard.web.entities import NULL_UUID, TENANT_UUID
+from tinyboard.web.models import MAX_ALARM_DETAILS
+
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -275,6 +278,30 @@ def test_errors_are_thingsboards(
     assert body["status"] == status and body["errorCode"] == (32 if status == 404 else 31)
     assert body["message"] and body["timestamp"] > 0
     assert httpx.request(method, f"{server.base_url}{path}").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("details", "problem"),
+    [
+        ([1], "must be a JSON object or null, not list"),
+        ({"serial": 2**70}, "cannot be stored as JSON"),
+        ({"x": "y" * MAX_ALARM_DETAILS}, f"at most {MAX_ALARM_DETAILS}"),
+    ],
+)
+def test_alarm_details_must_be_a_bounded_json_object(
+    server: ServerThread, rest: httpx.Client, details: object, problem: str
+) -> None:
+    device = server.add_device("detailed")
+    body = {
+        "type": "Leak",
+        "originator": {"entityType": "DEVICE", "id": device.id},
+        "severity": "MINOR",
+        "details": details,
+    }
+    refused = rest.post("/api/alarm", content=json.dumps(body), headers=JSON)
+    assert refused.status_code == 400, refused.text
+    assert "details" in refused.json()["message"] and problem in refused.json()["message"]
+    assert rest.get("/api/alarms?pageSize=10&page=0").json()["totalElements"] == 0
 
 
 def test_a_posted_alarm_reaches_the_webhooks_in_thingsboards_shape(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ before `/api/alarm/{alarmId}` and `/api/alarm/{entityType}/{entityId}`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -36,7 +36,7 @@ from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.devices import device_by_id
 from tinyboard.web.entities import EntityId, PageData, PageLink, SortOrder, parse_uuid, tenant_id
-from tinyboard.web.models import errors
+from tinyboard.web.models import AlarmDetails, errors
 
 router = APIRouter(tags=["alarms"], responses=errors(400, 401, 404))
 
@@ -63,7 +63,7 @@ class AlarmIn(BaseModel):
     cleared: bool = False
     startTs: int = Field(0, ge=0, le=MAX_TS)
     endTs: int = Field(0, ge=0, le=MAX_TS)
-    details: dict[str, Any] | None = None
+    details: AlarmDetails = None
     propagate: bool = False
     propagateToOwner: bool = False
     propagateToTenant: bool = False

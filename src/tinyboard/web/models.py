@@ -44,6 +44,8 @@ def _storable(limit: int) -> Callable[[dict[str, Any] | None], dict[str, Any] | 
     return check
 
 
+MAX_ALARM_DETAILS = 65_536
+"""Bytes of an alarm's details as JSON (a rule's are a few hundred)."""
 MAX_PROFILE_DATA = 262_144
 """Bytes of a profile's profileData as JSON: ThingsBoard's alarm rules and provisioning
 settings fit in a few KiB, so this leaves room for many."""
@@ -55,6 +57,12 @@ AdditionalInfo = Annotated[
     BeforeValidator(_an_object),
     AfterValidator(_storable(MAX_ADDITIONAL_INFO)),
     Field(description=f"a JSON object, at most {MAX_ADDITIONAL_INFO} bytes as JSON"),
+]
+AlarmDetails = Annotated[
+    dict[str, Any] | None,
+    BeforeValidator(_an_object),
+    AfterValidator(_storable(MAX_ALARM_DETAILS)),
+    Field(description=f"a JSON object, at most {MAX_ALARM_DETAILS} bytes as JSON"),
 ]
 ProfileData = Annotated[
     dict[str, Any] | None,
