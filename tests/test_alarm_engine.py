@@ -144,3 +144,22 @@ async def test_acknowledging_right_after_a_clear_keeps_the_clear(store: SQLiteSt
     assert acked.cleared and acked.acknowledged
     assert await statuses(store) == ["CLEARED_ACK"]
     await engine.stop()
+
+
+async def test_a_failing_listener_fails_no_change_not_even_a_delete(store: SQLiteStore) -> None:
+    clock = Clock()
+    device = await store.create_device("d")
+    engine = await started(store, clock)
+    heard: list[str] = []
+
+    def broken(event: str, alarm: object) -> None:
+        raise RuntimeError("a listener's bug")
+
+    engine.listeners += [broken, lambda event, alarm: heard.append(event)]
+    await engine.save_rule(HOT)
+    await reading(engine, store, device, t=40)
+    (alarm,) = (await store.list_alarms())[0]
+    deleted = await engine.delete(alarm.id)
+    assert deleted.id == alarm.id and (await store.list_alarms())[0] == []
+    assert heard == ["ALARM_CREATED", "ALARM_DELETED"]  # the next listener still heard both
+    await engine.stop()

@@ -260,8 +260,7 @@ class AlarmEngine:
             self.open.discard(alarm)
         await self.settled()
         await self.store.delete_alarm(alarm_id)
-        for listener in self.listeners:
-            listener("ALARM_DELETED", alarm)
+        self._tell("ALARM_DELETED", alarm)
         return alarm
 
     async def post(self, posted: PostedAlarm) -> Alarm:
@@ -329,9 +328,14 @@ class AlarmEngine:
     def _changed(self, event: AlarmEvent, alarm: Alarm) -> None:
         snapshot = dataclasses.replace(alarm)  # listeners and the writer see this moment
         self.writes.put(self.store.save_alarm, snapshot)
+        self._tell(event, snapshot)
+
+    def _tell(self, event: AlarmEvent, alarm: Alarm) -> None:
+        """Every listener, each on its own: one that fails is logged, never the change's
+        caller's failure (the change is already made)."""
         for listener in self.listeners:
             try:
-                listener(event, snapshot)
+                listener(event, alarm)
             except Exception:
                 log.exception("alarm listener failed")
 
