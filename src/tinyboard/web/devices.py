@@ -80,6 +80,8 @@ async def save_device(
             type=body.type,
             profile_id=profile,
             additional_info=body.additionalInfo,
+            firmware_id=existing.firmware_id,
+            software_id=existing.software_id,
         )
     return DeviceOut.of(device)
 
