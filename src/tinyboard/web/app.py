@@ -14,6 +14,7 @@ from tinyboard.web import (
     devices,
     errors,
     metrics,
+    ota,
     profiles,
     rest,
     rpc,
@@ -43,7 +44,7 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
-    modules = (auth, device_api, devices, profiles, tenants, rest, telemetry, rpc, alarms)
+    modules = (auth, device_api, devices, profiles, ota, tenants, rest, telemetry, rpc, alarms)
     for module in (*modules, ws, ws_api, metrics):
         app.include_router(module.router)
 
