@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import queue
+import socket
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -522,3 +524,29 @@ def test_only_the_upload_route_is_allowed_past_http_max_body(server: ServerThrea
         assert upload.status_code == 404  # let in (no 413); then: no such package
         data = http.post(f"/api/otaPackage/{some}/x", content=big)
         assert data.status_code == 413
+
+
+def test_a_client_that_leaves_mid_upload_leaves_nothing(
+    client: RestClientCE, server: ServerThread
+) -> None:
+    info = new_info(client, profile(client, "boards").id)
+    token = login(server)["X-Authorization"]
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fw.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(
+            f"POST /api/otaPackage/{info.id.id}?checksumAlgorithm=SHA256 HTTP/1.1\r\n"
+            f"Host: x\r\nX-Authorization: {token}\r\nContent-Length: 900000\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+            + head
+            + os.urandom(400_000)
+        )
+    deadline = time.monotonic() + TIMEOUT
+    while server.call(sql(server.server.store, "SELECT count(*) FROM ota_upload"))[0][0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not client.get_ota_package_info_by_id(info.id).has_data
+    assert chunk_rows(server) == 0
