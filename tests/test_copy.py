@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
-from tinyboard.storage.copy import copy_store, series_digest
+from tinyboard.core import ota
+from tinyboard.core.models import DeviceProfile, OtaPackage
+from tinyboard.storage.base import Store
+from tinyboard.storage.copy import copy_store, package_digest, series_digest
 from tinyboard.storage.sqlite import SQLiteStore
 
 
@@ -43,3 +50,60 @@ async def test_a_device_s_record_is_copied_with_its_additional_info(tmp_path: Pa
     finally:
         await source.close()
         await target.close()
+
+
+async def test_ota_packages_are_copied_with_their_files_and_assignments(
+    tmp_path: Path, store: Store
+) -> None:
+    """From SQLite to each store: a profile's firmware (a file) and software (a URL), a
+    device's own firmware; ids, files and assignments as they were."""
+    source = SQLiteStore(tmp_path / "a.db")
+    await source.open()
+    try:
+        boards = await source.save_profile(DeviceProfile(id=str(uuid.uuid4()), name="boards",
+                                                         created_ts=1))  # fmt: skip
+        made = []
+        for version in ("1", "2"):
+            info = await source.save_ota_package(
+                OtaPackage(
+                    id=str(uuid.uuid4()),
+                    created_ts=2,
+                    profile_id=boards.id,
+                    type="FIRMWARE",
+                    title="fw",
+                    version=version,
+                )
+            )
+            data = os.urandom(150_000)
+            made.append(await ota.upload(source, info, _one(data), algorithm="CRC32",
+                                         checksum=None, file_name="fw.bin",
+                                         content_type="application/octet-stream"))  # fmt: skip
+        software = await source.save_ota_package(
+            OtaPackage(
+                id=str(uuid.uuid4()),
+                created_ts=3,
+                profile_id=boards.id,
+                type="SOFTWARE",
+                title="sw",
+                version="1",
+                url="http://x/sw",
+            )
+        )
+        await source.save_profile(replace(boards, firmware_id=made[0].id, software_id=software.id))
+        await source.create_device("d", profile_id=boards.id, firmware_id=made[1].id)
+        report = await copy_store(source, store)
+        assert report.packages == 3
+        copied = await store.get_profile("boards")
+        assert (copied.firmware_id, copied.software_id) == (made[0].id, software.id)
+        assert (await store.get_device("d")).firmware_id == made[1].id
+        for package in made:
+            there = await store.get_ota_package(package.id)
+            assert (there.checksum, there.data_size) == (package.checksum, package.data_size)
+            assert await package_digest(store, there) == await package_digest(source, package)
+        assert (await store.get_ota_package(software.id)).url == "http://x/sw"
+    finally:
+        await source.close()
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data

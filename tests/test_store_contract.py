@@ -44,11 +44,12 @@ async def test_a_device_keeps_its_additional_info_as_saved(store: Store) -> None
     assert (await store.get_device("a")).additional_info == info
     assert (await store.device_by_token(a.token)) == a
     assert [d.additional_info for d in await store.list_devices()] == [info, None]
-    changed = await store.update_device("a", name="a", label="", additional_info={"x": 1})
+    keep = {"firmware_id": None, "software_id": None}
+    changed = await store.update_device("a", name="a", label="", additional_info={"x": 1}, **keep)
     assert changed.additional_info == {"x": 1} == (await store.get_device(a.id)).additional_info
-    cleared = await store.update_device("a", name="a", label="", additional_info=None)
+    cleared = await store.update_device("a", name="a", label="", additional_info=None, **keep)
     assert cleared.additional_info is None is (await store.get_device(a.id)).additional_info
-    empty = await store.update_device("plain", name="plain", label="", additional_info={})
+    empty = await store.update_device("plain", name="plain", label="", additional_info={}, **keep)
     assert empty.additional_info == {} == (await store.get_device("plain")).additional_info
 
 
@@ -121,8 +122,9 @@ async def test_profiles_are_renamed_deleted_and_made_default(store: Store) -> No
     assert not (await store.get_profile(default.id)).default
     assert (await store.create_device("x")).profile_id == thermo.id  # the new default
     moved = await store.update_device(
-        "d", name="d2", label="l", profile_id=default.id, additional_info=None
-    )
+        "d", name="d2", label="l", profile_id=default.id, additional_info=None,
+        firmware_id=None, software_id=None,
+    )  # fmt: skip
     assert (moved.name, moved.label, moved.type) == ("d2", "l", "default")
     await store.set_default_profile(default.id)
     await store.delete_device("x")

@@ -271,7 +271,8 @@ def copy_command(source: str, target: str) -> None:
     report = run_async(run())
     click.echo(
         f"copied {report.devices} devices, {report.points} points, {report.attributes} "
-        f"attributes, {report.users} users, {report.rules} alarm rules, {report.alarms} alarms"
+        f"attributes, {report.users} users, {report.rules} alarm rules, {report.alarms} alarms, "
+        f"{report.packages} OTA packages"
     )
     click.echo(f"checked {report.checked_series} series point by point: identical")
 

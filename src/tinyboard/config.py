@@ -85,6 +85,7 @@ class Config:
     login_budget: int = 100
     ws_max_points: int = 100_000
     ws_page_refresh: float = 10.0
+    ota_max_size: int = 33_554_432
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -311,6 +312,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between runs of a dynamic WebSocket page's query (pageLink.dynamic), so "
         "devices that come to match join the page.",
     ),
+    Setting(
+        "ota_max_size",
+        int,
+        _DEFAULT.ota_max_size,
+        "Largest OTA package file (bytes) an upload may carry (413 above it); uploads are "
+        "the one request allowed past --http-max-body.",
+    ),
 )
 
 _AT_LEAST = {
@@ -326,6 +334,7 @@ _AT_LEAST = {
     "packet_timeout": 1,
     "ws_max_points": 1,
     "ws_page_refresh": 0.1,
+    "ota_max_size": 1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

@@ -41,6 +41,12 @@ class InUseError(StorageError):
     default profile): a bad request, as in ThingsBoard (HTTP 400)."""
 
 
+class DataValidationError(StorageError):
+    """A change the store refuses by one of ThingsBoard's data rules (an OTA package of
+    another profile, a title and version taken): HTTP 400 with ThingsBoard's own text, as
+    its DataValidationException."""
+
+
 class PayloadError(TinyboardError):
     """A device sent a payload tinyboard cannot turn into readings."""
 

@@ -32,6 +32,7 @@ from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
 from tinyboard.core.models import User
+from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.retention import Retention
 from tinyboard.core.rpc import RpcService
@@ -112,6 +113,7 @@ class Server:
         self.attributes = AttributeService(self.store, self.pipeline, self.hub)
         self.logins = Logins(self.store, MemoryLoginLimiter(login_policy(config)))
         self.clocks = DeviceClocks(config.max_clock_lead)
+        self.ota = OtaStateService(self.store, self.pipeline, self.attributes, self.clocks)
         self.limits = config.device_limits()
         self.line = LineServer(
             directory=self.directory,
@@ -227,6 +229,7 @@ class Server:
             hub=self.hub,
             rpc=self.rpc,
             attributes=self.attributes,
+            ota=self.ota,
             live=self.live,
             alarms=self.alarms,
             webhooks=self.webhooks,
@@ -238,6 +241,7 @@ class Server:
             metrics_token=self.config.metrics_token,
             ws_max_points=self.config.ws_max_points,
             ws_page_refresh=self.config.ws_page_refresh,
+            ota_max_size=self.config.ota_max_size,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

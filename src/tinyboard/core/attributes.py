@@ -66,10 +66,20 @@ class AttributeService:
 
     async def update_shared(self, device: Device, values: dict[str, Value]) -> None:
         """Store shared attributes (durably), then push them to the device's sessions."""
+        await self.update_shared_of([(device, values)])
+
+    async def update_shared_of(self, updates: Sequence[tuple[Device, dict[str, Value]]]) -> None:
+        """Shared attributes of several devices in one commit, then each device's pushed to
+        its sessions (a profile's change reaching a page of its devices)."""
         ts = int(time.time() * 1000)
-        rows: list[AttributeRow] = [(device.key, "SHARED", k, ts, v) for k, v in values.items()]
+        rows: list[AttributeRow] = [
+            (device.key, "SHARED", k, ts, v)
+            for device, values in updates
+            for k, v in values.items()
+        ]
         await self.pipeline.commit([], rows)
-        self._push(device, values)
+        for device, values in updates:
+            self._push(device, values)
 
     def _push(self, device: Device, update: dict[str, Value]) -> None:
         for session in self.hub.for_device(device.id):

@@ -42,6 +42,13 @@ class Device:
     additional_info: dict[str, Any] | None = None
     """ThingsBoard's `additionalInfo`: a JSON object kept as a client saved it (e.g. its
     `description`), None for a device that never had one."""
+    firmware_id: str | None = None
+    software_id: str | None = None
+    """OTA packages assigned to this device itself; None: its profile's (ThingsBoard's
+    `firmwareId`/`softwareId`, the device's own winning over its profile's)."""
+
+    def package_id(self, type: OtaType) -> str | None:
+        return self.firmware_id if type == "FIRMWARE" else self.software_id
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +94,56 @@ class DeviceProfile:
     description: str = ""
     profile_data: dict[str, Any] = field(default_factory=default_profile_data)
     settings: dict[str, Any] = field(default_factory=dict)
+    firmware_id: str | None = None
+    software_id: str | None = None
+    """The OTA packages its devices run unless they have their own."""
+
+    def package_id(self, type: OtaType) -> str | None:
+        return self.firmware_id if type == "FIRMWARE" else self.software_id
+
+
+OtaType = Literal["FIRMWARE", "SOFTWARE"]
+OTA_TYPES: tuple[OtaType, ...] = ("FIRMWARE", "SOFTWARE")
+ChecksumAlgorithm = Literal[
+    "MD5", "SHA256", "SHA384", "SHA512", "CRC32", "MURMUR3_32", "MURMUR3_128"
+]
+CHECKSUM_ALGORITHMS: tuple[ChecksumAlgorithm, ...] = (
+    "MD5", "SHA256", "SHA384", "SHA512", "CRC32", "MURMUR3_32", "MURMUR3_128"
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtaPackage:
+    """ThingsBoard's OtaPackageInfo: a firmware or software image for the devices of one
+    profile. Its bytes (if it has any; a package may give a `url` instead) are stored in
+    fixed-size chunks under `data_upload`, the upload that completed."""
+
+    id: str
+    created_ts: int
+    profile_id: str | None
+    type: OtaType
+    title: str
+    version: str
+    tag: str | None = None
+    url: str | None = None
+    file_name: str | None = None
+    content_type: str | None = None
+    checksum_algorithm: ChecksumAlgorithm | None = None
+    checksum: str | None = None
+    data_size: int | None = None
+    additional_info: dict[str, Any] | None = None
+    data_upload: str | None = None
+    """The completed upload whose chunks are the package's bytes; None: no bytes stored."""
+
+    @property
+    def has_url(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def has_data(self) -> bool:
+        """ThingsBoard's `hasData`: bytes stored, or a URL to fetch them from (only such a
+        package can be assigned)."""
+        return self.data_upload is not None or self.has_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

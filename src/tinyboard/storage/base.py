@@ -6,7 +6,7 @@ All methods are coroutines so an async driver fits as well as a thread-backed on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from tinyboard.core.models import (
@@ -17,6 +17,8 @@ from tinyboard.core.models import (
     AttributeRow,
     Device,
     DeviceProfile,
+    OtaPackage,
+    OtaType,
     Reading,
     Scope,
     Severity,
@@ -46,11 +48,15 @@ class Store(Protocol):
         token: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None = None,
+        firmware_id: str | None = None,
+        software_id: str | None = None,
     ) -> Device:
         """Register a device; raises `ConflictError` if the name or token is taken. Its
         profile is `profile_id`, else the one named `type` (created if missing, as
         ThingsBoard does), else the default profile; its `type` is that profile's name.
-        `additional_info` is kept as given (callers bound its size: MAX_ADDITIONAL_INFO)."""
+        `additional_info` is kept as given (callers bound its size: MAX_ADDITIONAL_INFO).
+        `firmware_id`/`software_id` must name packages of that profile, of that type, with
+        data or a URL (`DataValidationError` with ThingsBoard's text otherwise)."""
 
     async def update_device(
         self,
@@ -61,10 +67,13 @@ class Store(Protocol):
         type: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None,
+        firmware_id: str | None,
+        software_id: str | None,
     ) -> Device:
         """Rename, relabel or move a device to another profile (chosen as in
         `create_device`) and replace its `additional_info` (None clears it, as a ThingsBoard
-        save without it does); `ConflictError` if the name is taken."""
+        save without it does) and its own packages (checked as in `create_device`, against
+        the profile it ends up in); `ConflictError` if the name is taken."""
 
     async def get_device(self, ref: str) -> Device:
         """A device by id or name; raises `NotFoundError`."""
@@ -102,10 +111,12 @@ class Store(Protocol):
 
     async def save_profile(self, profile: DeviceProfile) -> DeviceProfile:
         """Insert or update a profile by id (never its default flag); a rename renames its
-        devices' `type`. `ConflictError` if the name is taken."""
+        devices' `type`. `ConflictError` if the name is taken; its packages are checked as
+        a device's (`create_device`)."""
 
     async def delete_profile(self, profile_id: str) -> DeviceProfile:
-        """Delete a profile; `InUseError` while devices use it or it is the default."""
+        """Delete a profile with its OTA packages (ThingsBoard's cascade); `InUseError`
+        while devices use it or it is the default."""
 
     async def set_default_profile(self, profile_id: str) -> DeviceProfile:
         """Make a profile the default (the one devices get when none is named)."""
@@ -259,3 +270,49 @@ class Store(Protocol):
 
     async def last_telemetry(self) -> dict[int, int]:
         """Device key → the newest telemetry timestamp it has stored."""
+
+    # -- OTA packages ----------------------------------------------------------------------
+    async def ota_packages(self) -> list[OtaPackage]:
+        """Every OTA package, oldest first (an install has tens, so callers page in
+        memory)."""
+
+    async def get_ota_package(self, package_id: str) -> OtaPackage:
+        """A package by id; raises `NotFoundError`."""
+
+    async def save_ota_package(self, package: OtaPackage) -> OtaPackage:
+        """Insert or update a package's info by id: every field but its bytes (`data_upload`
+        is never written here). `DataValidationError` with ThingsBoard's text when the title
+        and version are taken or the profile does not exist."""
+
+    async def delete_ota_package(self, package_id: str) -> OtaPackage:
+        """Delete a package and its bytes; `InUseError` (ThingsBoard's text) while a profile
+        or a device runs it, `NotFoundError` for none."""
+
+    async def save_ota_data(
+        self,
+        package_id: str,
+        chunks: AsyncIterable[bytes],
+        complete: Callable[[int], OtaPackage],
+    ) -> OtaPackage:
+        """Store a package's bytes as `chunks` arrive (any sizes; stored as OTA_CHUNK
+        rows, at most 1 MiB per transaction). At their end `complete(size)` checks them and
+        gives the package with its data fields (file name, content type, checksum, size);
+        one transaction then makes the chunks its data, unless it has data by then
+        (`DataValidationError`) or is gone (`NotFoundError`). Whatever raises, in `chunks`,
+        `complete` or here, the chunks written are deleted, the package keeps no data and
+        the error propagates; chunks of an upload a crash cut off go at the next `open`."""
+
+    def ota_data(self, package: OtaPackage) -> AsyncIterator[bytes]:
+        """A package's bytes, chunk by chunk, read a few chunks at a time (nothing for a
+        package without data); `NotFoundError` if it is deleted while being read."""
+
+    async def read_ota_range(self, package: OtaPackage, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of a package (shorter at its end, empty past it),
+        reading only the chunks covering that range: a device's chunk n of `size` bytes is
+        `read_ota_range(package, n * size, size)`."""
+
+    async def devices_following_profile(
+        self, profile_id: str, type: OtaType, *, after_key: int = 0, limit: int = 100
+    ) -> list[Device]:
+        """Devices of a profile without a package of `type` of their own (those the
+        profile's package reaches), in key order after `after_key`: a page of them."""

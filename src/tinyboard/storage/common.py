@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -14,6 +14,8 @@ from tinyboard.core.models import (
     AlarmStatus,
     Device,
     DeviceProfile,
+    OtaPackage,
+    OtaType,
     Severity,
     User,
     default_profile_data,
@@ -30,8 +32,14 @@ STATUS_FLAGS: dict[str, tuple[int, int]] = {
 """Alarm status → (cleared, acknowledged)."""
 
 
-DEVICE_COLUMNS = "seq, id, name, type, label, token, created_ts, profile_id, additional_info"
-PROFILE_COLUMNS = "id, name, created_ts, is_default, description, profile_data, settings"
+DEVICE_COLUMNS = (
+    "seq, id, name, type, label, token, created_ts, profile_id, additional_info, "
+    "firmware_id, software_id"
+)
+PROFILE_COLUMNS = (
+    "id, name, created_ts, is_default, description, profile_data, settings, firmware_id, "
+    "software_id"
+)
 DEVICE_ORDER = {"name": "name", "createdTime": "created_ts", "type": "type", "label": "label"}
 """ThingsBoard's device `sortProperty` → our column (`deviceProfileName` is `type`)."""
 PROFILE_IN_USE = "The device profile referenced by the devices cannot be deleted!"
@@ -60,6 +68,8 @@ def device_from(row: Sequence[Any]) -> Device:
         created_ts=int(row[6]),
         profile_id=str(row[7]),
         additional_info=None if row[8] is None else orjson.loads(row[8]),
+        firmware_id=row[9],
+        software_id=row[10],
     )
 
 
@@ -77,10 +87,14 @@ def profile_from(row: Sequence[Any]) -> DeviceProfile:
         description=str(row[4]),
         profile_data=orjson.loads(row[5]),
         settings=orjson.loads(row[6]),
+        firmware_id=row[7],
+        software_id=row[8],
     )
 
 
-PROFILE_SAVED = "id, name, created_ts, description, profile_data, settings"
+PROFILE_SAVED = (
+    "id, name, created_ts, description, profile_data, settings, firmware_id, software_id"
+)
 """The columns `save_profile` writes (`is_default` changes only by `set_default_profile`)."""
 
 
@@ -93,6 +107,8 @@ def profile_row(profile: DeviceProfile) -> tuple[object, ...]:
         profile.description,
         orjson.dumps(profile.profile_data).decode(),
         orjson.dumps(profile.settings).decode(),
+        profile.firmware_id,
+        profile.software_id,
     )
 
 
@@ -283,3 +299,158 @@ def migrations(backend: str) -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
+
+
+# -- OTA packages --------------------------------------------------------------------------
+OTA_CHUNK = 65_536
+"""Bytes per stored chunk of a package (the last one may be shorter): a device's chunk
+request reads only the rows covering its range, and no request holds a whole image."""
+OTA_CHUNKS_PER_WRITE = 16
+"""Chunks written (and read while streaming) per transaction: 1 MiB, so an upload never
+holds the writer for long and other devices' readings commit in between."""
+OTA_UPLOAD_STALE_MS = 3_600_000
+"""An upload started this long ago and not finished was cut off by a crash: its chunks go
+(at the next start, on any node, so one still running elsewhere is never touched)."""
+OTA_COLUMNS = (
+    "id, created_ts, profile_id, type, title, version, tag, url, file_name, content_type, "
+    "checksum_algorithm, checksum, data_size, additional_info, data_upload"
+)
+OTA_INFO_SAVED = (
+    "id, created_ts, profile_id, type, title, version, tag, url, file_name, content_type, "
+    "checksum_algorithm, checksum, data_size, additional_info"
+)
+"""The columns `save_ota_package` writes: never `data_upload`, which only a completed
+upload sets."""
+OTA_TITLE_TAKEN = "OtaPackage with such title and version already exists!"
+OTA_DATA_SET = "Updating otaPackage data is prohibited!"
+OTA_GONE = "The OTA package was deleted meanwhile"
+OTA_HAS_DATA = "data_upload IS NOT NULL OR (url IS NOT NULL AND url <> '')"
+"""SQL for ThingsBoard's hasData: bytes stored, or a URL."""
+
+
+def ota_from(row: Sequence[Any]) -> OtaPackage:
+    return OtaPackage(
+        id=str(row[0]),
+        created_ts=int(row[1]),
+        profile_id=row[2],
+        type=row[3],
+        title=str(row[4]),
+        version=str(row[5]),
+        tag=row[6],
+        url=row[7],
+        file_name=row[8],
+        content_type=row[9],
+        checksum_algorithm=row[10],
+        checksum=row[11],
+        data_size=None if row[12] is None else int(row[12]),
+        additional_info=None if row[13] is None else orjson.loads(row[13]),
+        data_upload=row[14],
+    )
+
+
+def ota_row(package: OtaPackage) -> tuple[object, ...]:
+    """A package as the values of OTA_INFO_SAVED."""
+    return (
+        package.id, package.created_ts, package.profile_id, package.type, package.title,
+        package.version, package.tag, package.url, package.file_name, package.content_type,
+        package.checksum_algorithm, package.checksum, package.data_size,
+        info_json(package.additional_info),
+    )  # fmt: skip
+
+
+OTA_ASSIGNABLE = f"SELECT type, profile_id, ({OTA_HAS_DATA}) FROM ota_package WHERE id ="
+"""What `assignment_refusal` needs to know about a package (the id's placeholder follows)."""
+
+
+def assignment_refusal(
+    found: Sequence[Any] | None, type: OtaType, profile_id: str | None
+) -> str | None:
+    """ThingsBoard's reason (AbstractHasOtaPackageValidator) why a package, read with
+    OTA_ASSIGNABLE, cannot be assigned as `type` to a profile or to a device of a profile;
+    None if it can."""
+    what = type.lower()
+    if found is None:
+        return f"Can't assign non-existent {what}!"
+    package_type, package_profile, has_data = found
+    if package_type != type:
+        return f"Can't assign {what} with type: {package_type}"
+    if not has_data:
+        return f"Can't assign {what} with empty data!"
+    if package_profile != profile_id:
+        return f"Can't assign {what} with different deviceProfile!"
+    return None
+
+
+def ota_in_use(type: OtaType, by_profile: bool) -> str:
+    """ThingsBoard's text (BaseOtaPackageService.deleteOtaPackage) for a package that a
+    profile or a device still runs."""
+    what = "otaPackage" if type == "FIRMWARE" else "software"
+    whom = "device profile" if by_profile else "devices"
+    return f"The {what} referenced by the {whom} cannot be deleted!"
+
+
+def ota_column(type: OtaType) -> str:
+    """The column of a profile or device naming its package of `type`."""
+    return "firmware_id" if type == "FIRMWARE" else "software_id"
+
+
+def chunk_span(offset: int, size: int) -> tuple[int, int]:
+    """The first and last chunk index holding bytes [offset, offset + size)."""
+    return offset // OTA_CHUNK, (offset + max(size, 1) - 1) // OTA_CHUNK
+
+
+class Rechunker:
+    """Cuts a stream of byte strings of any length into OTA_CHUNK pieces (the last one
+    shorter), numbered from 0, without holding more than one chunk and one piece."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self.index = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._pending += data
+        out = []
+        while len(self._pending) >= OTA_CHUNK:
+            out.append((self.index, bytes(self._pending[:OTA_CHUNK])))
+            del self._pending[:OTA_CHUNK]
+            self.index += 1
+        return out
+
+    def rest(self) -> list[tuple[int, bytes]]:
+        if not self._pending:
+            return []
+        out = [(self.index, bytes(self._pending))]
+        self._pending.clear()
+        self.index += 1
+        return out
+
+
+async def write_chunks(
+    source: AsyncIterable[bytes], write: Callable[[list[tuple[int, bytes]]], Awaitable[None]]
+) -> int:
+    """Cut `source` into chunks and hand them to `write` OTA_CHUNKS_PER_WRITE at a time;
+    returns the number of bytes. Holds at most one batch in memory."""
+    cutter = Rechunker()
+    size = 0
+    batch: list[tuple[int, bytes]] = []
+    async for piece in source:
+        size += len(piece)
+        batch += cutter.feed(piece)
+        if len(batch) >= OTA_CHUNKS_PER_WRITE:
+            await write(batch)
+            batch = []
+    batch += cutter.rest()
+    if batch:
+        await write(batch)
+    return size
+
+
+def chunk_count(package: OtaPackage) -> int:
+    return -(-(package.data_size or 0) // OTA_CHUNK)
+
+
+def cut_range(rows: Sequence[Any], first: int, offset: int, size: int) -> bytes:
+    """Bytes [offset, offset + size) out of consecutive chunk rows (idx, data) starting at
+    chunk `first`."""
+    start = offset - first * OTA_CHUNK
+    return b"".join(bytes(r[1]) for r in rows)[start : start + size]

@@ -5,8 +5,9 @@ Everything goes through the `Store` protocol, so any pair of backends works. Dev
 their ids and tokens (boards need no change) but get the target's compact keys; time
 series are read and written in pages. Afterwards both sides are read again and compared:
 for every device and key, the number of points and a SHA-256 over (ts, value) in time
-order; each device's record (name, type, label, token, `additionalInfo`) and attributes as
-they are; users, rules and alarms by count. The target must be empty.
+order; each device's record (name, type, label, token, `additionalInfo`, packages) and
+attributes as they are; each OTA package's info and a SHA-256 of its file; users, rules and
+alarms by count. The target must be empty. Package files are streamed chunk by chunk.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from tinyboard.core.models import SCOPES, AttributeRow, Device, Reading
+from tinyboard.core.models import SCOPES, AttributeRow, Device, OtaPackage, Reading
 from tinyboard.errors import TinyboardError
 from tinyboard.storage.base import Store
 
@@ -37,6 +38,7 @@ class CopyReport:
     users: int = 0
     rules: int = 0
     alarms: int = 0
+    packages: int = 0
     checked_series: int = 0
     differences: list[str] = field(default_factory=list)
 
@@ -53,7 +55,9 @@ async def copy_store(
     for user in await source.list_users():
         await target.import_user(user)
         report.users += 1
-    await _copy_profiles(source, target)
+    profile_ids = await _copy_profiles(source, target)
+    report.packages = await _copy_packages(source, target, profile_ids)
+    await _assign_profile_packages(source, target, profile_ids)
     keys: dict[int, Device] = {}
     for device in await _all_devices(source):
         copied = await target.import_device(device)
@@ -67,16 +71,67 @@ async def copy_store(
     return report
 
 
-async def _copy_profiles(source: Store, target: Store) -> None:
+async def _copy_profiles(source: Store, target: Store) -> dict[str, str]:
     """Profiles by name: the target's own `default` takes the source's settings (and id
-    stays), so the devices imported next find their profile by their type."""
+    stays), so the devices imported next find their profile by their type. Without their
+    packages yet (those need the profile first). Returns source id → target id."""
     target_ids = {p.name: p.id for p in await target.profiles()}
+    moved = {}
     for profile in await source.profiles():
         copied = await target.save_profile(
-            replace(profile, id=target_ids.get(profile.name, profile.id))
+            replace(
+                profile,
+                id=target_ids.get(profile.name, profile.id),
+                firmware_id=None,
+                software_id=None,
+            )
         )
+        moved[profile.id] = copied.id
         if profile.default:
             await target.set_default_profile(copied.id)
+    return moved
+
+
+async def _copy_packages(source: Store, target: Store, profile_ids: dict[str, str]) -> int:
+    """Every OTA package with its id, its file streamed chunk by chunk."""
+    packages = await source.ota_packages()
+    for package in packages:
+        profile = None if package.profile_id is None else profile_ids.get(package.profile_id)
+        info = replace(package, profile_id=profile, data_upload=None)
+        if package.data_upload is not None:
+            info = replace(info, file_name=None, content_type=None, checksum_algorithm=None,
+                           checksum=None, data_size=None)  # fmt: skip
+        saved = await target.save_ota_package(info)
+        if package.data_upload is not None:
+            await target.save_ota_data(package.id, source.ota_data(package), _as_in(package, saved))
+    return len(packages)
+
+
+def _as_in(source: OtaPackage, saved: OtaPackage) -> Callable[[int], OtaPackage]:
+    def complete(size: int) -> OtaPackage:
+        if size != source.data_size:
+            raise CopyError(f"OTA package {source.id}: {size} bytes read, {source.data_size} kept")
+        return replace(
+            saved,
+            file_name=source.file_name,
+            content_type=source.content_type,
+            checksum_algorithm=source.checksum_algorithm,
+            checksum=source.checksum,
+            data_size=size,
+        )
+
+    return complete
+
+
+async def _assign_profile_packages(
+    source: Store, target: Store, profile_ids: dict[str, str]
+) -> None:
+    for profile in await source.profiles():
+        if profile.firmware_id is not None or profile.software_id is not None:
+            copied = await target.get_profile(profile_ids[profile.id])
+            await target.save_profile(
+                replace(copied, firmware_id=profile.firmware_id, software_id=profile.software_id)
+            )
 
 
 async def _copy_attributes(source: Store, target: Store, device: Device, copied: Device) -> int:
@@ -148,7 +203,8 @@ async def series_digest(store: Store, device: int, key: str) -> tuple[int, str]:
 def _record(device: Device) -> tuple[object, ...]:
     """What a copy keeps of a device (its key and profile id are the target's)."""
     d = device
-    return (d.name, d.type, d.label, d.token, d.created_ts, d.additional_info)
+    return (d.name, d.type, d.label, d.token, d.created_ts, d.additional_info, d.firmware_id,
+            d.software_id)  # fmt: skip
 
 
 async def _verify(
@@ -168,9 +224,37 @@ async def _verify(
         for scope in SCOPES:
             if await source.attributes(old_key, scope) != await target.attributes(new.key, scope):
                 report.differences.append(f"{new.name}: {scope} attributes differ")
+    await _verify_packages(source, target, report)
     if len(await target.list_users()) != report.users:
         report.differences.append("users differ")
     if len(await target.alarm_rules()) != report.rules:
         report.differences.append("alarm rules differ")
     if report.differences:
         raise CopyError("the copy differs from the source: " + "; ".join(report.differences))
+
+
+async def package_digest(store: Store, package: OtaPackage) -> str:
+    """SHA-256 of a package's file, read chunk by chunk."""
+    digest = hashlib.sha256()
+    async for chunk in store.ota_data(package):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _package_record(package: OtaPackage) -> tuple[object, ...]:
+    p = package
+    return (p.id, p.type, p.title, p.version, p.tag, p.url, p.file_name, p.content_type,
+            p.checksum_algorithm, p.checksum, p.data_size, p.additional_info,
+            p.created_ts)  # fmt: skip
+
+
+async def _verify_packages(source: Store, target: Store, report: CopyReport) -> None:
+    copied = {p.id: p for p in await target.ota_packages()}
+    for package in await source.ota_packages():
+        there = copied.get(package.id)
+        if there is None or _package_record(there) != _package_record(package):
+            report.differences.append(f"OTA package {package.title} {package.version} differs")
+        elif await package_digest(source, package) != await package_digest(target, there):
+            report.differences.append(
+                f"OTA package {package.title} {package.version}: file differs"
+            )

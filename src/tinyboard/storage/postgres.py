@@ -77,6 +77,11 @@ from tinyboard.storage.common import (
     profile_row,
     user_from,
 )
+from tinyboard.storage.postgres_ota import (
+    PostgresOtaPackages,
+    check_packages,
+    delete_profile_packages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +195,7 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-class PostgresStore:
+class PostgresStore(PostgresOtaPackages):
     """`Store` on PostgreSQL. Create it, then `await open()`."""
 
     def __init__(self, url: str) -> None:
@@ -226,6 +231,7 @@ class PostgresStore:
                 "(postgresql://user:password@host:5432/database)"
             ) from exc
         self.applied = await self._migrate()
+        await self._drop_stale_uploads()
 
     async def _migrate(self) -> list[int]:
         """Apply pending migrations (one node at a time); returns the versions applied."""
@@ -330,15 +336,19 @@ class PostgresStore:
         token: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None = None,
+        firmware_id: str | None = None,
+        software_id: str | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info))
+        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info),
+               firmware_id, software_id)  # fmt: skip
         return await self._insert_device(row, type, profile_id)
 
     async def import_device(self, device: Device) -> Device:
         row = (device.id, device.name, device.label, device.token, device.created_ts,
-               info_json(device.additional_info))  # fmt: skip
+               info_json(device.additional_info), device.firmware_id,
+               device.software_id)  # fmt: skip
         return await self._insert_device(row, device.type, None)
 
     async def _insert_device(
@@ -347,11 +357,12 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> Device:
             async with conn.transaction():
                 profile, profile_name = await _profile_for(conn, type, profile_id)
+                await check_packages(conn, values[-2:], profile)
                 try:
                     row = await conn.fetchrow(
                         "INSERT INTO device (id, name, label, token, created_ts, "
-                        "additional_info, type, profile_id) "
-                        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {DEVICE_COLUMNS}",
+                        "additional_info, firmware_id, software_id, type, profile_id) VALUES "
+                        f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {DEVICE_COLUMNS}",
                         *values, profile_name, profile,
                     )  # fmt: skip
                 except asyncpg.UniqueViolationError as exc:
@@ -370,6 +381,8 @@ class PostgresStore:
         type: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None,
+        firmware_id: str | None,
+        software_id: str | None,
     ) -> Device:
         device = await self.get_device(ref)
         name = check_name(name)
@@ -378,11 +391,14 @@ class PostgresStore:
         async def op(conn: asyncpg.Connection) -> Device:
             async with conn.transaction():
                 profile, profile_name = await _profile_for(conn, type, profile_id)
+                await check_packages(conn, (firmware_id, software_id), profile)
                 try:
                     row = await conn.fetchrow(
                         "UPDATE device SET name = $1, label = $2, type = $3, profile_id = $4, "
-                        f"additional_info = $5 WHERE seq = $6 RETURNING {DEVICE_COLUMNS}",
-                        name, label, profile_name, profile, info, device.key,
+                        "additional_info = $5, firmware_id = $6, software_id = $7 "
+                        f"WHERE seq = $8 RETURNING {DEVICE_COLUMNS}",
+                        name, label, profile_name, profile, info, firmware_id, software_id,
+                        device.key,
                     )  # fmt: skip
                 except asyncpg.UniqueViolationError:
                     raise ConflictError("a device with this name already exists") from None
@@ -460,12 +476,14 @@ class PostgresStore:
     async def save_profile(self, profile: DeviceProfile) -> DeviceProfile:
         async def op(conn: asyncpg.Connection) -> DeviceProfile:
             async with conn.transaction():
+                await check_packages(conn, (profile.firmware_id, profile.software_id), profile.id)
                 try:
                     await conn.execute(
                         f"INSERT INTO device_profile ({PROFILE_SAVED}) "
-                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET "
                         "name = excluded.name, description = excluded.description, "
-                        "profile_data = excluded.profile_data, settings = excluded.settings",
+                        "profile_data = excluded.profile_data, settings = excluded.settings, "
+                        "firmware_id = excluded.firmware_id, software_id = excluded.software_id",
                         *profile_row(profile),
                     )
                 except asyncpg.UniqueViolationError:
@@ -486,6 +504,7 @@ class PostgresStore:
                     raise InUseError(DEFAULT_UNDELETABLE)
                 if await conn.fetchrow("SELECT 1 FROM device WHERE profile_id = $1", profile_id):
                     raise InUseError(PROFILE_IN_USE)
+                await delete_profile_packages(conn, profile_id)
                 await conn.execute("DELETE FROM device_profile WHERE id = $1", profile_id)
                 return profile
 

@@ -14,12 +14,11 @@ one. The key-id cache only learns ids once their transaction has committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ import orjson
 
 from tinyboard.core.devices import check_name, check_token, new_token
 from tinyboard.core.models import (
+    OTA_TYPES,
     Aggregation,
     Alarm,
     AlarmSort,
@@ -75,6 +75,12 @@ from tinyboard.storage.common import (
     profile_row,
     user_from,
 )
+from tinyboard.storage.sqlite_ota import (
+    SQLiteOtaPackages,
+    check_assignment,
+    delete_profile_packages,
+)
+from tinyboard.storage.sqlite_tx import transaction as _transaction
 
 T = TypeVar("T")
 
@@ -150,20 +156,6 @@ REFUSED_DATA = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, TypeEr
 orjson cannot write), not for the database's state."""
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT. On failure, ROLLBACK unless SQLite has already rolled
-    back by itself (a full disk, an I/O error), which would hide the real error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _statements(script: str) -> Iterable[str]:
     pending = ""
     for line in script.splitlines(keepends=True):
@@ -175,7 +167,7 @@ def _statements(script: str) -> Iterable[str]:
         yield pending
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteOtaPackages):
     """`Store` on a SQLite file. Create it, then `await open()`."""
 
     def __init__(self, path: Path, *, sync: str = "full", readers: int = 2) -> None:
@@ -237,6 +229,7 @@ class SQLiteStore:
                 f"cannot create the data directory {self.path.parent}: {exc}"
             ) from None
         self.applied = await self._write_op(self._migrate)
+        await self._write_op(self._drop_stale_uploads)
 
     def _migrate(self) -> list[int]:
         conn = self._conn()
@@ -270,10 +263,13 @@ class SQLiteStore:
         token: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None = None,
+        firmware_id: str | None = None,
+        software_id: str | None = None,
     ) -> Device:
         name = check_name(name)
         token = check_token(token) if token is not None else new_token()
-        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info))
+        row = (str(uuid.uuid4()), name, label, token, _now_ms(), info_json(additional_info),
+               firmware_id, software_id)  # fmt: skip
         return await self._write_op(self._insert_device, row, type, profile_id)
 
     def _insert_device(
@@ -282,10 +278,12 @@ class SQLiteStore:
         conn = self._conn()
         with _transaction(conn):
             profile, profile_name = self._profile_for(conn, type, profile_id)
+            _check_packages(conn, row[-2:], profile)
             try:
                 cur = conn.execute(
                     "INSERT INTO device (id, name, label, token, created_ts, additional_info, "
-                    f"type, profile_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
+                    "firmware_id, software_id, type, profile_id) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {DEVICE_COLUMNS}",
                     (*row, profile_name, profile),
                 )
             except sqlite3.IntegrityError as exc:
@@ -323,9 +321,11 @@ class SQLiteStore:
         type: str | None = None,
         profile_id: str | None = None,
         additional_info: dict[str, Any] | None,
+        firmware_id: str | None,
+        software_id: str | None,
     ) -> Device:
         device = await self.get_device(ref)
-        values = (check_name(name), label, info_json(additional_info))
+        values = (check_name(name), label, info_json(additional_info), firmware_id, software_id)
         return await self._write_op(self._update_device, device.key, values, type, profile_id)
 
     def _update_device(
@@ -334,9 +334,11 @@ class SQLiteStore:
         conn = self._conn()
         with _transaction(conn):
             profile, profile_name = self._profile_for(conn, type, profile_id)
+            _check_packages(conn, values[-2:], profile)
             try:
                 cur = conn.execute(
-                    "UPDATE device SET name = ?, label = ?, additional_info = ?, type = ?, "
+                    "UPDATE device SET name = ?, label = ?, additional_info = ?, "
+                    "firmware_id = ?, software_id = ?, type = ?, "
                     f"profile_id = ? WHERE seq = ? RETURNING {DEVICE_COLUMNS}",
                     (*values, profile_name, profile, seq),
                 )
@@ -450,12 +452,15 @@ class SQLiteStore:
     def _save_profile(self, row: tuple[object, ...]) -> DeviceProfile:
         conn = self._conn()
         with _transaction(conn):
+            _check_packages(conn, row[-2:], str(row[0]))
             try:
                 conn.execute(
-                    f"INSERT INTO device_profile ({PROFILE_SAVED}) VALUES (?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO device_profile ({PROFILE_SAVED}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
                     "description = excluded.description, profile_data = excluded.profile_data, "
-                    "settings = excluded.settings",
+                    "settings = excluded.settings, firmware_id = excluded.firmware_id, "
+                    "software_id = excluded.software_id",
                     row,
                 )
             except sqlite3.IntegrityError:
@@ -478,6 +483,7 @@ class SQLiteStore:
                 raise InUseError(DEFAULT_UNDELETABLE)
             if conn.execute("SELECT 1 FROM device WHERE profile_id = ?", (profile_id,)).fetchone():
                 raise InUseError(PROFILE_IN_USE)
+            delete_profile_packages(conn, profile_id)
             conn.execute("DELETE FROM device_profile WHERE id = ?", (profile_id,))
             return profile
 
@@ -853,7 +859,8 @@ class SQLiteStore:
 
     async def import_device(self, device: Device) -> Device:
         row = (device.id, device.name, device.label, device.token, device.created_ts,
-               info_json(device.additional_info))  # fmt: skip
+               info_json(device.additional_info), device.firmware_id,
+               device.software_id)  # fmt: skip
         return await self._write_op(self._insert_device, row, device.type, None)
 
     async def import_user(self, user: User) -> None:
@@ -1006,6 +1013,12 @@ class SQLiteStore:
     def _last_telemetry(self) -> dict[int, int]:
         rows = self._conn().execute("SELECT device, max(ts) FROM ts_latest GROUP BY device")
         return {device: ts for device, ts in rows}
+
+
+def _check_packages(conn: sqlite3.Connection, ids: Sequence[object], profile: str) -> None:
+    """The (firmware, software) a profile or a device of `profile` is given must fit it."""
+    for type, package in zip(OTA_TYPES, ids, strict=True):
+        check_assignment(conn, type, None if package is None else str(package), profile)
 
 
 def _key_id(conn: sqlite3.Connection, key: str, new_keys: dict[str, int]) -> int:

@@ -15,6 +15,7 @@ from tinyboard.web import (
     devices,
     errors,
     metrics,
+    ota,
     profiles,
     rest,
     rpc,
@@ -46,7 +47,7 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     app.state.metrics = metrics.registry_for(ctx)
     errors.install(app)
     # routes are matched, and listed in /openapi.json, in this order
-    modules = (auth, device_api, devices, profiles, tenants, rest, telemetry, rpc, alarms)
+    modules = (auth, device_api, devices, profiles, ota, tenants, rest, telemetry, rpc, alarms)
     for module in (*modules, alarm_rule_api, webhook_status, ws, ws_api, metrics):
         app.include_router(module.router)
 

@@ -11,6 +11,7 @@ from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.live import LiveHub
+from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
@@ -31,6 +32,7 @@ class WebContext:
     hub: SessionHub
     rpc: RpcService
     attributes: AttributeService
+    ota: OtaStateService
     live: LiveHub
     alarms: AlarmEngine
     webhooks: Webhooks
@@ -45,3 +47,5 @@ class WebContext:
     """`--ws-max-points`: the points one WebSocket command's answer may hold."""
     ws_page_refresh: float = 10.0
     """`--ws-page-refresh`: seconds between runs of a dynamic page's query."""
+    ota_max_size: int = 33_554_432
+    """`--ota-max-size`: the largest OTA package file an upload may carry."""

@@ -20,7 +20,14 @@ from tinyboard.storage.common import DEVICE_ORDER
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
-from tinyboard.web.models import Credentials, DeviceIn, DeviceInfoOut, DeviceOut, errors
+from tinyboard.web.models import (
+    Credentials,
+    DeviceIn,
+    DeviceInfoOut,
+    DeviceOut,
+    errors,
+    package_ref,
+)
 from tinyboard.web.profiles import profile_by_id
 
 router = APIRouter(tags=["devices"], responses=errors(400, 401, 404))
@@ -59,28 +66,40 @@ async def save_device(
     """Create a device (with `id`: update it). Its profile is `deviceProfileId`, else the
     profile named `type` (created if missing), else the default one; `type` becomes the
     profile's name. `additionalInfo` (a JSON object or null) is stored as sent; an update
-    replaces it, as ThingsBoard's does. `accessToken` chooses the new device's token."""
-    store = _ctx(request).store
+    replaces it, as ThingsBoard's does. `accessToken` chooses the new device's token.
+    `firmwareId`/`softwareId` name OTA packages of its profile that it runs instead of the
+    profile's; when what it runs changes, it is told (its `fw_*`/`sw_*` shared
+    attributes)."""
+    ctx = _ctx(request)
+    store = ctx.store
     profile = _profile_ref(body)
-    if body.id is None:
-        device = await store.create_device(
-            body.name,
-            type=body.type,
-            label=body.label or "",
-            token=accessToken,
-            profile_id=profile,
-            additional_info=body.additionalInfo,
-        )
-    else:
-        existing = await device_by_id(store, body.id.id)
-        device = await store.update_device(
-            existing.id,
-            name=body.name,
-            label=body.label or "",
-            type=body.type,
-            profile_id=profile,
-            additional_info=body.additionalInfo,
-        )
+    packages = {
+        "firmware_id": package_ref(body.firmwareId, "firmwareId"),
+        "software_id": package_ref(body.softwareId, "softwareId"),
+    }
+    async with ctx.ota.lock:
+        old = None if body.id is None else await device_by_id(store, body.id.id)
+        if old is None:
+            device = await store.create_device(
+                body.name,
+                type=body.type,
+                label=body.label or "",
+                token=accessToken,
+                profile_id=profile,
+                additional_info=body.additionalInfo,
+                **packages,
+            )
+        else:
+            device = await store.update_device(
+                old.id,
+                name=body.name,
+                label=body.label or "",
+                type=body.type,
+                profile_id=profile,
+                additional_info=body.additionalInfo,
+                **packages,
+            )
+        await ctx.ota.device_saved(old, device)
     return DeviceOut.of(device)
 
 

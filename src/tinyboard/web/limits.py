@@ -38,6 +38,10 @@ SWEEP_SECONDS = 0.5
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 2 * 1024 * 1024
 DEVICE_API = b"/api/v1/"
+OTA_UPLOAD = b"/api/otaPackage/"
+OTA_FORM_ROOM = 65_536
+"""Bytes an OTA upload's body may carry beyond the file: the multipart boundaries, the part
+headers and the checksum fields."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +52,7 @@ class HttpLimits:
     max_url: int
     max_body: int
     max_device_body: int
+    max_ota_body: int
     header_timeout: int
     body_timeout: int
     idle_timeout: int
@@ -61,6 +66,7 @@ class HttpLimits:
             max_url=config.http_max_url,
             max_body=config.http_max_body,
             max_device_body=config.max_packet,
+            max_ota_body=config.ota_max_size + OTA_FORM_ROOM,
             header_timeout=config.http_header_timeout,
             body_timeout=config.http_body_timeout,
             idle_timeout=config.http_idle_timeout,
@@ -265,8 +271,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         limits = self.guard.limits
-        if (httptools.parse_url(self.url).path or b"").startswith(DEVICE_API):
+        path = httptools.parse_url(self.url).path or b""
+        if path.startswith(DEVICE_API):
             self._body_limit, self._body_flag = limits.max_device_body, "--max-packet"
+        elif _is_ota_upload(self.parser.get_method(), path):
+            self._body_limit, self._body_flag = limits.max_ota_body, "--ota-max-size"
         else:
             self._body_limit, self._body_flag = limits.max_body, "--http-max-body"
         self._body_bytes = 0
@@ -349,6 +358,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _body_too_large(self) -> str:
         return _too_long("request body", self._body_limit, self._body_flag)
+
+
+def _is_ota_upload(method: bytes, path: bytes) -> bool:
+    """`POST /api/otaPackage/{id}`: an OTA package's file, the one body allowed to be
+    larger than --http-max-body (up to --ota-max-size, plus the form around it)."""
+    if method != b"POST" or not path.startswith(OTA_UPLOAD):
+        return False
+    rest = path[len(OTA_UPLOAD) :]
+    return bool(rest) and b"/" not in rest.rstrip(b"/")
 
 
 def _too_long(what: str, limit: int, flag: str) -> str:

@@ -10,7 +10,8 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from tinyboard.core.models import MAX_ADDITIONAL_INFO, Device, Value
-from tinyboard.web.entities import EntityId, TenantEntity, customer_id, tenant_id
+from tinyboard.errors import PayloadError
+from tinyboard.web.entities import EntityId, TenantEntity, customer_id, parse_uuid, tenant_id
 
 
 def as_text(value: Value, *, strict: bool = False) -> Any:
@@ -103,6 +104,8 @@ class DeviceOut(TenantEntity):
             "label": device.label,
             "deviceProfileId": EntityId(entityType="DEVICE_PROFILE", id=device.profile_id),
             "deviceData": DEVICE_DATA,
+            "firmwareId": package_id(device.firmware_id),
+            "softwareId": package_id(device.software_id),
             "additionalInfo": device.additional_info,
         }
 
@@ -128,14 +131,31 @@ class DeviceInfoOut(DeviceOut):
 class DeviceIn(BaseModel):
     """ThingsBoard's Device as a client saves it: with `id` an update, without a new device.
     The profile is `deviceProfileId`, else the one named `type` (made if missing), else the
-    default profile."""
+    default profile. `firmwareId`/`softwareId`: OTA packages of that profile the device runs
+    instead of the profile's (an update without them clears them, as in ThingsBoard)."""
 
     id: EntityId | None = None
     name: str = Field(min_length=1, max_length=255)
     type: str | None = Field(None, max_length=255)
     label: str | None = Field("", max_length=255)
     deviceProfileId: EntityId | None = None
+    firmwareId: EntityId | None = None
+    softwareId: EntityId | None = None
     additionalInfo: AdditionalInfo = None
+
+
+def package_id(package: str | None) -> EntityId | None:
+    """An assigned OTA package's id as ThingsBoard answers it (null for none)."""
+    return None if package is None else EntityId(entityType="OTA_PACKAGE", id=package)
+
+
+def package_ref(ref: EntityId | None, what: str) -> str | None:
+    """The package a client names in `firmwareId`/`softwareId` (null: none of its own)."""
+    if ref is None:
+        return None
+    if ref.entityType != "OTA_PACKAGE":
+        raise PayloadError(f"{what} must be an OTA_PACKAGE id")
+    return parse_uuid(ref.id, what)
 
 
 class IdOnly(BaseModel):

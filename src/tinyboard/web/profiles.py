@@ -4,8 +4,9 @@ call them all, as in ThingsBoard.
 
 A profile's `name` is its devices' `type`. tinyboard's profiles use the default transport
 (ThingsBoard's device API on every transport), so `transportType` is DEFAULT; provisioning
-and firmware fields are kept for the device-lifecycle issue, and `profileData` is stored as
-sent (its `configuration` may carry `units`: docs/protocols.md).
+fields are kept for the device-lifecycle issue, `profileData` is stored as sent (its
+`configuration` may carry `units`: docs/protocols.md), and `firmwareId`/`softwareId` are
+OTA packages its devices run (checked by the store, told to devices by core/ota_state.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tinyboard.storage.base import Store
 from tinyboard.web.auth import User
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
-from tinyboard.web.models import ProfileData, errors
+from tinyboard.web.models import ProfileData, errors, package_id, package_ref
 
 router = APIRouter(tags=["device profiles"], responses=errors(400, 401, 404))
 
@@ -38,14 +39,13 @@ KEPT = (
     "image",
     "provisionType",
     "provisionDeviceKey",
-    "firmwareId",
-    "softwareId",
     "defaultRuleChainId",
     "defaultDashboardId",
     "defaultQueueName",
     "defaultEdgeRuleChainId",
 )
-"""ThingsBoard fields a profile keeps as sent (`DeviceProfile.settings`)."""
+"""ThingsBoard fields a profile keeps as sent (`DeviceProfile.settings`). Its firmware and
+software are columns of their own (checked, and acted on: core/ota_state.py)."""
 
 
 class ProfileInfoOut(BaseModel):
@@ -97,6 +97,8 @@ class ProfileOut(ProfileInfoOut):
             description=profile.description,
             default=profile.default,
             profileData=profile.profile_data,
+            firmwareId=package_id(profile.firmware_id),
+            softwareId=package_id(profile.software_id),
         )
 
 
@@ -140,27 +142,34 @@ async def profile_by_id(store: Store, profile_id: str) -> DeviceProfile:
 @router.post("/api/deviceProfile", response_model=ProfileOut, responses=errors(409))
 async def save_profile(body: ProfileIn, request: Request, _: User) -> ProfileOut:
     """Create a device profile (with `id`: update it; a rename renames its devices' type).
-    Missing `profileData` parts get ThingsBoard's defaults."""
-    store = _ctx(request).store
+    Missing `profileData` parts get ThingsBoard's defaults. `firmwareId`/`softwareId` name
+    OTA packages of this profile; when they change, its devices without packages of their
+    own are told (their `fw_*`/`sw_*` shared attributes), 100 at a time."""
+    ctx = _ctx(request)
+    store = ctx.store
     data = {**default_profile_data(), **(body.profileData or {})}
-    if body.id is None:
-        profile = DeviceProfile(
+    firmware = package_ref(body.firmwareId, "firmwareId")
+    software = package_ref(body.softwareId, "softwareId")
+    if body.id is not None and body.id.entityType != "DEVICE_PROFILE":
+        raise PayloadError("id must be a DEVICE_PROFILE id")
+    async with ctx.ota.lock:
+        old = None if body.id is None else await profile_by_id(store, body.id.id)
+        profile = old or DeviceProfile(
             id=str(uuid.uuid4()), name=body.name, created_ts=int(time.time() * 1000)
         )
-    else:
-        if body.id.entityType != "DEVICE_PROFILE":
-            raise PayloadError("id must be a DEVICE_PROFILE id")
-        profile = await profile_by_id(store, body.id.id)
-    saved = await store.save_profile(
-        DeviceProfile(
-            id=profile.id,
-            name=body.name,
-            created_ts=profile.created_ts,
-            description=body.description or "",
-            profile_data=data,
-            settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
+        saved = await store.save_profile(
+            DeviceProfile(
+                id=profile.id,
+                name=body.name,
+                created_ts=profile.created_ts,
+                description=body.description or "",
+                profile_data=data,
+                settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
+                firmware_id=firmware,
+                software_id=software,
+            )
         )
-    )
+        await ctx.ota.profile_saved(old, saved)
     if saved.name != profile.name and body.id is not None:
         await _rules_follow_rename(_ctx(request).alarms, profile.name, saved.name)
     return ProfileOut.full(saved)

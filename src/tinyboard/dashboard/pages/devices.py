@@ -243,10 +243,13 @@ class AddDevice:
         if not name:
             ui.notify("Give the device a name", type="warning")
             return
+        ctx = current().ctx
         try:
-            device = await current().ctx.store.create_device(
-                name, type=(self.kind.value or "").strip() or None, label=self.label.value
-            )
+            async with ctx.ota.lock:
+                device = await ctx.store.create_device(
+                    name, type=(self.kind.value or "").strip() or None, label=self.label.value
+                )
+                await ctx.ota.device_saved(None, device)  # its profile's firmware, if any
         except TinyboardError as exc:
             notify_error(exc)
             return
