@@ -114,7 +114,8 @@ async def test_package_info_is_saved_listed_found_and_unique_by_title_and_versio
         "t1", {"description": "first"}, False, None
     )  # fmt: skip
     assert b.has_data and b.profile_id is None
-    assert [p.id for p in await store.ota_packages()] == [a.id, b.id]
+    oldest_first = sorted((a, b), key=lambda p: (p.created_ts, p.id))  # ids break a tie
+    assert [p.id for p in await store.ota_packages()] == [p.id for p in oldest_first]
     with pytest.raises(DataValidationError, match="OtaPackage with such title and version"):
         await package(store, boards.id)
     with pytest.raises(DataValidationError, match="non-existent device profile"):
