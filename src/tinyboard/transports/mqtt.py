@@ -454,11 +454,9 @@ class MQTTProtocol(StreamProtocol):
             self._hold("replies")
 
     def _rpc_response(self, device: Device, payload: bytes, request_id: int) -> None:
-        try:
-            response: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            response = payload.decode(errors="replace")
-        self._server.rpc.resolve(device.id, request_id, response)
+        """Taken as it came, as ThingsBoard (JsonMqttAdaptor.processToDeviceRpcResponseMsg);
+        what it means to the caller is `RpcService.call`'s."""
+        self._server.rpc.resolve(device.id, request_id, payload)
 
     def _client_rpc(self, _: Device, payload: bytes, request_id: int) -> None:
         doc = parse_json(payload)

@@ -206,9 +206,11 @@ async def _poll(request: Request, device: Device, session: PollSession, timeout_
     "/rpc/{request_id}", summary="Reply to a server-side RPC request", response_class=Response
 )
 async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
+    """Any body is taken (200), as ThingsBoard does (DeviceApiController.replyToCommand);
+    the caller of the RPC learns what it means (not JSON: 406)."""
     device = await _device(request, token)
     body = await _body(request)
-    _ctx(request).rpc.resolve(device.id, request_id, parse_json(body) if body else None)
+    _ctx(request).rpc.resolve(device.id, request_id, body)
     return Response(status_code=200)
 
 
