@@ -19,6 +19,7 @@ from tests.helpers import ServerThread
 from tests.mqtt_clients import V5
 from tests.mqtt_clients import Device as MqttClient
 from tests.web_helpers import api
+from tinyboard.core.device_api import CLIENT_RPC_SHAPE
 from tinyboard.core.models import Device
 from tinyboard.transports import thingsboard as tb
 
@@ -158,6 +159,33 @@ def on_every_transport(server: ServerThread, name: str) -> Iterator[tuple[str, D
             connected.close()
 
 
+CLIENT_RPCS = [
+    b'{"method": "getSessionLimits", "params": {}}',
+    b'{"method": "getSessionLimits"}',
+    b'{"method": "reboot", "params": {"now": true}}',
+    b'{"params": {}}',
+    b'{"method": 7}',
+    b"[1, 2]",
+    b"{nope",
+]
+
+
+def test_client_side_rpc_is_answered_alike(shared_server: ServerThread) -> None:
+    answers = {
+        transport: [side.client_rpc(payload) for payload in CLIENT_RPCS]
+        for transport, _, side in on_every_transport(shared_server, "crpc")
+    }
+    assert answers["mqtt"] == answers["http"]
+    limits, limits_too, unknown, *refused = answers["http"]
+    assert limits == limits_too == shared_server.server.limits.session_limits()
+    assert limits["maxPayloadSize"] == 65536
+    assert unknown == {"error": "unsupported method 'reboot': tinyboard serves getSessionLimits"}
+    assert refused == ["refused"] * 4
+    device = shared_server.add_device("crpc-shape")
+    shape = httpx.post(f"{shared_server.base_url}/api/v1/{device.token}/rpc", json={})
+    assert (shape.status_code, shape.json()["message"]) == (400, CLIENT_RPC_SHAPE)
+
+
 REPLIES = [
     (b'{"temperature": 22.5}', (200, {"temperature": 22.5})),
     (b"42", (200, 42)),
@@ -187,3 +215,50 @@ def test_a_server_side_rpc_reply_means_the_same_over_either_transport(
                 body = None
             answers[transport] = (response.status_code, body)
     assert answers["mqtt"] == answers["http"] == expected
+
+
+ATTRIBUTE_REQUESTS = [
+    {"clientKeys": "fw", "sharedKeys": "mode"},
+    {"clientKeys": "fw,missing"},
+    {"sharedKeys": "interval, mode"},
+    {},
+]
+
+
+def test_attribute_requests_are_answered_alike(shared_server: ServerThread) -> None:
+    answers = {}
+    for transport, device, side in on_every_transport(shared_server, "areq"):
+        shared = {"interval": 30, "mode": "eco"}
+        shared_server.call(shared_server.server.attributes.update_shared(device, shared))
+        assert side.send(tb.ATTRIBUTES, b'{"fw": "1.0", "battery": 97}')
+        answers[transport] = [side.attributes(params) for params in ATTRIBUTE_REQUESTS]
+    assert answers["mqtt"] == answers["http"]
+    assert answers["http"] == [
+        {"client": {"fw": "1.0"}, "shared": {"mode": "eco"}},
+        {"client": {"fw": "1.0"}},
+        {"shared": {"interval": 30, "mode": "eco"}},
+        {"client": {"fw": "1.0", "battery": 97}, "shared": {"interval": 30, "mode": "eco"}},
+    ]
+
+
+PAYLOADS = [
+    (tb.TELEMETRY, b'{"t": 1}'),
+    (tb.TELEMETRY, b'[{"t": 1}, {"ts": 1700000000000, "values": {"u": 2}}]'),
+    (tb.TELEMETRY, b'{"t": null}'),
+    (tb.TELEMETRY, b'{"ts": "yesterday", "values": {"t": 1}}'),
+    (tb.TELEMETRY, b'{"a\\u0000b": 1}'),
+    (tb.TELEMETRY, b"[1, 2]"),
+    (tb.TELEMETRY, b"{nope"),
+    (tb.ATTRIBUTES, b'{"fw": "1.0"}'),
+    (tb.ATTRIBUTES, b"[1, 2]"),
+    (tb.ATTRIBUTES, b'{"fw": null}'),
+]
+
+
+def test_payloads_are_accepted_and_refused_alike(shared_server: ServerThread) -> None:
+    verdicts = {
+        transport: [side.send(topic, payload) for topic, payload in PAYLOADS]
+        for transport, _, side in on_every_transport(shared_server, "payloads")
+    }
+    assert verdicts["mqtt"] == verdicts["http"]
+    assert verdicts["http"] == [True, True, False, False, False, False, False, True, False, False]

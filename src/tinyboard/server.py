@@ -28,6 +28,7 @@ from tinyboard.config import SETTINGS, Config
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.device_api import DeviceApi
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
@@ -113,6 +114,9 @@ class Server:
         self.logins = Logins(self.store, MemoryLoginLimiter(login_policy(config)))
         self.clocks = DeviceClocks(config.max_clock_lead)
         self.limits = config.device_limits()
+        self.device_api = DeviceApi(
+            clocks=self.clocks, limits=self.limits, attributes=self.attributes, rpc=self.rpc
+        )
         self.line = LineServer(
             directory=self.directory,
             pipeline=self.pipeline,
@@ -128,10 +132,7 @@ class Server:
             pipeline=self.pipeline,
             registry=self.registry,
             hub=self.hub,
-            rpc=self.rpc,
-            attributes=self.attributes,
-            clocks=self.clocks,
-            limits=self.limits,
+            api=self.device_api,
             max_packet_size=config.max_packet,
             packet_timeout=config.packet_timeout,
         )
@@ -232,6 +233,7 @@ class Server:
             webhooks=self.webhooks,
             tokens=await TokenService.from_store(self.store),
             clocks=self.clocks,
+            device_api=self.device_api,
             limits=self.limits,
             logins=self.logins,
             max_payload=self.config.max_packet,

@@ -4,14 +4,13 @@ A call goes to the newest session of the device that subscribed to RPC requests.
 calls wait for the device's reply (`v1/devices/me/rpc/response/{id}` over MQTT,
 `POST /api/v1/{token}/rpc/{id}` over HTTP), which the device API hands to `resolve` as the
 bytes that came; `call` then says what they mean, the same whichever transport carried
-them. Client-side RPC (which the device starts) is answered by `answer_client_rpc`.
+them. (Client-side RPC, which the device starts, is core/device_api.py's.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,12 +30,6 @@ class DeviceOffline(TinyboardError):
 
 class RpcTimeout(TinyboardError):
     """The device did not answer a two-way call in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class RpcRequest:
-    method: str
-    params: Any
 
 
 class RpcReplyNotJson(TinyboardError):
@@ -126,11 +119,3 @@ def reply_value(reply: bytes, device_id: str, method: str) -> Any:
             f"device {device_id} answered {method!r} with {shown!r}, which is not JSON; "
             "the device must reply with a JSON value (or nothing)"
         ) from None
-
-
-def answer_client_rpc(request: RpcRequest, session_limits: dict[str, Any]) -> dict[str, Any]:
-    """The reply to a device-initiated RPC. Only built-in methods are served;
-    `getSessionLimits` answers the limits that are enforced (`DeviceLimits.session_limits`)."""
-    if request.method == "getSessionLimits":
-        return session_limits
-    return {"error": f"unsupported method {request.method!r}: tinyboard serves getSessionLimits"}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tinyboard.core.alarms import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.device_api import DeviceApi
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.live import LiveHub
@@ -36,6 +37,7 @@ class WebContext:
     webhooks: Webhooks
     tokens: TokenService
     clocks: DeviceClocks
+    device_api: DeviceApi
     limits: DeviceLimits
     logins: Logins
     max_payload: int = 65536
