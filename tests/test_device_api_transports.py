@@ -262,3 +262,15 @@ def test_payloads_are_accepted_and_refused_alike(shared_server: ServerThread) ->
     }
     assert verdicts["mqtt"] == verdicts["http"]
     assert verdicts["http"] == [True, True, False, False, False, False, False, True, False, False]
+
+
+def test_a_deleted_device_leaves_no_server_clock_behind(server: ServerThread) -> None:
+    """Whichever transport stamped its readings, connected (MQTT) or not (HTTP)."""
+    clocks = server.server.clocks
+    with api(server) as rest:
+        for _, device, side in on_every_transport(server, "deleted"):
+            assert server.on_loop(lambda: len(clocks)) == 0
+            assert side.send(tb.TELEMETRY, b'{"t": 1}')  # stamped by the server
+            assert server.on_loop(lambda: len(clocks)) == 1
+            assert rest.delete(f"/api/device/{device.id}").status_code == 200
+            assert server.on_loop(lambda: len(clocks)) == 0

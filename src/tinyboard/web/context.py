@@ -12,6 +12,7 @@ from tinyboard.core.device_api import DeviceApi
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.live import LiveHub
+from tinyboard.core.models import Device
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
@@ -26,7 +27,8 @@ from tinyboard.webhooks import Webhooks
 class WebContext:
     store: Store
     directory: DeviceDirectory
-    disconnect_device: Callable[[str], None]
+    device_deleted: Callable[[Device], None]
+    """Forget what the server keeps about a deleted device and close its connections."""
     pipeline: Pipeline
     registry: Registry
     hub: SessionHub
