@@ -52,7 +52,8 @@ async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> 
 
 
 def _reply(answer: Any) -> Any:
-    """The device's JSON; an empty reply (None) is a 200 without a body, as ThingsBoard."""
+    """The device's JSON; an empty reply (None) is a 200 without a body, as ThingsBoard.
+    (A JSON `null` reply is None too, so it also gets no body; ThingsBoard writes `null`.)"""
     return Response(status_code=200) if answer is None else answer
 
 
