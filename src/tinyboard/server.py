@@ -213,6 +213,8 @@ class Server:
         device = next((c.device for c in clients if c.device is not None), None)
         if device is not None:
             self.device_deleted(device)
+        else:  # it went offline meanwhile: its clock goes with the idle ones (core/clock.py)
+            self.alarms.forget_device(device_id)
 
     async def _web_app(self) -> FastAPI:
         ctx = await self._web_context()
