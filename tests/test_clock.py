@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.clock import IDLE_MS, DeviceClocks
 
 
 class Wall:
@@ -119,6 +119,45 @@ def test_nodes_never_hand_out_the_same_stamp(nodes: int, ticks: list[int]) -> No
         ts = clocks[node].stamp(9)
         assert ts % nodes == node
         assert seen.setdefault(ts, node) == node
+
+
+def test_a_deleted_device_is_forgotten() -> None:
+    wall = Wall(1_000_000)
+    clocks = wall.make(1000)
+    clocks.stamp(1)
+    clocks.stamp(2)
+    clocks.forget(1)
+    assert len(clocks) == 1
+    assert clocks.stamp(1) == wall.ms  # a new start: nothing of it was kept
+
+
+def test_idle_clocks_are_forgotten_and_memory_follows_the_active_devices() -> None:
+    wall = Wall(1_000_000)
+    clocks = wall.make(1000)
+    for device in range(1000):
+        clocks.stamp(device)
+    assert len(clocks) == 1000
+    for _ in range(3):  # device 0 keeps talking; the others go quiet
+        wall.advance(IDLE_MS // 2)
+        clocks.stamp(0)
+    wall.advance(IDLE_MS // 2)
+    assert len(clocks) == 1
+    # what a forgotten device gets is what its clock would have given: the wall clock
+    assert clocks.stamp(5) == wall.ms and clocks.wait_ms(5) == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3 * IDLE_MS)), max_size=60))
+def test_forgetting_idle_clocks_changes_no_stamp(steps: list[tuple[int, int]]) -> None:
+    """A clock that forgets idle devices hands out exactly the stamps of one that does not
+    (the wall clock only moves forward)."""
+    wall = Wall(1_000_000)
+    forgetting = wall.make(1000)
+    keeping = wall.make(1000, idle_ms=2**62)
+    for device, later in steps:
+        wall.advance(later)
+        assert forgetting.room(device) == keeping.room(device)
+        assert forgetting.wait_ms(device) == keeping.wait_ms(device)
+        assert forgetting.stamp(device) == keeping.stamp(device)
 
 
 def test_bad_settings_are_refused() -> None:

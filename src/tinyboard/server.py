@@ -28,10 +28,11 @@ from tinyboard.config import SETTINGS, Config
 from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.device_api import DeviceApi
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
-from tinyboard.core.models import User
+from tinyboard.core.models import Device, User
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.retention import Retention
@@ -115,6 +116,9 @@ class Server:
         self.clocks = DeviceClocks(config.max_clock_lead)
         self.ota = OtaStateService(self.store, self.pipeline, self.attributes, self.clocks)
         self.limits = config.device_limits()
+        self.device_api = DeviceApi(
+            clocks=self.clocks, limits=self.limits, attributes=self.attributes, rpc=self.rpc
+        )
         self.line = LineServer(
             directory=self.directory,
             pipeline=self.pipeline,
@@ -130,10 +134,7 @@ class Server:
             pipeline=self.pipeline,
             registry=self.registry,
             hub=self.hub,
-            rpc=self.rpc,
-            attributes=self.attributes,
-            clocks=self.clocks,
-            limits=self.limits,
+            api=self.device_api,
             max_packet_size=config.max_packet,
             packet_timeout=config.packet_timeout,
         )
@@ -187,7 +188,7 @@ class Server:
             self._retention_task = asyncio.create_task(self.retention.run(), name="retention")
         self._watcher = asyncio.get_running_loop().create_task(
             self.directory.watch(
-                self._connected_devices, self.disconnect_device, self.alarms.devices_changed
+                self._connected_devices, self._deleted_elsewhere, self.alarms.devices_changed
             )
         )
         self._announce()
@@ -196,16 +197,26 @@ class Server:
     def _connected_devices(self) -> set[str]:
         return {c.device.id for c in self.registry if c.device is not None}
 
-    def disconnect_device(self, device_id: str) -> None:
-        """Close every connection and waiting poll of a device (it was deleted)."""
-        self.alarms.forget_device(device_id)
-        for client in self.registry.for_device(device_id):
-            if client.device is not None:
-                self.clocks.forget(client.device.key)
-                self.limits.forget(client.device.key)
+    def device_deleted(self, device: Device) -> None:
+        """Forget what is kept about a deleted device (its server clock, rate-limit buckets,
+        alarm state), whether or not it is connected, and close every connection and
+        waiting poll it has."""
+        self.alarms.forget_device(device.id)
+        self.clocks.forget(device.key)
+        self.limits.forget(device.key)
+        for client in self.registry.for_device(device.id):
             client.connection.close()
-        for session in self.hub.for_device(device_id):
+        for session in self.hub.for_device(device.id):
             session.close()
+
+    def _deleted_elsewhere(self, device_id: str) -> None:
+        """The directory's watcher found that another process deleted a connected device."""
+        clients = self.registry.for_device(device_id)
+        device = next((c.device for c in clients if c.device is not None), None)
+        if device is not None:
+            self.device_deleted(device)
+        else:  # it went offline meanwhile: its clock goes with the idle ones (core/clock.py)
+            self.alarms.forget_device(device_id)
 
     async def _web_app(self) -> FastAPI:
         ctx = await self._web_context()
@@ -223,7 +234,7 @@ class Server:
         return WebContext(
             store=self.store,
             directory=self.directory,
-            disconnect_device=self.disconnect_device,
+            device_deleted=self.device_deleted,
             pipeline=self.pipeline,
             registry=self.registry,
             hub=self.hub,
@@ -235,6 +246,7 @@ class Server:
             webhooks=self.webhooks,
             tokens=await TokenService.from_store(self.store),
             clocks=self.clocks,
+            device_api=self.device_api,
             limits=self.limits,
             logins=self.logins,
             max_payload=self.config.max_packet,

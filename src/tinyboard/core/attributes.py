@@ -1,4 +1,6 @@
-"""Device attributes: client attributes from devices, shared attributes pushed to them."""
+"""Device attributes: shared and server attributes saved by people (REST, the dashboard),
+shared ones pushed to the device, and the reads behind a device's attribute request (what
+the device's own messages mean is core/device_api.py's)."""
 
 from __future__ import annotations
 
@@ -7,42 +9,16 @@ import logging
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 from tinyboard.core.models import AttributeRow, Device, Scope, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.sessions import SessionHub
-from tinyboard.errors import PayloadError
 from tinyboard.storage.base import Store
 
 log = logging.getLogger(__name__)
 
 Keys = Sequence[str] | None
 """Attribute keys to read; None means every key of that scope."""
-
-
-def parse_attribute_request(doc: Any) -> tuple[Keys, Keys]:
-    """(client keys, shared keys) from `{"clientKeys": "a,b", "sharedKeys": "c"}`.
-
-    As ThingsBoard: with neither given, every client and shared attribute is returned; with
-    only one given, only that scope is read.
-    """
-    if not isinstance(doc, dict):
-        raise PayloadError('an attribute request is a JSON object like {"sharedKeys": "a,b"}')
-    client, shared = doc.get("clientKeys"), doc.get("sharedKeys")
-    if client is None and shared is None:
-        return None, None
-    return _keys(client), _keys(shared)
-
-
-def _keys(raw: object) -> list[str]:
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        return [k.strip() for k in raw.split(",") if k.strip()]
-    if isinstance(raw, list) and all(isinstance(k, str) for k in raw):
-        return raw
-    raise PayloadError("clientKeys and sharedKeys are comma-separated strings")
 
 
 def _consume(delivery: asyncio.Future[None] | None, device: Device) -> None:

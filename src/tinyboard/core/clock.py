@@ -17,7 +17,11 @@ the server stamps must never replace another, so:
 - a device-stamped reading close to now (at most `max_lead_ms` ahead) moves the device's
   clock past it, so a later server stamp does not land on it;
 - with several nodes (issue 17), node `i` of `n` hands out only stamps with
-  `ts % n == i`: no two nodes can give the same stamp to one device.
+  `ts % n == i`: no two nodes can give the same stamp to one device;
+- a device's clock is forgotten when the device is deleted (`forget`, on every path and
+  whether or not it is connected), and once its last stamp is `IDLE_MS` behind the wall
+  clock: its next stamp would be the wall clock's anyway, as after a restart. So memory is
+  bounded by the devices heard from lately, whatever transport they use.
 
 See docs/protocols.md, "Timestamps".
 """
@@ -28,6 +32,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
+IDLE_MS = 60_000
+"""How far behind the wall clock a device's last stamp may fall before it is forgotten."""
+
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
@@ -36,7 +43,16 @@ def wall_ms() -> int:
 class DeviceClocks:
     """Strictly increasing server time, per device, bounded ahead of the wall clock."""
 
-    __slots__ = ("_last", "_node", "_nodes", "_now", "max_lead_ms", "now_ms")
+    __slots__ = (
+        "_idle_ms",
+        "_last",
+        "_next_sweep",
+        "_node",
+        "_nodes",
+        "_now",
+        "max_lead_ms",
+        "now_ms",
+    )
 
     def __init__(
         self,
@@ -45,6 +61,7 @@ class DeviceClocks:
         node: int = 0,
         nodes: int = 1,
         now: Callable[[], int] = wall_ms,
+        idle_ms: int = IDLE_MS,
     ) -> None:
         if max_lead_ms < 1:
             raise ValueError("max_lead_ms must be at least 1 ms")
@@ -56,10 +73,12 @@ class DeviceClocks:
         self._node = node
         self._nodes = nodes
         self._now = now
+        self._idle_ms = idle_ms
         self._last: dict[int, int] = {}
         self.now_ms = now()
         """The wall clock as of the last `tick`: one clock read per network read, not one
         per message (a stale value only makes stamps later and waits longer, never equal)."""
+        self._next_sweep = self.now_ms + idle_ms
 
     def resume(self, newest: dict[int, int]) -> None:
         """Start past what the store holds: `newest` is the ts of each device's newest
@@ -73,7 +92,20 @@ class DeviceClocks:
     def tick(self) -> int:
         """Read the wall clock; transports call it once per network read or request."""
         self.now_ms = now = self._now()
+        if now >= self._next_sweep:
+            self._forget_idle(now)
         return now
+
+    def _forget_idle(self, now: int) -> None:
+        """Drop the clocks whose last stamp is `idle_ms` behind `now` (once per `idle_ms`):
+        without an entry a device is stamped `now`, which is what its entry would give."""
+        self._next_sweep = now + self._idle_ms
+        horizon = now - self._idle_ms
+        self._last = {device: ts for device, ts in self._last.items() if ts >= horizon}
+
+    def __len__(self) -> int:
+        """How many devices' clocks are kept."""
+        return len(self._last)
 
     def stamp(self, device: int) -> int:
         """The next server timestamp for `device` (call `wait_ms` first to stay in bounds)."""
@@ -105,7 +137,7 @@ class DeviceClocks:
             self._last[device] = ts
 
     def forget(self, device: int) -> None:
-        """The device is gone (its key is never reused)."""
+        """The device was deleted (its key is never reused)."""
         self._last.pop(device, None)
 
 

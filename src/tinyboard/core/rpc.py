@@ -1,17 +1,19 @@
-"""Server-side RPC to devices (ThingsBoard's one-way and two-way calls) and the answers to
-device-initiated (client-side) RPC.
+"""Server-side RPC to devices: ThingsBoard's one-way and two-way calls.
 
 A call goes to the newest session of the device that subscribed to RPC requests. Two-way
-calls wait for the device's response on `v1/devices/me/rpc/response/{id}` (or its HTTP
-equivalent), which the transport hands to `resolve`.
+calls wait for the device's reply (`v1/devices/me/rpc/response/{id}` over MQTT,
+`POST /api/v1/{token}/rpc/{id}` over HTTP), which the device API hands to `resolve` as the
+bytes that came; `call` then says what they mean, the same whichever transport carried
+them. (Client-side RPC, which the device starts, is core/device_api.py's.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import TinyboardError
@@ -30,17 +32,15 @@ class RpcTimeout(TinyboardError):
     """The device did not answer a two-way call in time."""
 
 
-@dataclass(frozen=True, slots=True)
-class RpcRequest:
-    method: str
-    params: Any
+class RpcReplyNotJson(TinyboardError):
+    """The device answered a two-way call with something that is not JSON."""
 
 
 class RpcService:
     def __init__(self, hub: SessionHub) -> None:
         self.hub = hub
         self._ids = itertools.count(1)
-        self._pending: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[bytes]] = {}
         self._answered: dict[str, list[str]] = {}
 
     async def call(
@@ -54,7 +54,7 @@ class RpcService:
     ) -> Any:
         """Send `method(params)` to a device; return its response (two-way) or None (one-way,
         once delivered). Raises `DeviceOffline` (also when the device drops out while the
-        request is on its way) or `RpcTimeout`."""
+        request is on its way), `RpcTimeout` or `RpcReplyNotJson` (see `reply_value`)."""
         sessions = [s for s in self.hub.for_device(device_id) if s.wants_rpc]
         if not sessions:
             raise DeviceOffline(
@@ -62,7 +62,7 @@ class RpcService:
             )
         request_id = next(self._ids)
         key = (device_id, request_id)
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         if not oneway:
             self._pending[key] = answer
         try:
@@ -70,7 +70,7 @@ class RpcService:
                 await sessions[-1].push_rpc(request_id, method, params)
                 if oneway:
                     return None
-                response = await answer
+                reply = await answer
         except TimeoutError:
             raise RpcTimeout(
                 f"device {device_id} did not answer {method!r} within {timeout:g} s"
@@ -82,6 +82,7 @@ class RpcService:
             ) from None
         finally:
             self._pending.pop(key, None)
+        response = reply_value(reply, device_id, method)
         if not (isinstance(response, dict) and "error" in response):
             self._remember(device_id, method)
         return response
@@ -94,18 +95,27 @@ class RpcService:
         methods = [method, *(m for m in self._answered.get(device_id, ()) if m != method)]
         self._answered[device_id] = methods[:ANSWERED_KEPT]
 
-    def resolve(self, device_id: str, request_id: int, response: Any) -> bool:
-        """Deliver a device's response; False if nobody waits for it (late or unknown id)."""
+    def resolve(self, device_id: str, request_id: int, reply: bytes) -> bool:
+        """Deliver a device's reply as it came; False if nobody waits for it (late or
+        unknown id)."""
         waiter = self._pending.pop((device_id, request_id), None)
         if waiter is None or waiter.done():
             return False
-        waiter.set_result(response)
+        waiter.set_result(reply)
         return True
 
 
-def answer_client_rpc(request: RpcRequest, session_limits: dict[str, Any]) -> dict[str, Any]:
-    """The reply to a device-initiated RPC. Only built-in methods are served;
-    `getSessionLimits` answers the limits that are enforced (`DeviceLimits.session_limits`)."""
-    if request.method == "getSessionLimits":
-        return session_limits
-    return {"error": f"unsupported method {request.method!r}: tinyboard serves getSessionLimits"}
+def reply_value(reply: bytes, device_id: str, method: str) -> Any:
+    """What a device's reply means to the caller, as ThingsBoard's
+    `AbstractRpcController.reply` decides it for every transport: empty is no content
+    (None), JSON is its value, anything else is `RpcReplyNotJson` (ThingsBoard: 406)."""
+    if not reply:
+        return None
+    try:
+        return orjson.loads(reply)
+    except orjson.JSONDecodeError:
+        shown = reply[:100].decode(errors="replace")
+        raise RpcReplyNotJson(
+            f"device {device_id} answered {method!r} with {shown!r}, which is not JSON; "
+            "the device must reply with a JSON value (or nothing)"
+        ) from None

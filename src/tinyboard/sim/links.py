@@ -34,15 +34,12 @@ from tinyboard.mqtt.packets import (
     Subscribe,
     Subscription,
 )
+from tinyboard.transports.thingsboard import ATTRIBUTES, RPC_REQUEST, RPC_RESPONSE, TELEMETRY
 
 Reading = tuple[int, dict[str, float]]
 """(ts in Unix ms, values)."""
 
 TIMEOUT = 10.0
-TELEMETRY = "v1/devices/me/telemetry"
-ATTRIBUTES = "v1/devices/me/attributes"
-RPC_REQUEST = "v1/devices/me/rpc/request/"
-RPC_RESPONSE = "v1/devices/me/rpc/response/"
 
 
 class LinkError(Exception):

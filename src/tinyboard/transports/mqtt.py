@@ -18,14 +18,11 @@ from typing import Any, cast
 
 import orjson
 
-from tinyboard.core.attributes import AttributeService, parse_attribute_request
-from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.device_api import AttributeRequest, DeviceApi, rpc_request
 from tinyboard.core.directory import DeviceDirectory
-from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
-from tinyboard.core.limits import NO_QUOTA, DeviceLimits, OverLimit
+from tinyboard.core.limits import NO_QUOTA, OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
-from tinyboard.core.rpc import RpcRequest, RpcService, answer_client_rpc
 from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import PayloadError, StorageError, StoreFullError, TinyboardError
 from tinyboard.mqtt.codec import encode
@@ -82,10 +79,7 @@ class MQTTServer(TransportServer):
         pipeline: Pipeline,
         registry: Registry,
         hub: SessionHub,
-        rpc: RpcService,
-        attributes: AttributeService,
-        clocks: DeviceClocks,
-        limits: DeviceLimits,
+        api: DeviceApi,
         max_packet_size: int = 65536,
         packet_timeout: float = 60.0,
     ) -> None:
@@ -93,11 +87,11 @@ class MQTTServer(TransportServer):
         self.directory = directory
         self.pipeline = pipeline
         self.hub = hub
-        self.rpc = rpc
-        self.attributes = attributes
+        self.api = api
+        """What each ThingsBoard request means and answers: this shell only frames it."""
         self.max_packet_size = max_packet_size
-        self.clocks = clocks
-        self.limits = limits
+        self.clocks = api.clocks
+        self.limits = api.limits
         self.packet_timeout = packet_timeout
         self.sessions: dict[tuple[int, str], MQTTProtocol] = {}
         """Live sessions by (device, client id): a client id is taken over only within the
@@ -349,25 +343,24 @@ class MQTTProtocol(StreamProtocol):
         kind, request_id = target
         try:
             if not self._quota.message():
-                raise OverLimit
+                raise self._server.api.over_limit()
             _ROUTES[kind](self, device, packet.payload, request_id)
         except PayloadError as exc:
             self._payload_refused(packet, str(exc))
             return
-        except OverLimit:
-            self._rate_limited()
+        except OverLimit as exc:
+            self._rate_limited(exc)
             return
         self._ack(packet)
 
-    def _rate_limited(self) -> None:
+    def _rate_limited(self, why: OverLimit) -> None:
         """ThingsBoard's answer to a device over its rate limit: no PUBACK, and the session
-        ends (MQTT 5: DISCONNECT 0x83 first); the device resends after reconnecting."""
-        limits = self._server.limits.describe()
-        log.info("MQTT client %s: over the device rate limit (%s); closing", self._peer, limits)
+        ends (MQTT 5: DISCONNECT 0x83 saying why first); the device resends after
+        reconnecting."""
+        log.info("MQTT client %s: %s; closing", self._peer, why)
         final = b""
         if self._conn.is_v5:
-            why = f"over the device rate limit: {limits}; send slower"
-            props = Properties(reason_string=why)
+            props = Properties(reason_string=str(why))
             disconnect = Disconnect(reason=Reason.IMPLEMENTATION_SPECIFIC_ERROR, properties=props)
             final = encode(disconnect, MQTT_5)
         self._close_after_replies(final)
@@ -411,32 +404,25 @@ class MQTTProtocol(StreamProtocol):
             final = encode(disconnect, MQTT_5)
         self._close_after_replies(final)
 
-    # -- ThingsBoard routes --------------------------------------------------------------
+    # -- ThingsBoard routes: framing only, the meaning is core/device_api.py's -----------
     def _telemetry(self, device: Device, payload: bytes, _: int) -> None:
-        server = self._server
-        readings = telemetry_from_json(parse_json(payload), device.key, server.clocks)
-        if not self._quota.telemetry_message(len(readings)):
-            raise OverLimit
-        self._readings += readings
+        self._readings += self._server.api.telemetry(device, payload, self._quota.telemetry_message)
 
     def _client_attributes(self, device: Device, payload: bytes, _: int) -> None:
-        ts = self._server.clocks.stamp(device.key)
-        for key, value in parse_attributes(payload).items():
-            self._attributes.append((device.key, "CLIENT", key, ts, value))
+        self._attributes += self._server.api.client_attributes(device, payload)
 
     def _attribute_request(self, device: Device, payload: bytes, request_id: int) -> None:
-        client_keys, shared_keys = parse_attribute_request(parse_json(payload))
+        request = AttributeRequest.from_json(payload)
         self._pending_reads += 1
         if self._pending_reads >= MAX_PENDING_READS:
             self._hold("reads")
-        self._server.spawn(self._answer_attributes(device, request_id, client_keys, shared_keys))
+        self._server.spawn(self._answer_attributes(device, request_id, request))
 
     async def _answer_attributes(
-        self, device: Device, request_id: int, client_keys: Any, shared_keys: Any
+        self, device: Device, request_id: int, request: AttributeRequest
     ) -> None:
         try:
-            attributes = self._server.attributes
-            values = await attributes.read_for_device(device, client_keys, shared_keys)
+            values = await self._server.api.attributes(device, request)
         except StorageError as exc:
             log.error("MQTT client %s: attribute request failed: %s", self._peer, exc)
         else:
@@ -454,19 +440,10 @@ class MQTTProtocol(StreamProtocol):
             self._hold("replies")
 
     def _rpc_response(self, device: Device, payload: bytes, request_id: int) -> None:
-        try:
-            response: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            response = payload.decode(errors="replace")
-        self._server.rpc.resolve(device.id, request_id, response)
+        self._server.api.rpc_reply(device, request_id, payload)
 
     def _client_rpc(self, _: Device, payload: bytes, request_id: int) -> None:
-        doc = parse_json(payload)
-        if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
-            raise PayloadError('a client-side RPC is {"method": "...", "params": {...}}')
-        limits = self._server.limits.session_limits()
-        answer = answer_client_rpc(RpcRequest(doc["method"], doc.get("params")), limits)
-        self._answer(tb.RPC_RESPONSE + str(request_id), answer)
+        self._answer(tb.RPC_RESPONSE + str(request_id), self._server.api.client_rpc(payload))
 
     # -- other packets -------------------------------------------------------------------
     def _on_puback(self, packet: PubAck) -> None:
@@ -529,9 +506,8 @@ class MQTTProtocol(StreamProtocol):
 
     def push_rpc(self, request_id: int, method: str, params: Any) -> asyncio.Future[None]:
         qos = self._feeds.get(tb.Feed.RPC_REQUESTS, 0)
-        return self.publish(
-            tb.RPC_REQUEST + str(request_id), {"method": method, "params": params}, qos=qos
-        )
+        request = rpc_request(request_id, method, params, with_id=False)  # the id: in the topic
+        return self.publish(tb.RPC_REQUEST + str(request_id), request, qos=qos)
 
     def publish(self, topic: str, document: Any, *, qos: int) -> asyncio.Future[None]:
         """Send JSON to the device; the future completes when it has it (PUBACK for QoS 1)."""

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
+from tinyboard.core.device_api import DeviceApi
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.limits import DeviceLimits
 from tinyboard.core.live import LiveHub
+from tinyboard.core.models import Device
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.rpc import RpcService
@@ -26,7 +28,8 @@ from tinyboard.webhooks import Webhooks
 class WebContext:
     store: Store
     directory: DeviceDirectory
-    disconnect_device: Callable[[str], None]
+    device_deleted: Callable[[Device], None]
+    """Forget what the server keeps about a deleted device and close its connections."""
     pipeline: Pipeline
     registry: Registry
     hub: SessionHub
@@ -38,6 +41,7 @@ class WebContext:
     webhooks: Webhooks
     tokens: TokenService
     clocks: DeviceClocks
+    device_api: DeviceApi
     limits: DeviceLimits
     logins: Logins
     max_payload: int = 65536

@@ -1,24 +1,24 @@
 """ThingsBoard's device HTTP API: `/api/v1/{token}/...` with its paths and status codes.
 
-Every write answers 200 only after the commit. Long polls (attribute updates, RPC) register
-a `PollSession` with the session hub for as long as the request waits. When the store fails
-for its own reasons (a full disk, a lost database) a write answers 503 with `Retry-After`,
-not 400, which would tell the device that its payload is bad.
+This shell frames and routes: what each request means and answers is core/device_api.py's,
+shared with MQTT. Every write answers 200 only after the commit. Long polls (attribute
+updates, RPC) register a `PollSession` with the session hub for as long as the request
+waits. When the store fails for its own reasons (a full disk, a lost database) a write
+answers 503 with `Retry-After`, not 400, which would tell the device its payload is bad.
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from tinyboard.core.attributes import parse_attribute_request
 from tinyboard.core.clock import caught_up
-from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
-from tinyboard.core.limits import OverLimit
+from tinyboard.core.device_api import AttributeRequest, rpc_request
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
-from tinyboard.core.rpc import DeviceOffline, RpcRequest, answer_client_rpc
+from tinyboard.core.rpc import DeviceOffline
 from tinyboard.errors import RejectedDataError, StorageError, StoreFullError
 from tinyboard.web.context import WebContext
 from tinyboard.web.errors import PayloadTooLarge, error
@@ -58,7 +58,7 @@ class PollSession:
         if self.result.done():
             delivered.set_exception(DeviceOffline("the device's RPC poll has just ended"))
         else:
-            self.result.set_result({"id": request_id, "method": method, "params": params})
+            self.result.set_result(rpc_request(request_id, method, params, with_id=True))
             delivered.set_result(None)
         return delivered
 
@@ -78,14 +78,8 @@ async def _device(request: Request, token: str) -> Device:
         raise AuthError("invalid device access token")
     ctx.registry.seen(device, "http")
     if not ctx.limits.allow(device.key, asyncio.get_running_loop().time()):
-        raise _over_limit(ctx)
+        raise ctx.device_api.over_limit()
     return device
-
-
-def _over_limit(ctx: WebContext) -> OverLimit:
-    return OverLimit(
-        f"this device is over its rate limit ({ctx.limits.describe()}); send it again later"
-    )
 
 
 async def _body(request: Request) -> bytes:
@@ -109,13 +103,9 @@ async def post_telemetry(token: str, request: Request) -> Response:
     device = await _device(request, token)
     body = await _body(request)
     ctx = _ctx(request)
-    doc = parse_json(body)
     await caught_up(ctx.clocks, device.key)
-    readings = telemetry_from_json(doc, device.key, ctx.clocks)
-    now = asyncio.get_running_loop().time()
-    if not ctx.limits.allow_telemetry(device.key, len(readings), now):
-        raise _over_limit(ctx)
-    return await _commit(request, readings)
+    allow = partial(ctx.limits.allow_telemetry, device.key, now=asyncio.get_running_loop().time())
+    return await _commit(request, ctx.device_api.telemetry(device, body, allow))
 
 
 @router.post(
@@ -126,11 +116,7 @@ async def post_attributes(token: str, request: Request) -> Response:
     body = await _body(request)
     ctx = _ctx(request)
     await caught_up(ctx.clocks, device.key)
-    ts = ctx.clocks.stamp(device.key)
-    rows: list[AttributeRow] = [
-        (device.key, "CLIENT", k, ts, v) for k, v in parse_attributes(body).items()
-    ]
-    return await _commit(request, [], rows)
+    return await _commit(request, [], ctx.device_api.client_attributes(device, body))
 
 
 async def _commit(
@@ -162,9 +148,9 @@ async def get_attributes(
     sharedKeys: str | None = None,
 ) -> dict[str, dict[str, Value]]:
     device = await _device(request, token)
-    doc = {k: v for k, v in (("clientKeys", clientKeys), ("sharedKeys", sharedKeys)) if v}
-    client_keys, shared_keys = parse_attribute_request(doc)
-    return await _ctx(request).attributes.read_for_device(device, client_keys, shared_keys)
+    # an empty parameter is an absent one, as ThingsBoard's DeviceApiController reads them
+    asked = AttributeRequest.of(clientKeys or None, sharedKeys or None)
+    return await _ctx(request).device_api.attributes(device, asked)
 
 
 @router.get(
@@ -206,9 +192,11 @@ async def _poll(request: Request, device: Device, session: PollSession, timeout_
     "/rpc/{request_id}", summary="Reply to a server-side RPC request", response_class=Response
 )
 async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
+    """Any body is taken (200), as ThingsBoard does; the caller of the RPC learns what it
+    means (not JSON: 406)."""
     device = await _device(request, token)
     body = await _body(request)
-    _ctx(request).rpc.resolve(device.id, request_id, parse_json(body) if body else None)
+    _ctx(request).device_api.rpc_reply(device, request_id, body)
     return Response(status_code=200)
 
 
@@ -216,8 +204,4 @@ async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
 async def client_rpc(token: str, request: Request) -> Any:
     await _device(request, token)
     body = await _body(request)
-    doc = parse_json(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("method"), str):
-        return error(400, 'a client-side RPC is {"method": "...", "params": {...}}', 31)
-    limits = _ctx(request).limits.session_limits()
-    return answer_client_rpc(RpcRequest(doc["method"], doc.get("params")), limits)
+    return _ctx(request).device_api.client_rpc(body)

@@ -217,7 +217,7 @@ async def delete_device(device_id: str, request: Request, _: User) -> Response:
     ctx = _ctx(request)
     device = await ctx.store.delete_device((await device_by_id(ctx.store, device_id)).id)
     ctx.directory.forget(device)
-    ctx.disconnect_device(device.id)
+    ctx.device_deleted(device)
     return Response(status_code=200)
 
 

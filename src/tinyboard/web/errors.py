@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from tinyboard.core.limits import OverLimit
 from tinyboard.core.login_limits import LoginThrottled
-from tinyboard.core.rpc import DeviceOffline, RpcTimeout
+from tinyboard.core.rpc import DeviceOffline, RpcReplyNotJson, RpcTimeout
 from tinyboard.errors import (
     ConflictError,
     NotFoundError,
@@ -66,6 +66,7 @@ _STATUS: tuple[tuple[type[Exception], int, int], ...] = (
     (StoreFullError, 503, GENERAL),  # not the request's fault: send it again later
     (DeviceOffline, 504, GENERAL),
     (RpcTimeout, 504, GENERAL),
+    (RpcReplyNotJson, 406, GENERAL),  # AbstractRpcController.reply: NOT_ACCEPTABLE
     (TinyboardError, 400, BAD_REQUEST),
 )
 

@@ -4,8 +4,10 @@
 
 As ThingsBoard: `/api/rpc` answers 504 when the device is not connected and when it does
 not answer in time (web/errors.py maps both); `/api/plugins/rpc` answers 409 and 408. Both
-with a JSON error body. Every route needs a JWT (`auth.User`); a device id that is not a
-UUID is a 400, one of no device a 404.
+with a JSON error body. A two-way reply is answered as ThingsBoard's
+`AbstractRpcController.reply` does, whichever transport carried it: 200 with the device's
+JSON, 200 with no body for an empty reply, 406 for one that is not JSON. Every route
+needs a JWT (`auth.User`); a device id that is not a UUID is a 400, one of no device a 404.
 """
 
 from __future__ import annotations
@@ -49,10 +51,17 @@ async def rpc_oneway(device_id: str, body: RpcIn, request: Request, _: User) -> 
     return Response(status_code=200)
 
 
-@router.post("/api/rpc/twoway/{device_id}", responses=errors(504))
+def _reply(answer: Any) -> Any:
+    """The device's JSON; an empty reply (None) is a 200 without a body, as ThingsBoard.
+    (A JSON `null` reply is None too, so it also gets no body; ThingsBoard writes `null`.)"""
+    return Response(status_code=200) if answer is None else answer
+
+
+@router.post("/api/rpc/twoway/{device_id}", responses=errors(406, 504))
 async def rpc_twoway(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
-    """Send a command and return the device's answer; 504 not connected or no answer in time."""
-    return await _rpc(request, device_id, body, oneway=False)
+    """Send a command and return the device's answer; 504 not connected or no answer in
+    time, 406 when the answer is not JSON."""
+    return _reply(await _rpc(request, device_id, body, oneway=False))
 
 
 @router.post("/api/plugins/rpc/oneway/{device_id}", include_in_schema=False)
@@ -65,4 +74,4 @@ async def rpc_oneway_v1(device_id: str, body: RpcIn, request: Request, _: User) 
 @router.post("/api/plugins/rpc/twoway/{device_id}", include_in_schema=False)
 async def rpc_twoway_v1(device_id: str, body: RpcIn, request: Request, _: User) -> Any:
     """ThingsBoard's deprecated path: 409 not connected, 408 timeout."""
-    return await _rpc_v1(request, device_id, body, oneway=False)
+    return _reply(await _rpc_v1(request, device_id, body, oneway=False))

@@ -206,7 +206,7 @@ class DeleteDevice:
             notify_error(exc)
             return
         ctx.directory.forget(device)
-        ctx.disconnect_device(device.id)
+        ctx.device_deleted(device)
         ui.notify(f"Deleted {device.name}")
         await self.on_deleted()
 
