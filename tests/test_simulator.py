@@ -175,14 +175,21 @@ def test_boards_follow_shared_attributes_and_answer_rpc(server: ServerThread) ->
         interval=30,
     )
     answers: dict[str, Any] = {}
+    shared = f"/api/plugins/telemetry/DEVICE/{device.id}/attributes/SHARED_SCOPE"
+    with api(server) as rest:  # set while the board is away: it asks for it on connect
+        rest.post(shared, json={"interval": 0.25}).raise_for_status()
+
+    def until(interval: float) -> None:
+        deadline = time.monotonic() + 10
+        while board.interval != interval:
+            assert time.monotonic() < deadline, f"the board never took interval {interval}"
+            time.sleep(0.01)
 
     def operator() -> None:
-        time.sleep(1.0)  # the board is connected and subscribed by now
+        until(0.25)  # asked for after subscribing: the board follows pushes and RPCs now
         with api(server) as rest:
-            rest.post(
-                f"/api/plugins/telemetry/DEVICE/{device.id}/attributes/SHARED_SCOPE",
-                json={"interval": 0.25},
-            ).raise_for_status()
+            rest.post(shared, json={"interval": 0.2}).raise_for_status()
+            until(0.2)  # pushed
             answers["led"] = rest.post(
                 f"/api/rpc/twoway/{device.id}",
                 json={"method": "setLed", "params": {"enabled": True}},
@@ -198,8 +205,8 @@ def test_boards_follow_shared_attributes_and_answer_rpc(server: ServerThread) ->
     thread.start()
     run_boards([board], 3.0)
     thread.join()
-    assert board.interval == 0.25
-    assert board.stats.taken >= 5  # one reading, then every 0.25 s after the attribute came
+    assert board.interval == 0.2
+    assert board.stats.taken >= 5  # one reading, then every 0.25 s or faster
     assert answers["led"] == {"led": True} and board.led is True
     assert set(answers["reading"]) == {"temperature", "humidity"}
     assert "unknown method" in answers["unknown"]["error"]

@@ -34,12 +34,21 @@ from tinyboard.mqtt.packets import (
     Subscribe,
     Subscription,
 )
-from tinyboard.transports.thingsboard import ATTRIBUTES, RPC_REQUEST, RPC_RESPONSE, TELEMETRY
+from tinyboard.transports.thingsboard import (
+    ATTRIBUTES,
+    ATTRIBUTES_REQUEST,
+    ATTRIBUTES_RESPONSE,
+    RPC_REQUEST,
+    RPC_RESPONSE,
+    TELEMETRY,
+)
 
 Reading = tuple[int, dict[str, float]]
 """(ts in Unix ms, values)."""
 
 TIMEOUT = 10.0
+SHARED_KEYS = "interval,led"
+"""The shared attributes a board follows (`Board.on_attributes`)."""
 
 
 class LinkError(Exception):
@@ -174,6 +183,10 @@ class MqttProtocol(asyncio.Protocol):
             return
         if packet.topic == ATTRIBUTES and isinstance(body, dict):
             self.commands.on_attributes(body)
+        elif packet.topic.startswith(ATTRIBUTES_RESPONSE) and isinstance(body, dict):
+            shared = body.get("shared")
+            if isinstance(shared, dict):
+                self.commands.on_attributes(shared)
         elif packet.topic.startswith(RPC_REQUEST) and isinstance(body, dict):
             answer = self.commands.on_rpc(str(body.get("method", "")), body.get("params"))
             request_id = packet.topic[len(RPC_REQUEST) :]
@@ -228,10 +241,14 @@ class MqttLink:
             if connack.reason != 0:
                 raise LinkError(f"CONNACK refused (code {connack.reason}): check the token")
             if self.commands is not None:
-                topics = (ATTRIBUTES, RPC_REQUEST + "+")
+                topics = (ATTRIBUTES, ATTRIBUTES_RESPONSE + "+", RPC_REQUEST + "+")
                 subscriptions = tuple(Subscription(topic_filter=t, qos=1) for t in topics)
                 mqtt.write(Subscribe(packet_id=self._next_id(), subscriptions=subscriptions))
                 await asyncio.wait_for(mqtt.suback, TIMEOUT)
+                # what was set while the board was away applies now, as ThingsBoard's
+                # examples do on connect: ask for the shared attributes it follows
+                wanted = orjson.dumps({"sharedKeys": SHARED_KEYS})
+                mqtt.write(Publish(topic=ATTRIBUTES_REQUEST + "1", payload=wanted))
         except (OSError, TimeoutError) as exc:
             await self.close()
             raise LinkError(f"cannot reach {self.host}:{self.port}: {exc}") from exc
