@@ -29,6 +29,8 @@ from tests.mqtt_clients import Device as Board
 from tests.test_tb_rest_ota import new_info, profile, upload
 from tests.web_helpers import login
 from tinyboard.core.models import Device
+from tinyboard.core.ota_download import parse_size
+from tinyboard.errors import PayloadError
 
 TIMEOUT = 30
 CHUNK = 16384
@@ -173,6 +175,28 @@ def test_http_chunks_limits_and_errors_follow_thingsboard(
     assert software.status_code == 404 and "no software" in software.json()["message"]
     assert httpx.get(f"{server.base_url}/api/v1/nope/firmware", params=asked).status_code == 401
     assert hashlib.sha256(httpx.get(url, params=asked).content).hexdigest() == info.checksum
+    # TBHTTPDevice asks `sharedKeys=a&sharedKeys=b`: Spring reads that as "a,b"
+    attributes = httpx.get(
+        f"{server.base_url}/api/v1/{device.token}/attributes",
+        params=[("sharedKeys", "fw_title"), ("sharedKeys", "fw_version,fw_size")],
+    )
+    assert attributes.json() == {"shared": {"fw_title": "fw", "fw_version": "1.0",
+                                            "fw_size": len(data)}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "size"), [(b"", None), (b"0", None), (b" 1024\n", 1024), (b"65536", 65536)]
+)
+def test_an_mqtt_chunk_size_is_read_as_thingsboard_reads_it(
+    payload: bytes, size: int | None
+) -> None:
+    assert parse_size(payload) == size
+
+
+@pytest.mark.parametrize("payload", [b"-1", b"1e3", b"abc", b"12345678901", "٣".encode()])
+def test_an_mqtt_chunk_size_that_is_not_a_number_is_a_bad_payload(payload: bytes) -> None:
+    with pytest.raises(PayloadError, match="chunk size in bytes as text"):
+        parse_size(payload)
 
 
 def test_mqtt_errors_follow_thingsboard_and_leave_other_devices_alone(
@@ -192,6 +216,8 @@ def test_mqtt_errors_follow_thingsboard_and_leave_other_devices_alone(
         assert (first.topic, first.payload) == ("v2/fw/response/1/chunk/0", data[:65536])
         a.publish("v2/fw/request/1/chunk/1", b"")
         assert a.next_message().payload == data[65536:]
+        a.publish("v2/fw/request/1/chunk/0", b"0")  # 0 is no size, as in ThingsBoard
+        assert a.next_message().payload == data[:65536]
         a.publish("v2/fw/request/1/chunk/5", b"")
         past = a.next_message()
         assert (past.topic, past.payload) == ("v2/fw/response/1/chunk/5", b"")

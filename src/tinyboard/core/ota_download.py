@@ -66,13 +66,14 @@ class Assignment:
 
 
 def parse_size(payload: bytes) -> int | None:
-    """The chunk size an MQTT request carries; None when it carries none (empty)."""
+    """The chunk size an MQTT request carries; None when it carries none (empty or 0, as
+    ThingsBoard reads it: the request id's earlier size, else the whole file)."""
     text = payload.strip()
     if not text:
         return None
     if not text.isdigit() or len(text) > 10:
         raise PayloadError(f"{SIZE_SHAPE}, not {payload[:20]!r}")
-    return int(text)
+    return int(text) or None
 
 
 class OtaDownloads:
