@@ -86,6 +86,7 @@ class Config:
     ws_max_points: int = 100_000
     ws_page_refresh: float = 10.0
     ota_max_size: int = 33_554_432
+    ota_max_chunk: int = 65536
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -319,6 +320,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest OTA package file (bytes) an upload may carry (413 above it); uploads are "
         "the one request allowed past --http-max-body.",
     ),
+    Setting(
+        "ota_max_chunk",
+        int,
+        _DEFAULT.ota_max_chunk,
+        "Largest OTA chunk (bytes) a device may ask for when it downloads its firmware or "
+        "software (ThingsBoard's limit: 65536); over MQTT also the largest whole file sent "
+        "as one message.",
+    ),
 )
 
 _AT_LEAST = {
@@ -335,6 +344,7 @@ _AT_LEAST = {
     "ws_max_points": 1,
     "ws_page_refresh": 0.1,
     "ota_max_size": 1,
+    "ota_max_chunk": 1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

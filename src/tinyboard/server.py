@@ -33,6 +33,7 @@ from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.live import LiveHub
 from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
 from tinyboard.core.models import Device, User
+from tinyboard.core.ota_download import OtaDownloads
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.retention import Retention
@@ -117,7 +118,11 @@ class Server:
         self.ota = OtaStateService(self.store, self.pipeline, self.attributes, self.clocks)
         self.limits = config.device_limits()
         self.device_api = DeviceApi(
-            clocks=self.clocks, limits=self.limits, attributes=self.attributes, rpc=self.rpc
+            clocks=self.clocks,
+            limits=self.limits,
+            attributes=self.attributes,
+            rpc=self.rpc,
+            downloads=OtaDownloads(self.store, max_chunk=config.ota_max_chunk),
         )
         self.line = LineServer(
             directory=self.directory,

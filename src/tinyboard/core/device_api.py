@@ -25,6 +25,7 @@ from tinyboard.core.clock import DeviceClocks
 from tinyboard.core.ingest import parse_attributes, parse_json, telemetry_from_json
 from tinyboard.core.limits import DeviceLimits, OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
+from tinyboard.core.ota_download import OtaDownloads
 from tinyboard.core.rpc import RpcService
 from tinyboard.errors import PayloadError
 
@@ -91,11 +92,14 @@ class DeviceApi:
         limits: DeviceLimits,
         attributes: AttributeService,
         rpc: RpcService,
+        downloads: OtaDownloads | None = None,
     ) -> None:
         self.clocks = clocks
         self.limits = limits
         self._attributes = attributes
         self._rpc = rpc
+        self.downloads = downloads
+        """OTA package downloads (core/ota_download.py); None: a server without a store."""
 
     def over_limit(self) -> OverLimit:
         """The refusal of a message over the device's rate limits, saying which they are."""

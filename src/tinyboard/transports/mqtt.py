@@ -21,7 +21,8 @@ import orjson
 from tinyboard.core.device_api import AttributeRequest, DeviceApi, rpc_request
 from tinyboard.core.directory import DeviceDirectory
 from tinyboard.core.limits import NO_QUOTA, OverLimit
-from tinyboard.core.models import AttributeRow, Device, Reading, Value
+from tinyboard.core.models import AttributeRow, Device, OtaType, Reading, Value
+from tinyboard.core.ota_download import DownloadRefused, DownloadSession, parse_size
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import PayloadError, StorageError, StoreFullError, TinyboardError
@@ -128,6 +129,8 @@ class MQTTProtocol(StreamProtocol):
         self._qos2: set[int] = set()
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
+        self._downloads: DownloadSession | None = None
+        """OTA chunk requests' ids (core/ota_download.py), made at the first one."""
         # What one read produced: replies and the job for the pipeline.
         self._acks: list[bytes] = []
         self._readings: list[Reading] = []
@@ -338,7 +341,8 @@ class MQTTProtocol(StreamProtocol):
                 return
         target = tb.route(packet.topic)
         if target is None:
-            self._unknown_topic(packet)
+            if not self._ota_request(device, packet):
+                self._unknown_topic(packet)
             return
         kind, request_id = target
         try:
@@ -382,7 +386,7 @@ class MQTTProtocol(StreamProtocol):
         PUBACK on MQTT 3; nothing is stored and the session goes on."""
         if not self._told_topic:  # once per connection: a board may send it every second
             self._told_topic = True
-            hint = tb.topic_hint(packet.topic)
+            hint = tb.ota_hint(packet.topic) or tb.topic_hint(packet.topic)
             log.info(
                 "MQTT client %s: nothing stored from topic %r: %s", self._peer, packet.topic, hint
             )
@@ -444,6 +448,51 @@ class MQTTProtocol(StreamProtocol):
 
     def _client_rpc(self, _: Device, payload: bytes, request_id: int) -> None:
         self._answer(tb.RPC_RESPONSE + str(request_id), self._server.api.client_rpc(payload))
+
+    def _ota_request(self, device: Device, packet: Publish) -> bool:
+        """`v2/fw/request/{id}/chunk/{n}` (or `v2/sw/...`), False for another topic. As
+        ThingsBoard: PUBACK, then the chunk on `v2/fw/response/{id}/chunk/{n}`; a refusal
+        gets no PUBACK, its status on `v2/fw/error`, and the session ends. One chunk is
+        read at a time: the connection's next packets wait in the socket meanwhile."""
+        route = tb.ota_route(packet.topic)
+        downloads = self._server.api.downloads
+        if route is None or downloads is None:
+            return False
+        if not self._quota.message():
+            self._rate_limited(self._server.api.over_limit())
+            return True
+        try:
+            size = parse_size(packet.payload)
+        except PayloadError as exc:
+            self._payload_refused(packet, str(exc))
+            return True
+        if self._downloads is None:
+            self._downloads = DownloadSession(downloads)
+        self._hold("chunk")
+        self._server.spawn(self._send_chunk(device, packet, route, size))
+        return True
+
+    async def _send_chunk(
+        self, device: Device, packet: Publish, route: tuple[OtaType, int, int], size: int | None
+    ) -> None:
+        type, request_id, index = route
+        assert self._downloads is not None
+        try:
+            data = await self._downloads.answer(device, type, request_id, index, size)
+        except (DownloadRefused, StorageError) as exc:
+            status = exc.status if isinstance(exc, DownloadRefused) else "FAILURE"
+            log.info("MQTT client %s: %s download refused: %s", self._peer, type.lower(), exc)
+            self.publish_bytes(tb.FW_ERROR, status.encode(), qos=1).add_done_callback(_outcome_seen)
+            self._close_after_replies()
+        else:
+            if not self._done:
+                self._ack(packet)
+                self._submit()
+                topic = f"{tb.OTA_RESPONSES[type]}{request_id}/chunk/{index}"
+                qos = self._feeds.get(tb.CHUNK_FEEDS[type], 1)
+                self.publish_bytes(topic, data, qos=qos).add_done_callback(_outcome_seen)
+        finally:
+            self._release("chunk")
 
     # -- other packets -------------------------------------------------------------------
     def _on_puback(self, packet: PubAck) -> None:
@@ -511,12 +560,16 @@ class MQTTProtocol(StreamProtocol):
 
     def publish(self, topic: str, document: Any, *, qos: int) -> asyncio.Future[None]:
         """Send JSON to the device; the future completes when it has it (PUBACK for QoS 1)."""
+        return self.publish_bytes(topic, orjson.dumps(document), qos=qos)
+
+    def publish_bytes(self, topic: str, payload: bytes, *, qos: int) -> asyncio.Future[None]:
+        """Send `payload` as it is (an OTA chunk, an error text); as `publish`."""
         delivered: asyncio.Future[None] = self._loop.create_future()
         if self._done or self._conn.state is not State.CONNECTED:
             delivered.set_exception(ConnectionError("the device is not connected"))
             return delivered
         packet_id = self._new_packet_id() if qos else None
-        packet = Publish(topic=topic, payload=orjson.dumps(document), qos=qos, packet_id=packet_id)
+        packet = Publish(topic=topic, payload=payload, qos=qos, packet_id=packet_id)
         try:
             self._out.put(Slot(self._conn.send(packet), True))
         except UsageError as exc:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import difflib
 from enum import Enum
+from typing import Literal
+
+OtaType = Literal["FIRMWARE", "SOFTWARE"]
+"""core.models.OtaType, spelt here too: this table imports nothing of tinyboard."""
 
 TELEMETRY = "v1/devices/me/telemetry"
 ATTRIBUTES = "v1/devices/me/attributes"
@@ -15,6 +19,16 @@ ATTRIBUTES_REQUEST = "v1/devices/me/attributes/request/"
 ATTRIBUTES_RESPONSE = "v1/devices/me/attributes/response/"
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
+FW_REQUEST = "v2/fw/request/"
+SW_REQUEST = "v2/sw/request/"
+FW_RESPONSE = "v2/fw/response/"
+SW_RESPONSE = "v2/sw/response/"
+FW_ERROR = "v2/fw/error"
+SW_ERROR = "v2/sw/error"
+"""OTA chunk topics: `v2/fw/request/{id}/chunk/{n}` → `v2/fw/response/{id}/chunk/{n}`;
+ThingsBoard publishes every download error (software's too) on `v2/fw/error`."""
+OTA_REQUESTS: dict[str, OtaType] = {FW_REQUEST: "FIRMWARE", SW_REQUEST: "SOFTWARE"}
+OTA_RESPONSES: dict[OtaType, str] = {"FIRMWARE": FW_RESPONSE, "SOFTWARE": SW_RESPONSE}
 
 
 class Route(Enum):
@@ -32,6 +46,9 @@ class Feed(Enum):
     ATTRIBUTE_RESPONSES = "attribute responses"
     RPC_REQUESTS = "server-side rpc requests"
     RPC_RESPONSES = "client-side rpc responses"
+    FW_CHUNKS = "firmware chunks"
+    SW_CHUNKS = "software chunks"
+    OTA_ERRORS = "firmware and software download errors"
 
 
 EXACT: dict[str, Route] = {TELEMETRY: Route.TELEMETRY, ATTRIBUTES: Route.ATTRIBUTES}
@@ -45,7 +62,12 @@ SUBSCRIPTIONS: dict[str, Feed] = {
     ATTRIBUTES_RESPONSE + "+": Feed.ATTRIBUTE_RESPONSES,
     RPC_REQUEST + "+": Feed.RPC_REQUESTS,
     RPC_RESPONSE + "+": Feed.RPC_RESPONSES,
+    FW_RESPONSE + "+/chunk/+": Feed.FW_CHUNKS,
+    SW_RESPONSE + "+/chunk/+": Feed.SW_CHUNKS,
+    FW_ERROR: Feed.OTA_ERRORS,
+    SW_ERROR: Feed.OTA_ERRORS,
 }
+CHUNK_FEEDS: dict[OtaType, Feed] = {"FIRMWARE": Feed.FW_CHUNKS, "SOFTWARE": Feed.SW_CHUNKS}
 
 
 def route(topic: str) -> tuple[Route, int] | None:
@@ -58,6 +80,28 @@ def route(topic: str) -> tuple[Route, int] | None:
     if with_id is None or not last.isdigit() or len(last) > 10:
         return None
     return with_id, int(last)
+
+
+def ota_route(topic: str) -> tuple[OtaType, int, int] | None:
+    """(package type, request id, chunk index) of `v2/fw|sw/request/{id}/chunk/{n}`, both
+    numbers (ThingsBoard's `\\d+`); None for any other topic."""
+    head, _, rest = topic.partition("/request/")
+    type = OTA_REQUESTS.get(head + "/request/")
+    request_id, chunk_word, chunk = rest.split("/", 2) if rest.count("/") == 2 else ("", "", "")
+    if type is None or chunk_word != "chunk" or not _number(request_id) or not _number(chunk):
+        return None
+    return type, int(request_id), int(chunk)
+
+
+def _number(text: str) -> bool:
+    return text.isdigit() and text.isascii() and len(text) <= 10
+
+
+def ota_hint(topic: str) -> str | None:
+    """What to tell a device whose topic starts like an OTA request but is not one."""
+    if not topic.startswith(tuple(OTA_REQUESTS)):
+        return None
+    return "an OTA chunk request is v2/fw/request/{id}/chunk/{n} with numbers (v2/sw/... too)"
 
 
 PUBLISH_TOPICS = (TELEMETRY, ATTRIBUTES, ATTRIBUTES_REQUEST, RPC_RESPONSE, RPC_REQUEST)

@@ -14,10 +14,12 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from tinyboard.core.clock import caught_up
 from tinyboard.core.device_api import AttributeRequest, rpc_request
-from tinyboard.core.models import AttributeRow, Device, Reading, Value
+from tinyboard.core.models import AttributeRow, Device, OtaType, Reading, Value
+from tinyboard.core.ota_download import DownloadRefused
 from tinyboard.core.rpc import DeviceOffline
 from tinyboard.errors import RejectedDataError, StorageError, StoreFullError
 from tinyboard.web.context import WebContext
@@ -28,6 +30,7 @@ from tinyboard.web.tokens import AuthError
 DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 300_000
 RETRY_AFTER_SECONDS = 30
+OCTET_STREAM = "application/octet-stream"
 """How long a 503 asks the device to wait before it sends the same data again."""
 
 router = APIRouter(prefix="/api/v1/{token}", tags=["device API"], responses=errors(400, 401, 413))
@@ -148,8 +151,13 @@ async def get_attributes(
     sharedKeys: str | None = None,
 ) -> dict[str, dict[str, Value]]:
     device = await _device(request, token)
-    # an empty parameter is an absent one, as ThingsBoard's DeviceApiController reads them
-    asked = AttributeRequest.of(clientKeys or None, sharedKeys or None)
+    # an empty parameter is an absent one, as ThingsBoard's DeviceApiController reads them;
+    # a repeated one is its values joined by commas, as Spring reads it (TBHTTPDevice sends
+    # `sharedKeys=a&sharedKeys=b`)
+    params = request.query_params
+    client_keys = ",".join(params.getlist("clientKeys")) or None
+    shared_keys = ",".join(params.getlist("sharedKeys")) or None
+    asked = AttributeRequest.of(client_keys, shared_keys)
     return await _ctx(request).device_api.attributes(device, asked)
 
 
@@ -205,3 +213,51 @@ async def client_rpc(token: str, request: Request) -> Any:
     await _device(request, token)
     body = await _body(request)
     return _ctx(request).device_api.client_rpc(body)
+
+
+@router.get("/firmware", summary="Download the firmware package", response_class=Response)
+async def get_firmware(
+    token: str,
+    request: Request,
+    title: str,
+    version: str,
+    size: int = Query(0, ge=0),
+    chunk: int = Query(0, ge=0),
+) -> Response:
+    """The bytes of the device's firmware package `title`/`version`: chunk `chunk` of
+    `size` bytes (empty past the end), or with no `size` the whole file, streamed. 404: no
+    package (or a URL one); 400: another title or version, or `size` over
+    `--ota-max-chunk`."""
+    return await _download(request, token, "FIRMWARE", title, version, size, chunk)
+
+
+@router.get("/software", summary="Download the software package", response_class=Response)
+async def get_software(
+    token: str,
+    request: Request,
+    title: str,
+    version: str,
+    size: int = Query(0, ge=0),
+    chunk: int = Query(0, ge=0),
+) -> Response:
+    """As `/firmware`, for the device's software package."""
+    return await _download(request, token, "SOFTWARE", title, version, size, chunk)
+
+
+async def _download(
+    request: Request, token: str, type: OtaType, title: str, version: str, size: int, chunk: int
+) -> Response:
+    device = await _device(request, token)
+    downloads = _ctx(request).device_api.downloads
+    if downloads is None:
+        return error(404, "this server keeps no OTA packages")
+    try:
+        package = await downloads.for_http(device, type, title, version)
+        if size == 0:
+            length = {"Content-Length": str(package.data_size or 0)}
+            stream = downloads.whole(package)
+            return StreamingResponse(stream, headers=length, media_type=OCTET_STREAM)
+        data = await downloads.chunk(downloads.checked(package, size), chunk)
+    except DownloadRefused as exc:
+        return error(exc.http_status, str(exc))
+    return Response(data, media_type=OCTET_STREAM)
