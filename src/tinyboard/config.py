@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tinyboard.core.gateway import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_NEW_CHILDREN, GatewayLimits
 from tinyboard.core.limits import DeviceLimits, RateLimit
 from tinyboard.errors import ConfigError
 from tinyboard.redact import redact_url
@@ -86,6 +87,8 @@ class Config:
     ws_max_points: int = 100_000
     ws_page_refresh: float = 10.0
     ota_max_size: int = 33_554_432
+    gateway_max_new_children: int = DEFAULT_MAX_NEW_CHILDREN
+    gateway_max_children: int = DEFAULT_MAX_CHILDREN
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -105,6 +108,10 @@ class Config:
             RateLimit.parse(self.device_datapoint_rate_limit, "--device-datapoint-rate-limit"),
             max_payload=self.max_packet,
         )
+
+    def gateway_limits(self) -> GatewayLimits:
+        """How many child devices a gateway may create and connect (core/gateway.py)."""
+        return GatewayLimits(self.gateway_max_new_children, self.gateway_max_children)
 
     def proxy_networks(self) -> tuple[Network, ...]:
         """The `--trusted-proxies` entries as networks (a single address is a /32 or /128)."""
@@ -319,6 +326,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest OTA package file (bytes) an upload may carry (413 above it); uploads are "
         "the one request allowed past --http-max-body.",
     ),
+    Setting(
+        "gateway_max_new_children",
+        int,
+        _DEFAULT.gateway_max_new_children,
+        "Most new devices one gateway message may create; a message naming more is refused"
+        " whole (MQTT 5: PUBACK 0x97).",
+    ),
+    Setting(
+        "gateway_max_children",
+        int,
+        _DEFAULT.gateway_max_children,
+        "Most devices one gateway connection may have connected at once.",
+    ),
 )
 
 _AT_LEAST = {
@@ -335,6 +355,8 @@ _AT_LEAST = {
     "ws_max_points": 1,
     "ws_page_refresh": 0.1,
     "ota_max_size": 1,
+    "gateway_max_new_children": 1,
+    "gateway_max_children": 1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

@@ -16,6 +16,17 @@ ATTRIBUTES_RESPONSE = "v1/devices/me/attributes/response/"
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
 
+GATEWAY_PREFIX = "v1/gateway/"
+"""ThingsBoard's gateway API (`MqttTopics.BASE_GATEWAY_API_TOPIC`): transports/gateway.py."""
+GATEWAY_CONNECT = "v1/gateway/connect"
+GATEWAY_DISCONNECT = "v1/gateway/disconnect"
+GATEWAY_TELEMETRY = "v1/gateway/telemetry"
+GATEWAY_ATTRIBUTES = "v1/gateway/attributes"
+GATEWAY_ATTRIBUTES_REQUEST = "v1/gateway/attributes/request"
+GATEWAY_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
+GATEWAY_RPC = "v1/gateway/rpc"
+GATEWAY_CLAIM = "v1/gateway/claim"
+
 
 class Route(Enum):
     TELEMETRY = "telemetry"
@@ -32,6 +43,9 @@ class Feed(Enum):
     ATTRIBUTE_RESPONSES = "attribute responses"
     RPC_REQUESTS = "server-side rpc requests"
     RPC_RESPONSES = "client-side rpc responses"
+    GATEWAY_ATTRIBUTES = "children's shared attribute updates"
+    GATEWAY_ATTRIBUTE_RESPONSES = "children's attribute responses"
+    GATEWAY_RPC = "children's server-side rpc requests"
 
 
 EXACT: dict[str, Route] = {TELEMETRY: Route.TELEMETRY, ATTRIBUTES: Route.ATTRIBUTES}
@@ -45,6 +59,9 @@ SUBSCRIPTIONS: dict[str, Feed] = {
     ATTRIBUTES_RESPONSE + "+": Feed.ATTRIBUTE_RESPONSES,
     RPC_REQUEST + "+": Feed.RPC_REQUESTS,
     RPC_RESPONSE + "+": Feed.RPC_RESPONSES,
+    GATEWAY_ATTRIBUTES: Feed.GATEWAY_ATTRIBUTES,
+    GATEWAY_ATTRIBUTES_RESPONSE: Feed.GATEWAY_ATTRIBUTE_RESPONSES,
+    GATEWAY_RPC: Feed.GATEWAY_RPC,
 }
 
 
