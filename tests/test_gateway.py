@@ -15,7 +15,7 @@ import pytest
 from tb_device_mqtt import TBPublishInfo
 from tb_gateway_mqtt import TBGatewayMqttClient
 
-from tests.helpers import ServerThread, running
+from tests.helpers import ServerThread, running, tinyboard
 from tests.mqtt_clients import V5, V311, Device
 from tests.web_helpers import api
 from tinyboard.core.models import Device as DeviceRecord
@@ -313,3 +313,55 @@ def test_rest_makes_a_gateway(server: ServerThread, rest: httpx.Client) -> None:
         dev.close()
     assert acks == [0]
     assert child(server, "via-rest").type == "meter"
+
+
+def test_the_cli_makes_a_gateway(tmp_path: Any) -> None:
+    data = tmp_path / "data"
+    added = tinyboard("device", "add", "cli-gw", "--gateway", "--data-dir", str(data))
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    with running(data) as server:
+        assert child(server, "cli-gw").additional_info == {"gateway": True}
+        dev = Device(server.mqtt_port, token, protocol=V5)
+        acks: list[int] = []
+        dev.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc.value)
+        try:
+            dev.publish("v1/gateway/telemetry", b'{"via-cli": [{"v": 1}]}')
+            wait_for(lambda: acks)
+        finally:
+            dev.close()
+        assert acks == [0]
+        assert latest(server, child(server, "via-cli")) == {"v": 1}
+
+
+def test_a_deleted_child_goes_offline_and_the_gateway_goes_on(
+    server: ServerThread, sdk: TBGatewayMqttClient, rest: httpx.Client
+) -> None:
+    sdk.gw_connect_device("Child E").get()
+    device = child(server, "Child E")
+    assert rest.delete(f"/api/device/{device.id}").status_code == 200
+    assert not server.on_loop(lambda: server.server.hub.is_connected(device.id))
+    assert server.on_loop(lambda: not server.server.registry.for_device(device.id))
+    # named again: a new device, as ThingsBoard creates it again
+    assert sdk.gw_send_telemetry("Child E", {"v": 2}).get() == TBPublishInfo.TB_ERR_SUCCESS
+    again = child(server, "Child E")
+    assert again.id != device.id and latest(server, again) == {"v": 2}
+
+
+def test_gateway_flag_and_answer_shapes() -> None:
+    from tinyboard.core import gateway as gw
+
+    def dev(info: Any) -> DeviceRecord:
+        return DeviceRecord(
+            id="x", key=1, name="n", type="default", label="", token="t", created_ts=0,
+            profile_id="p", additional_info=info,
+        )  # fmt: skip
+
+    assert gw.is_gateway(dev({"gateway": True})) and gw.is_gateway(dev({"gateway": "true"}))
+    assert not gw.is_gateway(dev(None)) and not gw.is_gateway(dev({"gateway": False}))
+    query = gw.attribute_query(b'{"id": 3, "device": "A", "client": false, "key": "k"}')
+    assert query == gw.AttributeQuery(3, "A", False, ["k"])
+    assert gw.attribute_answer(query, {"shared": {"k": 1}}) == {"id": 3, "device": "A", "value": 1}
+    assert gw.attribute_answer(query, {"shared": {"k": 1, "j": 2}})["values"] == {"k": 1, "j": 2}
+    assert gw.attribute_answer(query, {}) == {"id": 3, "device": "A"}
+    assert gw.rpc_reply(b'{"device": "A", "id": 2, "data": {"ok": true}}').data == b'{"ok":true}'
