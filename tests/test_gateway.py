@@ -246,6 +246,7 @@ def test_more_new_children_than_allowed_is_refused_whole(tmp_path: Any, protocol
         ("v1/gateway/connect", b'{"name": "A"}'),
         ("v1/gateway/attributes/request", b'{"id": 1, "device": "A", "client": "yes"}'),
         ("v1/gateway/rpc", b'{"device": "A", "data": {}}'),
+        ("v1/gateway/connect", b'{"device": "gateway-1"}'),
     ],
 )
 def test_malformed_gateway_payloads_get_0x99_and_store_nothing(

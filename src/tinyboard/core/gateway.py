@@ -236,6 +236,11 @@ async def children(
     """The devices named `wanted` (name → profile for a new one), created if missing and
     marked with the gateway's id. Every name is looked up before any device is created, so
     more than `limits.max_new` new ones fail whole (`TooManyChildren`), creating none."""
+    if gateway.name in wanted:
+        raise PayloadError(
+            f"a gateway cannot send as one of its own devices ({gateway.name!r}); "
+            "use the v1/devices/me/* topics for the gateway itself"
+        )
     found: dict[str, Device] = {}
     for name in wanted:
         device = await _by_name(store, name)

@@ -30,7 +30,13 @@ from tinyboard.core.limits import NO_QUOTA, OverLimit
 from tinyboard.core.models import AttributeRow, Device, Reading, Value
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.sessions import SessionHub
-from tinyboard.errors import PayloadError, StorageError, StoreFullError, TinyboardError
+from tinyboard.errors import (
+    DataValidationError,
+    PayloadError,
+    StorageError,
+    StoreFullError,
+    TinyboardError,
+)
 from tinyboard.mqtt.codec import encode
 from tinyboard.mqtt.connection import CLOSED, NEED_DATA, Connection
 from tinyboard.mqtt.errors import ProtocolError, UsageError
@@ -527,6 +533,8 @@ class MQTTProtocol(StreamProtocol):
             self._payload_refused(packet, str(exc))
         except TooManyChildren as exc:
             self._too_many_children(packet, exc)
+        except DataValidationError as exc:  # e.g. a profile name the store refuses
+            self._payload_refused(packet, str(exc))
         except StorageError as exc:
             log.error("MQTT client %s: gateway message not handled: %s", self._peer, exc)
             self._close_after_replies()
