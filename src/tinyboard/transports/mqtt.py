@@ -529,23 +529,29 @@ class MQTTProtocol(StreamProtocol):
     async def _gateway_later(self, packet: Publish, pending: Pending) -> None:
         try:
             work = await pending
-        except PayloadError as exc:
-            self._payload_refused(packet, str(exc))
-        except TooManyChildren as exc:
-            self._too_many_children(packet, exc)
-        except DataValidationError as exc:  # e.g. a profile name the store refuses
-            self._payload_refused(packet, str(exc))
-        except StorageError as exc:
-            log.error("MQTT client %s: gateway message not handled: %s", self._peer, exc)
-            self._close_after_replies()
         except TinyboardError as exc:
-            self._payload_refused(packet, str(exc))
+            if not self._done:
+                self._gateway_refused(packet, exc)
+        except Exception:  # a bug: this connection ends, nobody else is affected
+            log.exception("MQTT client %s: gateway message failed", self._peer)
+            self._close_after_replies()
         else:
             if not self._done:
                 self._gateway_done(packet, work)
         finally:
             self._submit()
             self._release("gateway")
+
+    def _gateway_refused(self, packet: Publish, why: TinyboardError) -> None:
+        """Too many children: 0x97; the store failing: the session ends unacknowledged;
+        anything else (a payload, a profile name the store refuses) is a bad payload."""
+        if isinstance(why, TooManyChildren):
+            self._too_many_children(packet, why)
+        elif isinstance(why, StorageError) and not isinstance(why, DataValidationError):
+            log.error("MQTT client %s: gateway message not handled: %s", self._peer, why)
+            self._close_after_replies()
+        else:
+            self._payload_refused(packet, str(why))
 
     def _too_many_children(self, packet: Publish, why: TooManyChildren) -> None:
         """ThingsBoard's answer when it may not create a gateway's device: MQTT 5 PUBACK
