@@ -19,6 +19,7 @@ from tests.helpers import ServerThread, running, tinyboard
 from tests.mqtt_clients import V5, V311, Device
 from tests.web_helpers import api
 from tinyboard.core.models import Device as DeviceRecord
+from tinyboard.dashboard.presence import presence_of
 from tinyboard.transports.thingsboard import Feed
 
 
@@ -113,8 +114,13 @@ def test_a_child_is_created_listed_and_stores_its_readings(
     ]
     assert "thermometer" in profiles
 
+    shown = server.on_loop(lambda: presence_of(server.server.registry, device, None))
+    assert shown.online and shown.transport == "gateway"  # the dashboard's presence
+
     assert sdk.gw_disconnect_device("Child A").get() == TBPublishInfo.TB_ERR_SUCCESS
     wait_for(lambda: not active(rest, device.id))
+    shown = server.on_loop(lambda: presence_of(server.server.registry, device, None))
+    assert shown.transport == "gateway" and shown.last_seen_ms is not None
 
 
 def test_telemetry_names_a_new_child_and_connects_it(
