@@ -330,16 +330,31 @@ def _shown(path: Path) -> str:
 @click.option("--type", "type_", default="default", show_default=True, help="Device type.")
 @click.option("--label", default="", help="Free-text label.")
 @click.option("--token", default=None, help="Use this access token instead of a random one.")
+@click.option(
+    "--gateway",
+    is_flag=True,
+    help="Make it a gateway (additionalInfo.gateway): it may send for the devices behind it"
+    " on ThingsBoard's v1/gateway/* topics.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new device as JSON.")
 @setting_options(STORE_SETTINGS)
 def device_add(
-    name: str, type_: str, label: str, token: str | None, as_json: bool, **options: Any
+    name: str,
+    type_: str,
+    label: str,
+    token: str | None,
+    gateway: bool,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Register a device and print its access token."""
+    info = {"gateway": True} if gateway else None
     created = run_async(
         _with_store(
             options,
-            lambda s: s.create_device(name, type=type_, label=label, token=token),
+            lambda s: s.create_device(
+                name, type=type_, label=label, token=token, additional_info=info
+            ),
         )
     )
     if as_json:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tinyboard.core.gateway import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_NEW_CHILDREN, GatewayLimits
 from tinyboard.core.limits import DeviceLimits, RateLimit
 from tinyboard.errors import ConfigError
 from tinyboard.redact import redact_url
@@ -87,6 +88,8 @@ class Config:
     ws_page_refresh: float = 10.0
     ota_max_size: int = 33_554_432
     ota_max_chunk: int = 65536
+    gateway_max_new_children: int = DEFAULT_MAX_NEW_CHILDREN
+    gateway_max_children: int = DEFAULT_MAX_CHILDREN
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -106,6 +109,10 @@ class Config:
             RateLimit.parse(self.device_datapoint_rate_limit, "--device-datapoint-rate-limit"),
             max_payload=self.max_packet,
         )
+
+    def gateway_limits(self) -> GatewayLimits:
+        """How many child devices a gateway may create and connect (core/gateway.py)."""
+        return GatewayLimits(self.gateway_max_new_children, self.gateway_max_children)
 
     def proxy_networks(self) -> tuple[Network, ...]:
         """The `--trusted-proxies` entries as networks (a single address is a /32 or /128)."""
@@ -328,6 +335,19 @@ SETTINGS: tuple[Setting, ...] = (
         "software (ThingsBoard's limit: 65536); over MQTT also the largest whole file sent "
         "as one message.",
     ),
+    Setting(
+        "gateway_max_new_children",
+        int,
+        _DEFAULT.gateway_max_new_children,
+        "Most new devices one gateway message may create; a message naming more is refused"
+        " whole (MQTT 5: PUBACK 0x97).",
+    ),
+    Setting(
+        "gateway_max_children",
+        int,
+        _DEFAULT.gateway_max_children,
+        "Most devices one gateway connection may have connected at once.",
+    ),
 )
 
 _AT_LEAST = {
@@ -345,6 +365,8 @@ _AT_LEAST = {
     "ws_page_refresh": 0.1,
     "ota_max_size": 1,
     "ota_max_chunk": 1,
+    "gateway_max_new_children": 1,
+    "gateway_max_children": 1,
 }
 
 STORE_SETTINGS = tuple(s for s in SETTINGS if s.name in {"data_dir", "store", "sync"})

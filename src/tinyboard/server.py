@@ -142,6 +142,7 @@ class Server:
             api=self.device_api,
             max_packet_size=config.max_packet,
             packet_timeout=config.packet_timeout,
+            gateway_limits=config.gateway_limits(),
         )
         self.transports: tuple[TransportServer, ...] = (self.line, self.mqtt)
         self.ports: dict[str, int] = {}

@@ -20,12 +20,24 @@ import orjson
 
 from tinyboard.core.device_api import AttributeRequest, DeviceApi, rpc_request
 from tinyboard.core.directory import DeviceDirectory
+from tinyboard.core.gateway import (
+    NO_GATEWAY_LIMITS,
+    GatewayLimits,
+    TooManyChildren,
+    is_gateway,
+)
 from tinyboard.core.limits import NO_QUOTA, OverLimit
 from tinyboard.core.models import AttributeRow, Device, OtaType, Reading, Value
 from tinyboard.core.ota_download import DownloadRefused, DownloadSession, parse_size
 from tinyboard.core.pipeline import Pipeline
 from tinyboard.core.sessions import SessionHub
-from tinyboard.errors import PayloadError, StorageError, StoreFullError, TinyboardError
+from tinyboard.errors import (
+    DataValidationError,
+    PayloadError,
+    StorageError,
+    StoreFullError,
+    TinyboardError,
+)
 from tinyboard.mqtt.codec import encode
 from tinyboard.mqtt.connection import CLOSED, NEED_DATA, Connection
 from tinyboard.mqtt.errors import ProtocolError, UsageError
@@ -53,6 +65,7 @@ from tinyboard.mqtt.state import Role, State
 from tinyboard.registry import Registry
 from tinyboard.transports import thingsboard as tb
 from tinyboard.transports.base import StreamProtocol, TransportServer
+from tinyboard.transports.gateway import GatewaySession, Pending, Work
 from tinyboard.transports.outbox import Slot
 
 log = logging.getLogger(__name__)
@@ -83,6 +96,7 @@ class MQTTServer(TransportServer):
         api: DeviceApi,
         max_packet_size: int = 65536,
         packet_timeout: float = 60.0,
+        gateway_limits: GatewayLimits = NO_GATEWAY_LIMITS,
     ) -> None:
         super().__init__(registry)
         self.directory = directory
@@ -98,6 +112,20 @@ class MQTTServer(TransportServer):
         """Live sessions by (device, client id): a client id is taken over only within the
         same device (ThingsBoard keys sessions by device), never across devices."""
         self.connect_timeout = CONNECT_TIMEOUT
+        self.gateway_limits = gateway_limits
+
+    def gateway_session(self, device: Device, link: MQTTProtocol, peer: str) -> GatewaySession:
+        """The children's sessions of a gateway device's connection (transports/gateway.py)."""
+        return GatewaySession(
+            device,
+            link,
+            peer=peer,
+            store=self.directory.store,
+            registry=self.registry,
+            hub=self.hub,
+            api=self.api,
+            limits=self.gateway_limits,
+        )
 
     def __call__(self) -> MQTTProtocol:
         return MQTTProtocol(self)
@@ -135,11 +163,15 @@ class MQTTProtocol(StreamProtocol):
         self._acks: list[bytes] = []
         self._readings: list[Reading] = []
         self._attributes: list[AttributeRow] = []
+        self._gateway: GatewaySession | None = None
+        """Set when the device is a gateway (`additionalInfo.gateway`)."""
 
     # -- asyncio callbacks ---------------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         server = self._server
+        if self._gateway is not None:
+            self._gateway.close()
         if self.device is not None:
             server.hub.remove(self.device, self)
             session = (self.device.key, self._client_id)
@@ -311,6 +343,8 @@ class MQTTProtocol(StreamProtocol):
         assert self._client is not None
         self._client.device = device
         server.hub.add(device, self)
+        if is_gateway(device):
+            self._gateway = server.gateway_session(device, self, self._peer)
         props = NO_PROPERTIES
         if self._conn.is_v5:
             props = Properties(
@@ -339,6 +373,9 @@ class MQTTProtocol(StreamProtocol):
             if packet.packet_id in self._qos2:  # a resent QoS 2 message: already stored
                 self._acks.append(self._conn.send(PubRec(packet_id=packet.packet_id)))
                 return
+        if packet.topic.startswith(tb.GATEWAY_PREFIX):
+            self._gateway_publish(packet)
+            return
         target = tb.route(packet.topic)
         if target is None:
             if not self._ota_request(device, packet):
@@ -493,6 +530,99 @@ class MQTTProtocol(StreamProtocol):
                 self.publish_bytes(topic, data, qos=qos).add_done_callback(_outcome_seen)
         finally:
             self._release("chunk")
+
+    # -- ThingsBoard's gateway API: the meaning is transports/gateway.py's --------------
+    def _gateway_publish(self, packet: Publish) -> None:
+        gateway = self._gateway
+        if gateway is None:
+            self._not_a_gateway(packet)
+            return
+        try:
+            if not self._quota.message():
+                raise self._server.api.over_limit()
+            work = gateway.receive(packet.topic, packet.payload, self._quota)
+        except PayloadError as exc:
+            self._payload_refused(packet, str(exc))
+            return
+        except OverLimit as exc:
+            self._rate_limited(exc)
+            return
+        if work is None:
+            self._unknown_topic(packet)
+        elif isinstance(work, Work):
+            self._gateway_done(packet, work)
+        else:  # children to find or create first: later packets wait, in order
+            self._hold("gateway")
+            self._server.spawn(self._gateway_later(packet, work))
+
+    def _not_a_gateway(self, packet: Publish) -> None:
+        """ThingsBoard (MqttTransportHandler.processPublish): a device that is not a
+        gateway gets nothing for a gateway topic, not even a PUBACK; the session goes on."""
+        if not self._told_topic:
+            self._told_topic = True
+            log.info(
+                "MQTT client %s: %r ignored: device %r is not a gateway (set its "
+                "additionalInfo.gateway to true, or `tinyboard device add --gateway`)",
+                self._peer,
+                packet.topic,
+                self.device.name if self.device else "",
+            )
+
+    def _gateway_done(self, packet: Publish, work: Work) -> None:
+        self._readings += work.readings
+        self._attributes += work.attributes
+        self._ack(packet)
+        if work.answer is not None:
+            self._answer(*work.answer)
+
+    async def _gateway_later(self, packet: Publish, pending: Pending) -> None:
+        try:
+            work = await pending
+        except TinyboardError as exc:
+            if not self._done:
+                self._gateway_refused(packet, exc)
+        except Exception:  # a bug: this connection ends, nobody else is affected
+            log.exception("MQTT client %s: gateway message failed", self._peer)
+            self._close_after_replies()
+        else:
+            if not self._done:
+                self._gateway_done(packet, work)
+        finally:
+            self._submit()
+            self._release("gateway")
+
+    def _gateway_refused(self, packet: Publish, why: TinyboardError) -> None:
+        """Too many children: 0x97; the store failing: the session ends unacknowledged;
+        anything else (a payload, a profile name the store refuses) is a bad payload."""
+        if isinstance(why, TooManyChildren):
+            self._too_many_children(packet, why)
+        elif isinstance(why, StorageError) and not isinstance(why, DataValidationError):
+            log.error("MQTT client %s: gateway message not handled: %s", self._peer, why)
+            self._close_after_replies()
+        else:
+            self._payload_refused(packet, str(why))
+
+    def _too_many_children(self, packet: Publish, why: TooManyChildren) -> None:
+        """ThingsBoard's answer when it may not create a gateway's device: MQTT 5 PUBACK
+        0x97 quota exceeded (with the reason), the session goes on. MQTT 3 has no reason
+        codes, and a plain PUBACK would tell the gateway its data was stored: the session
+        ends instead (ThingsBoard sends the PUBACK). Nothing of the message is stored."""
+        log.info("MQTT client %s: gateway message refused: %s", self._peer, why)
+        if self._conn.is_v5 and packet.qos:
+            props = Properties(reason_string=str(why)[:500])
+            packet_id = cast(int, packet.packet_id)
+            ack = PubAck(packet_id=packet_id, reason=Reason.QUOTA_EXCEEDED, properties=props)
+            self._acks.append(self._conn.send(ack))
+            return
+        final = b""
+        if self._conn.is_v5:
+            props = Properties(reason_string=str(why)[:500])
+            final = encode(Disconnect(reason=Reason.QUOTA_EXCEEDED, properties=props), MQTT_5)
+        self._close_after_replies(final)
+
+    def subscribed(self, feed: tb.Feed) -> int | None:
+        """The QoS this connection was granted for `feed`; None: not subscribed."""
+        return self._feeds.get(feed)
 
     # -- other packets -------------------------------------------------------------------
     def _on_puback(self, packet: PubAck) -> None:

@@ -30,6 +30,17 @@ ThingsBoard publishes every download error (software's too) on `v2/fw/error`."""
 OTA_REQUESTS: dict[str, OtaType] = {FW_REQUEST: "FIRMWARE", SW_REQUEST: "SOFTWARE"}
 OTA_RESPONSES: dict[OtaType, str] = {"FIRMWARE": FW_RESPONSE, "SOFTWARE": SW_RESPONSE}
 
+GATEWAY_PREFIX = "v1/gateway/"
+"""ThingsBoard's gateway API (`MqttTopics.BASE_GATEWAY_API_TOPIC`): transports/gateway.py."""
+GATEWAY_CONNECT = "v1/gateway/connect"
+GATEWAY_DISCONNECT = "v1/gateway/disconnect"
+GATEWAY_TELEMETRY = "v1/gateway/telemetry"
+GATEWAY_ATTRIBUTES = "v1/gateway/attributes"
+GATEWAY_ATTRIBUTES_REQUEST = "v1/gateway/attributes/request"
+GATEWAY_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
+GATEWAY_RPC = "v1/gateway/rpc"
+GATEWAY_CLAIM = "v1/gateway/claim"
+
 
 class Route(Enum):
     TELEMETRY = "telemetry"
@@ -49,6 +60,9 @@ class Feed(Enum):
     FW_CHUNKS = "firmware chunks"
     SW_CHUNKS = "software chunks"
     OTA_ERRORS = "firmware and software download errors"
+    GATEWAY_ATTRIBUTES = "children's shared attribute updates"
+    GATEWAY_ATTRIBUTE_RESPONSES = "children's attribute responses"
+    GATEWAY_RPC = "children's server-side rpc requests"
 
 
 EXACT: dict[str, Route] = {TELEMETRY: Route.TELEMETRY, ATTRIBUTES: Route.ATTRIBUTES}
@@ -66,6 +80,9 @@ SUBSCRIPTIONS: dict[str, Feed] = {
     SW_RESPONSE + "+/chunk/+": Feed.SW_CHUNKS,
     FW_ERROR: Feed.OTA_ERRORS,
     SW_ERROR: Feed.OTA_ERRORS,
+    GATEWAY_ATTRIBUTES: Feed.GATEWAY_ATTRIBUTES,
+    GATEWAY_ATTRIBUTES_RESPONSE: Feed.GATEWAY_ATTRIBUTE_RESPONSES,
+    GATEWAY_RPC: Feed.GATEWAY_RPC,
 }
 CHUNK_FEEDS: dict[OtaType, Feed] = {"FIRMWARE": Feed.FW_CHUNKS, "SOFTWARE": Feed.SW_CHUNKS}
 
