@@ -86,6 +86,7 @@ class Config:
     ws_max_points: int = 100_000
     ws_page_refresh: float = 10.0
     ota_max_size: int = 33_554_432
+    provision_rate_limit: str = "30:60,300:3600"
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -105,6 +106,10 @@ class Config:
             RateLimit.parse(self.device_datapoint_rate_limit, "--device-datapoint-rate-limit"),
             max_payload=self.max_packet,
         )
+
+    def provision_limit(self) -> RateLimit | None:
+        """The provisioning requests one client address may make (None: unlimited)."""
+        return RateLimit.parse(self.provision_rate_limit, "--provision-rate-limit")
 
     def proxy_networks(self) -> tuple[Network, ...]:
         """The `--trusted-proxies` entries as networks (a single address is a /32 or /128)."""
@@ -319,6 +324,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest OTA package file (bytes) an upload may carry (413 above it); uploads are "
         "the one request allowed past --http-max-body.",
     ),
+    Setting(
+        "provision_rate_limit",
+        str,
+        _DEFAULT.provision_rate_limit,
+        "Device provisioning requests one client address may make, count:seconds pairs "
+        "('off': unlimited).",
+    ),
 )
 
 _AT_LEAST = {
@@ -349,6 +361,7 @@ def config_from(values: dict[str, object]) -> Config:
     config = Config(**known)  # type: ignore[arg-type]
     config.webhook_urls()  # refuse a malformed URL before anything starts
     config.device_limits()
+    config.provision_limit()
     config.proxy_networks()
     _check_minimums(config)
     _check_secrets_and_limits(config)

@@ -35,6 +35,7 @@ from tinyboard.core.login_limits import LoginPolicy, MemoryLoginLimiter
 from tinyboard.core.models import Device, User
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.provisioning import AddressLimit, Provisioning
 from tinyboard.core.retention import Retention
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
@@ -119,6 +120,9 @@ class Server:
         self.device_api = DeviceApi(
             clocks=self.clocks, limits=self.limits, attributes=self.attributes, rpc=self.rpc
         )
+        self.provisioning = Provisioning(
+            self.store, self.attributes, self.ota, AddressLimit(config.provision_limit())
+        )
         self.line = LineServer(
             directory=self.directory,
             pipeline=self.pipeline,
@@ -135,6 +139,7 @@ class Server:
             registry=self.registry,
             hub=self.hub,
             api=self.device_api,
+            provisioning=self.provisioning,
             max_packet_size=config.max_packet,
             packet_timeout=config.packet_timeout,
         )
@@ -254,6 +259,7 @@ class Server:
             ws_max_points=self.config.ws_max_points,
             ws_page_refresh=self.config.ws_page_refresh,
             ota_max_size=self.config.ota_max_size,
+            provisioning=self.provisioning,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

@@ -15,6 +15,10 @@ ATTRIBUTES_REQUEST = "v1/devices/me/attributes/request/"
 ATTRIBUTES_RESPONSE = "v1/devices/me/attributes/response/"
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
+PROVISION = "provision"
+"""The user name (or client id) that opens a provisioning session instead of a device's."""
+PROVISION_REQUEST = "/provision/request"
+PROVISION_RESPONSE = "/provision/response"
 
 
 class Route(Enum):
@@ -32,6 +36,7 @@ class Feed(Enum):
     ATTRIBUTE_RESPONSES = "attribute responses"
     RPC_REQUESTS = "server-side rpc requests"
     RPC_RESPONSES = "client-side rpc responses"
+    PROVISION_RESPONSES = "provision responses"
 
 
 EXACT: dict[str, Route] = {TELEMETRY: Route.TELEMETRY, ATTRIBUTES: Route.ATTRIBUTES}
@@ -46,6 +51,8 @@ SUBSCRIPTIONS: dict[str, Feed] = {
     RPC_REQUEST + "+": Feed.RPC_REQUESTS,
     RPC_RESPONSE + "+": Feed.RPC_RESPONSES,
 }
+PROVISION_SUBSCRIPTIONS: dict[str, Feed] = {PROVISION_RESPONSE: Feed.PROVISION_RESPONSES}
+"""All a provisioning session may subscribe to (it may publish `PROVISION_REQUEST` only)."""
 
 
 def route(topic: str) -> tuple[Route, int] | None:
