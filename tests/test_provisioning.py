@@ -17,7 +17,15 @@ from tb_device_mqtt import TBDeviceMqttClient
 from tests.helpers import ServerThread
 from tests.mqtt_clients import V5, V311, Device
 from tests.web_helpers import api
-from tinyboard.core.provisioning import FAILURE_TEXT, KEY_TAKEN, NOT_FOUND_TEXT
+from tinyboard.core.limits import RateLimit
+from tinyboard.core.provisioning import (
+    FAILURE_TEXT,
+    KEY_TAKEN,
+    NOT_FOUND_TEXT,
+    AddressLimit,
+    ProvisionRequest,
+)
+from tinyboard.errors import PayloadError
 
 # tb-mqtt-client's ProvisionClient makes a paho client with callback API version 1.
 OLD_PAHO = pytest.mark.filterwarnings(
@@ -267,3 +275,93 @@ def test_the_rate_limit_trips_clearly_and_devices_are_unaffected(tmp_path: Path)
         assert device_names(server) == ["other"]
     finally:
         server.stop()
+
+
+def test_a_profile_saved_with_tb_rest_client_provisions(server: ServerThread) -> None:
+    from tb_rest_client.models.models_ce import DeviceProfile, DeviceProfileData
+    from tb_rest_client.rest import ApiException
+    from tb_rest_client.rest_client_ce import RestClientCE
+
+    def profile(name: str) -> DeviceProfile:
+        return DeviceProfile(
+            name=name,
+            type="DEFAULT",
+            transport_type="DEFAULT",
+            provision_type="CHECK_PRE_PROVISIONED_DEVICES",
+            provision_device_key=KEY,
+            profile_data=DeviceProfileData(
+                configuration={"type": "DEFAULT"},
+                transport_configuration={"type": "DEFAULT"},
+                provision_configuration={
+                    "type": "CHECK_PRE_PROVISIONED_DEVICES",
+                    "provisionDeviceSecret": SECRET,
+                },
+            ),
+        )
+
+    rest = RestClientCE(base_url=server.base_url)
+    rest.login(*server.admin)
+    try:
+        made = rest.save_device_profile(profile("fleet"))
+        fetched = rest.get_device_profile_by_id(made.id)
+        assert (fetched.provision_type, fetched.provision_device_key) == (
+            "CHECK_PRE_PROVISIONED_DEVICES",
+            KEY,
+        )
+        with pytest.raises(ApiException) as taken:
+            rest.save_device_profile(profile("fleet-2"))
+        assert taken.value.status == 400 and KEY_TAKEN in str(taken.value.body)
+    finally:
+        rest.stop()
+    board = server.add_device("fleet-1", profile_id=made.id.id)
+    assert provision_http(server, deviceName="fleet-1").json()["credentialsValue"] == board.token
+
+
+@pytest.mark.parametrize("protocol", [V311, V5])
+def test_a_malformed_mqtt_request_is_refused_as_any_bad_payload(
+    server: ServerThread, protocol: int
+) -> None:
+    session = Device(server.mqtt_port, "provision", protocol=protocol)
+    try:
+        session.subscribe("/provision/response")
+        info = session.publish("/provision/request", b"{not json")
+        if protocol == V5:  # PUBACK 0x99 and the session goes on
+            assert info.rc == 0
+            session.publish(
+                "/provision/request",
+                json.dumps({"provisionDeviceKey": "k", "provisionDeviceSecret": "s"}),
+            )
+            assert json.loads(session.next_message().payload) == NOT_FOUND
+        else:  # no reason code to carry it in: the session ends
+            session.disconnected.get(timeout=10)
+    finally:
+        session.close()
+
+
+def test_the_address_limit_refills_and_says_how_long_to_wait() -> None:
+    now = [0.0]
+    limit = AddressLimit(RateLimit.parse("2:10"), clock=lambda: now[0])
+    assert [limit.take("a"), limit.take("a")] == [0.0, 0.0]
+    assert limit.take("a") == pytest.approx(5.0)  # one token every 5 s
+    assert limit.take("b") == 0.0  # another address has buckets of its own
+    now[0] = 5.0
+    assert limit.take("a") == 0.0
+    assert limit.take("a") > 0
+    assert AddressLimit(None).take("a") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"[]", "JSON object"),
+        (b'{"provisionDeviceSecret": "s"}', "provisionDeviceKey"),
+        (b'{"provisionDeviceKey": "k", "provisionDeviceSecret": 5}', "provisionDeviceSecret"),
+        (b'{"provisionDeviceKey": "k", "provisionDeviceSecret": "s", "credentialsType": "X"}',
+         "credentialsType"),
+        (b'{"provisionDeviceKey": "k", "provisionDeviceSecret": "s", "deviceName": 5}',
+         "deviceName"),
+    ],
+)  # fmt: skip
+def test_malformed_requests_say_what_is_wrong(payload: bytes, problem: str) -> None:
+    with pytest.raises(PayloadError, match=problem):
+        ProvisionRequest.from_json(payload)
