@@ -90,6 +90,7 @@ class Config:
     ota_max_chunk: int = 65536
     gateway_max_new_children: int = DEFAULT_MAX_NEW_CHILDREN
     gateway_max_children: int = DEFAULT_MAX_CHILDREN
+    provision_rate_limit: str = "30:60,300:3600"
 
     def webhook_urls(self) -> list[str]:
         urls = [u.strip() for u in self.alarm_webhook.split(",") if u.strip()]
@@ -113,6 +114,10 @@ class Config:
     def gateway_limits(self) -> GatewayLimits:
         """How many child devices a gateway may create and connect (core/gateway.py)."""
         return GatewayLimits(self.gateway_max_new_children, self.gateway_max_children)
+
+    def provision_limit(self) -> RateLimit | None:
+        """The provisioning requests one client address may make (None: unlimited)."""
+        return RateLimit.parse(self.provision_rate_limit, "--provision-rate-limit")
 
     def proxy_networks(self) -> tuple[Network, ...]:
         """The `--trusted-proxies` entries as networks (a single address is a /32 or /128)."""
@@ -348,6 +353,13 @@ SETTINGS: tuple[Setting, ...] = (
         _DEFAULT.gateway_max_children,
         "Most devices one gateway connection may have connected at once.",
     ),
+    Setting(
+        "provision_rate_limit",
+        str,
+        _DEFAULT.provision_rate_limit,
+        "Device provisioning requests one client address may make, count:seconds pairs "
+        "('off': unlimited).",
+    ),
 )
 
 _AT_LEAST = {
@@ -381,6 +393,7 @@ def config_from(values: dict[str, object]) -> Config:
     config = Config(**known)  # type: ignore[arg-type]
     config.webhook_urls()  # refuse a malformed URL before anything starts
     config.device_limits()
+    config.provision_limit()
     config.proxy_networks()
     _check_minimums(config)
     _check_secrets_and_limits(config)

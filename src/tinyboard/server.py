@@ -36,6 +36,7 @@ from tinyboard.core.models import Device, User
 from tinyboard.core.ota_download import OtaDownloads
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.provisioning import AddressLimit, Provisioning
 from tinyboard.core.retention import Retention
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
@@ -124,6 +125,9 @@ class Server:
             rpc=self.rpc,
             downloads=OtaDownloads(self.store, max_chunk=config.ota_max_chunk),
         )
+        self.provisioning = Provisioning(
+            self.store, self.attributes, self.ota, AddressLimit(config.provision_limit())
+        )
         self.line = LineServer(
             directory=self.directory,
             pipeline=self.pipeline,
@@ -140,6 +144,7 @@ class Server:
             registry=self.registry,
             hub=self.hub,
             api=self.device_api,
+            provisioning=self.provisioning,
             max_packet_size=config.max_packet,
             packet_timeout=config.packet_timeout,
             gateway_limits=config.gateway_limits(),
@@ -260,6 +265,7 @@ class Server:
             ws_max_points=self.config.ws_max_points,
             ws_page_refresh=self.config.ws_page_refresh,
             ota_max_size=self.config.ota_max_size,
+            provisioning=self.provisioning,
         )
 
     def _bind(self, listener: Listener, port: int) -> socket.socket:

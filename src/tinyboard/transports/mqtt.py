@@ -30,6 +30,7 @@ from tinyboard.core.limits import NO_QUOTA, OverLimit
 from tinyboard.core.models import AttributeRow, Device, OtaType, Reading, Value
 from tinyboard.core.ota_download import DownloadRefused, DownloadSession, parse_size
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.provisioning import Provisioning
 from tinyboard.core.sessions import SessionHub
 from tinyboard.errors import (
     DataValidationError,
@@ -78,6 +79,9 @@ MAX_PENDING_READS = 8
 MAX_WAITING_REPLIES = 1 << 20
 """Bytes of replies queued behind uncommitted readings before the connection stops reading."""
 DISK_FULL = "the server's disk is full; send the messages again later"
+PROVISION_TIMEOUT = 60.0
+"""Seconds a provisioning session lasts from its CONNECT (ThingsBoard closes one 60 s after
+its answer; counting from CONNECT, one that never asks cannot linger either)."""
 TOKEN_HELP = "the user name must be a device's access token: `tinyboard device token NAME`"
 
 
@@ -94,6 +98,7 @@ class MQTTServer(TransportServer):
         registry: Registry,
         hub: SessionHub,
         api: DeviceApi,
+        provisioning: Provisioning | None = None,
         max_packet_size: int = 65536,
         packet_timeout: float = 60.0,
         gateway_limits: GatewayLimits = NO_GATEWAY_LIMITS,
@@ -113,6 +118,9 @@ class MQTTServer(TransportServer):
         same device (ThingsBoard keys sessions by device), never across devices."""
         self.connect_timeout = CONNECT_TIMEOUT
         self.gateway_limits = gateway_limits
+        self.provisioning = provisioning
+        """Answers `/provision/request` (core/provisioning.py); None: no provisioning."""
+        self.provision_timeout = PROVISION_TIMEOUT
 
     def gateway_session(self, device: Device, link: MQTTProtocol, peer: str) -> GatewaySession:
         """The children's sessions of a gateway device's connection (transports/gateway.py)."""
@@ -152,6 +160,8 @@ class MQTTProtocol(StreamProtocol):
         self._quota = NO_QUOTA
         """What the device may send in the read being handled (core/limits.py)."""
         self._connacked = False
+        self._provision_until = 0.0
+        """A provisioning session (no device) ends at this loop time; 0: not one."""
         self._told_topic = False
         """An unknown publish topic was logged (once per connection)."""
         self._qos2: set[int] = set()
@@ -313,6 +323,9 @@ class MQTTProtocol(StreamProtocol):
                 return
             client_id = "tinyboard-" + secrets.token_hex(8)
         self._client_id = client_id
+        if tb.PROVISION in (packet.username, packet.client_id) and self._server.provisioning:
+            self._provision_session()
+            return
         if not packet.username:
             log.info("MQTT client %s: no user name; refused (%s)", self._peer, TOKEN_HELP)
             self._connack(ConnectReturn.BAD_USERNAME_OR_PASSWORD, Reason.BAD_USERNAME_OR_PASSWORD)
@@ -358,6 +371,50 @@ class MQTTProtocol(StreamProtocol):
         self._connacked = True
         self._release("connect")
 
+    def _provision_session(self) -> None:
+        """ThingsBoard's provision-only session: accepted without a token; it may only
+        publish `/provision/request` and subscribe `/provision/response`."""
+        self._provision_until = self._loop.time() + self._server.provision_timeout
+        props = NO_PROPERTIES
+        if self._conn.is_v5:
+            props = Properties(maximum_qos=1, maximum_packet_size=self._server.max_packet_size)
+        self._send(ConnAck(properties=props))
+        self._connacked = True
+
+    def _provision_publish(self, packet: Publish) -> None:
+        if packet.qos == 2 and self._conn.is_v5:
+            raise ProtocolError("QoS 2 is not supported (CONNACK said maximum QoS 1)", 0x9B)
+        if packet.topic != tb.PROVISION_REQUEST:
+            why = f"a provisioning session may only publish {tb.PROVISION_REQUEST}"
+            log.info("MQTT client %s: publish to %r refused: %s", self._peer, packet.topic, why)
+            self._ack(packet, Reason.TOPIC_NAME_INVALID)
+            final = b""
+            if self._conn.is_v5:
+                props = Properties(reason_string=why)
+                disconnect = Disconnect(reason=Reason.TOPIC_NAME_INVALID, properties=props)
+                final = encode(disconnect, MQTT_5)
+            self._close_after_replies(final)
+            return
+        self._hold("provision")  # one request at a time, answered in order
+        self._server.spawn(self._provision(packet))
+
+    async def _provision(self, packet: Publish) -> None:
+        provisioning = self._server.provisioning
+        assert provisioning is not None
+        address = self._peer.rpartition(":")[0] or self._peer
+        try:
+            answer = await provisioning.provision(packet.payload, address)
+        except PayloadError as exc:
+            self._payload_refused(packet, str(exc))
+        else:
+            if not self._done:
+                self._ack(packet)
+                self._submit()
+                self._answer(tb.PROVISION_RESPONSE, answer.as_json())
+        finally:
+            self._submit()
+            self._release("provision")
+
     def _connack(self, v3: int, v5: int | None = None) -> None:
         """Refuse the connection: CONNACK with the version's code, then close."""
         reason = v5 if self._conn.is_v5 and v5 is not None else v3
@@ -365,6 +422,9 @@ class MQTTProtocol(StreamProtocol):
         self._close_after_replies()
 
     def _on_publish(self, packet: Publish) -> None:
+        if self._provision_until:
+            self._provision_publish(packet)
+            return
         device = self.device
         assert device is not None
         if packet.qos == 2:
@@ -636,8 +696,9 @@ class MQTTProtocol(StreamProtocol):
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         reasons = []
+        table = tb.PROVISION_SUBSCRIPTIONS if self._provision_until else tb.SUBSCRIPTIONS
         for sub in packet.subscriptions:
-            feed = tb.SUBSCRIPTIONS.get(sub.topic_filter)
+            feed = table.get(sub.topic_filter)
             if feed is None:
                 reasons.append(SUBACK_FAILURE)
             else:
@@ -649,8 +710,9 @@ class MQTTProtocol(StreamProtocol):
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
         reasons = []
+        table = tb.PROVISION_SUBSCRIPTIONS if self._provision_until else tb.SUBSCRIPTIONS
         for topic_filter in packet.topic_filters:
-            feed = tb.SUBSCRIPTIONS.get(topic_filter)
+            feed = table.get(topic_filter)
             existed = feed is not None and self._feeds.pop(feed, None) is not None
             reasons.append(Reason.SUCCESS if existed else Reason.NO_SUBSCRIPTION_EXISTED)
         unsuback = UnsubAck(
@@ -770,6 +832,8 @@ class MQTTProtocol(StreamProtocol):
             if now - self._born <= server.connect_timeout:
                 return
             why = f"no CONNECT within {server.connect_timeout:g} s"
+        elif self._provision_until and now > self._provision_until:
+            why = f"a provisioning session lasts {server.provision_timeout:g} s"
         elif self._partial_since and now - self._partial_since > server.packet_timeout:
             why = f"a packet stayed unfinished for {server.packet_timeout:g} s"
         elif self._deadline and now - self._last_seen > self._deadline:

@@ -40,6 +40,10 @@ GATEWAY_ATTRIBUTES_REQUEST = "v1/gateway/attributes/request"
 GATEWAY_ATTRIBUTES_RESPONSE = "v1/gateway/attributes/response"
 GATEWAY_RPC = "v1/gateway/rpc"
 GATEWAY_CLAIM = "v1/gateway/claim"
+PROVISION = "provision"
+"""The user name (or client id) that opens a provisioning session instead of a device's."""
+PROVISION_REQUEST = "/provision/request"
+PROVISION_RESPONSE = "/provision/response"
 
 
 class Route(Enum):
@@ -63,6 +67,7 @@ class Feed(Enum):
     GATEWAY_ATTRIBUTES = "children's shared attribute updates"
     GATEWAY_ATTRIBUTE_RESPONSES = "children's attribute responses"
     GATEWAY_RPC = "children's server-side rpc requests"
+    PROVISION_RESPONSES = "provision responses"
 
 
 EXACT: dict[str, Route] = {TELEMETRY: Route.TELEMETRY, ATTRIBUTES: Route.ATTRIBUTES}
@@ -85,6 +90,8 @@ SUBSCRIPTIONS: dict[str, Feed] = {
     GATEWAY_RPC: Feed.GATEWAY_RPC,
 }
 CHUNK_FEEDS: dict[OtaType, Feed] = {"FIRMWARE": Feed.FW_CHUNKS, "SOFTWARE": Feed.SW_CHUNKS}
+PROVISION_SUBSCRIPTIONS: dict[str, Feed] = {PROVISION_RESPONSE: Feed.PROVISION_RESPONSES}
+"""All a provisioning session may subscribe to (it may publish `PROVISION_REQUEST` only)."""
 
 
 def route(topic: str) -> tuple[Route, int] | None:

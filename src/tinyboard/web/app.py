@@ -17,6 +17,7 @@ from tinyboard.web import (
     metrics,
     ota,
     profiles,
+    provision,
     rest,
     rpc,
     telemetry,
@@ -48,7 +49,7 @@ def create_app(ctx: WebContext, *, home: str = "/docs") -> FastAPI:
     errors.install(app)
     # routes are matched, and listed in /openapi.json, in this order
     modules = (auth, device_api, devices, profiles, ota, tenants, rest, telemetry, rpc, alarms)
-    for module in (*modules, alarm_rule_api, webhook_status, ws, ws_api, metrics):
+    for module in (*modules, provision, alarm_rule_api, webhook_status, ws, ws_api, metrics):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

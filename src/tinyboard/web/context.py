@@ -15,6 +15,7 @@ from tinyboard.core.live import LiveHub
 from tinyboard.core.models import Device
 from tinyboard.core.ota_state import OtaStateService
 from tinyboard.core.pipeline import Pipeline
+from tinyboard.core.provisioning import Provisioning
 from tinyboard.core.rpc import RpcService
 from tinyboard.core.sessions import SessionHub
 from tinyboard.core.users import Logins
@@ -53,3 +54,5 @@ class WebContext:
     """`--ws-page-refresh`: seconds between runs of a dynamic page's query."""
     ota_max_size: int = 33_554_432
     """`--ota-max-size`: the largest OTA package file an upload may carry."""
+    provisioning: Provisioning | None = None
+    """Answers `POST /api/v1/provision` (None: provisioning is not served)."""

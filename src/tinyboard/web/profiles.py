@@ -4,7 +4,7 @@ call them all, as in ThingsBoard.
 
 A profile's `name` is its devices' `type`. tinyboard's profiles use the default transport
 (ThingsBoard's device API on every transport), so `transportType` is DEFAULT; provisioning
-fields are kept for the device-lifecycle issue, `profileData` is stored as sent (its
+settings are checked (core/provisioning.py acts on them), `profileData` is stored as sent (its
 `configuration` may carry `units`: docs/protocols.md), and `firmwareId`/`softwareId` are
 OTA packages its devices run (checked by the store, told to devices by core/ota_state.py).
 """
@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.models import DeviceProfile, default_profile_data
+from tinyboard.core.provisioning import Provisioning
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.storage.base import Store
 from tinyboard.web.auth import User
@@ -157,18 +158,18 @@ async def save_profile(body: ProfileIn, request: Request, _: User) -> ProfileOut
         profile = old or DeviceProfile(
             id=str(uuid.uuid4()), name=body.name, created_ts=int(time.time() * 1000)
         )
-        saved = await store.save_profile(
-            DeviceProfile(
-                id=profile.id,
-                name=body.name,
-                created_ts=profile.created_ts,
-                description=body.description or "",
-                profile_data=data,
-                settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
-                firmware_id=firmware,
-                software_id=software,
-            )
+        new = DeviceProfile(
+            id=profile.id,
+            name=body.name,
+            created_ts=profile.created_ts,
+            description=body.description or "",
+            profile_data=data,
+            settings=body.model_dump(include=set(KEPT), exclude_none=True, mode="json"),
+            firmware_id=firmware,
+            software_id=software,
         )
+        Provisioning.check(new, await store.profiles())
+        saved = await store.save_profile(new)
         await ctx.ota.profile_saved(old, saved)
     if saved.name != profile.name and body.id is not None:
         await _rules_follow_rename(_ctx(request).alarms, profile.name, saved.name)
