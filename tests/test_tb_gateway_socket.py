@@ -3,13 +3,13 @@ against tinyboard, unchanged: a byte string sent to the connector's TCP socket b
 reading of the child device the connector names, created with the connector's device type.
 
 The gateway is a separate program with many dependencies of its own, so it is not in the
-project's environment; install it beside it and point the test at it:
+project's environment: `scripts/test` installs it in `.venv-tbgw` beside `.venv` and points
+the test at it with `TINYBOARD_TB_GATEWAY`. By hand:
 
-    python -m venv /tmp/tbgw-venv && /tmp/tbgw-venv/bin/pip install thingsboard-gateway==3.8.5
-    export TINYBOARD_TB_GATEWAY=/tmp/tbgw-venv/bin/thingsboard-gateway
-    pytest tests/test_tb_gateway_socket.py
+    python -m venv .venv-tbgw && .venv-tbgw/bin/pip install thingsboard-gateway==3.8.5
+    TINYBOARD_TB_GATEWAY=.venv-tbgw/bin/thingsboard-gateway pytest tests/test_tb_gateway_socket.py
 
-Without it the test is skipped.
+Without it the test is skipped (a failure under CI=true).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import IN_CI
 from tests.helpers import ServerThread
 from tinyboard.core.models import Device
 
@@ -89,6 +90,8 @@ def write_config(config: Path, mqtt_port: int, token: str, socket_port: int) -> 
 @pytest.fixture
 def tb_gateway(server: ServerThread, tmp_path: Path) -> Iterator[tuple[Device, int]]:
     if GATEWAY is None:
+        if IN_CI:
+            pytest.fail("thingsboard-gateway is missing; scripts/test installs it in .venv-tbgw")
         pytest.skip("thingsboard-gateway is not installed (see this module's docstring)")
     gateway = server.add_device("tb-iot-gateway", additional_info={"gateway": True})
     socket_port = free_port()
