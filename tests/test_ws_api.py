@@ -420,6 +420,30 @@ async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays
         assert (await receive(ws))["subscriptionId"] == 0
 
 
+async def test_a_value_nested_too_deep_to_quote_is_refused_and_the_socket_stays(
+    server: ServerThread,
+) -> None:
+    """The error message quotes the refused value; one nested deeper than orjson writes (255
+    levels) ended the socket with a traceback."""
+    device = server.add_device("ws-api-deep")
+    start = {**timeseries(1, device.id, "t"), "startTs": "<list>"}
+    count = entity_count(2)
+    count["query"]["keyFilters"] = [
+        key_filter("TIME_SERIES", "t", "NUMERIC", numeric("LESS", "<object>"))  # type: ignore[arg-type]
+    ]
+    deep = {'"<list>"': "[" * 300 + "]" * 300, '"<object>"': '{"a":' * 300 + "1" + "}" * 300}
+    message = cmds(start, count)
+    for placeholder, value in deep.items():
+        message = message.replace(placeholder, value)
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server)))
+        await ws.send(message)
+        replies = [await receive(ws), await receive(ws)]
+        assert [(r["subscriptionId"], r["errorCode"]) for r in replies] == [(1, 2), (2, 2)]
+        assert all("nested over 255 deep" in r["errorMsg"] for r in replies), replies
+        await nothing_before_barrier(ws)
+
+
 async def test_a_socket_that_never_authenticates_is_closed(server: ServerThread) -> None:
     async with connect(url(server)) as ws:
         code, reason, messages = await closed_with(ws)  # ThingsBoard's auth_timeout_ms: 10 s

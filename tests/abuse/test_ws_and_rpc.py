@@ -210,6 +210,7 @@ def _attr(**fields: Any) -> dict[str, Any]:
     return {"attrSubCmds": [{"cmdId": 7, "entityId": "<device>", **fields}]}
 
 
+DEEP = "[" * 300 + "]" * 300
 # (case, what is sent, the subscriptionId of the error reply: the cmdId, or 0 when unreadable)
 MALFORMED: list[tuple[str, Any, int]] = [
     ("startTs text", _ts(startTs="abc"), 5),
@@ -232,6 +233,8 @@ MALFORMED: list[tuple[str, Any, int]] = [
     ("entityId object", _hist(entityId={"id": "x"}), 6),
     ("entityId missing", {"tsSubCmds": [{"cmdId": 5}]}, 5),
     ("entityId unknown", _ts(entityId="no-such-device"), 5),
+    # deeper than orjson writes (255): quoted in the error message without it
+    ("entityId nested 300 deep", '{"historyCmds": [{"cmdId": 6, "entityId": ' + DEEP + "}]}", 6),
     ("entityId with NUL", _hist(entityId="a\x00b"), 6),
     ("keys with NUL", _ts(keys="t,\x00"), 5),
     ("entityType", _ts(entityType="ASSET"), 5),

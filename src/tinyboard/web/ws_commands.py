@@ -255,5 +255,8 @@ def unsubscribe_field(cmd: dict[str, Any]) -> bool:
 
 def shown(raw: object) -> str:
     """A refused value as the error message quotes it: short, whatever was sent."""
-    text = orjson.dumps(raw).decode() if raw is not None else "null"
+    try:
+        text = orjson.dumps(raw).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        return f"{'a list' if isinstance(raw, list) else 'an object'} nested over 255 deep"
     return text if len(text) <= 40 else text[:37] + "..."
