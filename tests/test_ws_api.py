@@ -386,6 +386,23 @@ async def test_alarm_data_and_count_follow_a_rule_raising_acknowledging_clearing
     await rest.aclose()
 
 
+async def test_an_alarm_window_at_the_end_of_time_counts_nothing(server: ServerThread) -> None:
+    """startTs + timeWindow, each at most 2**62, went past SQLite's 64-bit integers: the
+    store's OverflowError ended the socket with a traceback."""
+    server.add_device("ws-api-far")  # with no device no alarm is looked for
+    far = {"startTs": 2**62, "timeWindow": 2**62}
+    count = alarm_count(1)
+    count["query"] |= far
+    page = alarm_data(2)
+    page["query"]["pageLink"] |= far
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), count, page))
+        counted, paged = await each(ws, of(1), of(2))
+        assert (counted["cmdUpdateType"], counted["count"]) == ("ALARM_COUNT_DATA", 0)
+        assert (paged["cmdUpdateType"], paged["data"]["data"]) == ("ALARM_DATA", [])
+        await nothing_before_barrier(ws)
+
+
 async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays(
     server: ServerThread,
 ) -> None:

@@ -127,10 +127,10 @@ class AlarmFilter:
         """Created-time bounds, as ThingsBoard: a time window ending now has no end here,
         so alarms raised later still count."""
         if self.window > 0:
-            if self.start > 0:
-                return self.start, self.start + self.window
-            return now - self.window, 2**62
-        return self.start, self.end or 2**62
+            if self.start > 0:  # both up to MAX_TS: their sum can pass a store's 64-bit ints
+                return self.start, min(self.start + self.window, MAX_TS)
+            return now - self.window, MAX_TS
+        return self.start, self.end or MAX_TS
 
     def statuses(self) -> list[AlarmStatus]:
         return [
