@@ -386,6 +386,43 @@ async def test_alarm_data_and_count_follow_a_rule_raising_acknowledging_clearing
     await rest.aclose()
 
 
+async def test_a_falsy_value_of_the_wrong_type_is_refused_not_taken_for_absent(
+    server: ServerThread,
+) -> None:
+    """`keyFilters: {}` counted every device, as if no filter had been sent; null is what
+    stands for absent."""
+    device = server.add_device("ws-api-falsy")
+    wrong: list[tuple[str, Any]] = [
+        ("keyFilters", {}),
+        ("keyFilters", False),
+        ("latestValues", 0),
+        ("entityFields", ""),
+    ]
+    refused = []
+    for i, (name, value) in enumerate(wrong, start=1):
+        cmd = entity_data(i, {"type": "entityType", "entityType": "DEVICE"})
+        cmd["query"][name] = value
+        refused.append(cmd)
+    listed = entity_count(5)
+    listed["query"]["entityFilter"] = {"type": "entityList", "entityType": "DEVICE"}
+    listed["query"]["entityFilter"]["entityList"] = {}
+    previous = with_query(series_cmd(6, "historyCmd", ["t"], startTs=0), [device.id])
+    previous["historyCmd"]["fetchLatestPreviousPoint"] = 0
+    nulls = entity_data(7, {"type": "entityType", "entityType": "DEVICE"})
+    nulls["query"] |= {"keyFilters": None, "latestValues": None}
+    nulls["query"]["pageLink"]["dynamic"] = None
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), *refused, listed, previous, nulls))
+        replies = [await receive(ws) for _ in range(7)]
+        assert [(r["subscriptionId"], r["errorCode"]) for r in replies[:6]] == [
+            (i, 2) for i in range(1, 7)
+        ]
+        assert "keyFilters must be a list" in replies[0]["errorMsg"]
+        assert (replies[6]["cmdId"], replies[6]["errorCode"]) == (7, 0)
+        assert page_ids(replies[6]) == [device.id]
+        await nothing_before_barrier(ws)
+
+
 async def test_an_alarm_window_at_the_end_of_time_counts_nothing(server: ServerThread) -> None:
     """startTs + timeWindow, each at most 2**62, went past SQLite's 64-bit integers: the
     store's OverflowError ended the socket with a traceback."""

@@ -229,6 +229,8 @@ MALFORMED: list[tuple[str, Any, int]] = [
     ("keys number", _ts(keys=5), 5),
     ("keys list of numbers", _ts(keys=[1, 2]), 5),
     ("keys object", _hist(keys={"t": 1}), 6),
+    ("keys false", _ts(keys=False), 5),  # falsy, but not absent: not every key
+    ("keys empty object", _hist(keys={}), 6),
     ("entityId number", _ts(entityId=123), 5),
     ("entityId object", _hist(entityId={"id": "x"}), 6),
     ("entityId missing", {"tsSubCmds": [{"cmdId": 5}]}, 5),

@@ -236,7 +236,7 @@ def entity_field(cmd: dict[str, Any]) -> str:
 def keys_field(cmd: dict[str, Any]) -> frozenset[str] | None:
     """None (every key) when absent or empty, as ThingsBoard."""
     raw = cmd.get("keys")
-    if not raw:
+    if raw in (None, "", []):  # not any falsy value: `false` or `{}` is refused below
         return None
     if isinstance(raw, str):
         keys = no_nul("keys", raw).split(",")
