@@ -620,6 +620,57 @@ def expected_legacy(text: str) -> list[Expected]:
     return out
 
 
+NUMBER, TEXT, LIST, FLAG, OBJECT = (int, float), (str,), (list,), (bool,), (dict,)
+WINDOW_READ = {"startTs": NUMBER, "endTs": NUMBER, "interval": NUMBER, "limit": NUMBER}
+SERIES_READ = {**WINDOW_READ, "keys": LIST, "agg": TEXT, "intervalType": TEXT}
+SERIES_READ |= {"fetchLatestPreviousPoint": FLAG}
+PAGE_READ = {"pageSize": NUMBER, "page": NUMBER, "textSearch": TEXT, "dynamic": FLAG}
+PAGE_READ |= {"sortOrder": OBJECT}
+QUERY_READ = {"entityFilter": OBJECT, "keyFilters": LIST}
+ENTITY_QUERY_READ = {**QUERY_READ, "entityFields": LIST, "latestValues": LIST, "pageLink": OBJECT}
+ALARM_LIST_READ = {"statusList": LIST, "severityList": LIST, "typeList": LIST}
+ALARM_READ = {**ALARM_LIST_READ, "startTs": NUMBER, "endTs": NUMBER, "timeWindow": NUMBER}
+TS_READ = {"keys": (str, list), "entityId": TEXT, "entityType": TEXT, "unsubscribe": FLAG}
+READ: dict[str, dict[str, Any]] = {
+    "TIMESERIES": {**TS_READ, "startTs": NUMBER, "timeWindow": NUMBER},
+    "HISTORY": {**TS_READ, **WINDOW_READ, "agg": TEXT},
+    "ATTRIBUTES": {**TS_READ, "scope": TEXT},
+    "ENTITY_COUNT": {"query": QUERY_READ},
+    "ENTITY_DATA": {
+        "query": {**ENTITY_QUERY_READ, "pageLink": PAGE_READ},
+        "latestCmd": {"keys": LIST},
+        "historyCmd": SERIES_READ,
+        "tsCmd": {**SERIES_READ, "timeWindow": NUMBER},
+    },
+    "ALARM_DATA": {"query": {**ENTITY_QUERY_READ, "pageLink": PAGE_READ | ALARM_READ}},
+    "ALARM_COUNT": {"query": QUERY_READ | ALARM_READ},
+}
+"""Fields every successful answer of a command type has read, with the JSON types they take
+(null, too: absent): a value of another type must be refused, never taken for absent. A
+nested table is read when its object is there and not empty."""
+READ["TIMESERIES_HISTORY"] = READ["HISTORY"]
+
+
+def wrong_type(cmd: Any, fields: dict[str, Any], at: str = "") -> str | None:
+    """The first field of `cmd` that `fields` reads and that holds a value of another type."""
+    for name, read in fields.items():
+        value = cmd.get(name)
+        if isinstance(read, dict) and isinstance(value, dict) and value:
+            if found := wrong_type(value, read, f"{at}{name}."):
+                return found
+            continue
+        allowed = OBJECT if isinstance(read, dict) else read
+        if value is None or (isinstance(value, allowed) and not _bool_for_number(value, allowed)):
+            continue
+        return f"{at}{name} = {shown(value)}"
+    return None
+
+
+def _bool_for_number(value: Any, allowed: tuple[type, ...]) -> bool:
+    """JSON's true is no number (Python's bool is an int)."""
+    return isinstance(value, bool) and bool not in allowed
+
+
 def problem(reply: Doc, expected: Expected) -> str | None:
     """Why `reply` is not an answer `expected` may get (None: it is one)."""
     if reply.get("errorCode") == 2:
@@ -642,7 +693,10 @@ def problem(reply: Doc, expected: Expected) -> str | None:
     check = checks.get(expected.kind)
     if check is None:
         return f"a {expected.kind} command got an answer other than an error"
-    return None if check(reply) else f"not the answer of a {expected.kind} command"
+    if not check(reply):
+        return f"not the answer of a {expected.kind} command"
+    wrong = wrong_type(expected.cmd, READ[expected.kind])
+    return None if wrong is None else f"answered, although {wrong}"
 
 
 def _ts_update(reply: Doc) -> bool:
