@@ -630,11 +630,11 @@ QUERY_READ = {"entityFilter": OBJECT, "keyFilters": LIST}
 ENTITY_QUERY_READ = {**QUERY_READ, "entityFields": LIST, "latestValues": LIST, "pageLink": OBJECT}
 ALARM_LIST_READ = {"statusList": LIST, "severityList": LIST, "typeList": LIST}
 ALARM_READ = {**ALARM_LIST_READ, "startTs": NUMBER, "endTs": NUMBER, "timeWindow": NUMBER}
-TS_READ = {"keys": (str, list), "entityId": TEXT, "entityType": TEXT, "unsubscribe": FLAG}
+TS_READ = {"keys": (str, list), "entityId": TEXT, "entityType": TEXT}
 READ: dict[str, dict[str, Any]] = {
-    "TIMESERIES": {**TS_READ, "startTs": NUMBER, "timeWindow": NUMBER},
+    "TIMESERIES": {**TS_READ, "startTs": NUMBER, "timeWindow": NUMBER, "unsubscribe": FLAG},
     "HISTORY": {**TS_READ, **WINDOW_READ, "agg": TEXT},
-    "ATTRIBUTES": {**TS_READ, "scope": TEXT},
+    "ATTRIBUTES": {**TS_READ, "scope": TEXT, "unsubscribe": FLAG},
     "ENTITY_COUNT": {"query": QUERY_READ},
     "ENTITY_DATA": {
         "query": {**ENTITY_QUERY_READ, "pageLink": PAGE_READ},
