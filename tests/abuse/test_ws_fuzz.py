@@ -693,6 +693,8 @@ def problem(reply: Doc, expected: Expected) -> str | None:
     check = checks.get(expected.kind)
     if check is None:
         return f"a {expected.kind} command got an answer other than an error"
+    if not isinstance(expected.cmd, dict):
+        return "a command that is not an object got an answer other than an error"
     if not check(reply):
         return f"not the answer of a {expected.kind} command"
     wrong = wrong_type(expected.cmd, READ[expected.kind])
