@@ -100,6 +100,9 @@ def test_complex_predicates_nest_and_or() -> None:
         (predicate("NUMERIC", "EQUAL", "20"), "with a number"),
         (predicate("NUMERIC", "EQUAL", True), "with a number"),
         (predicate("BOOLEAN", "EQUAL", 1), "true or false"),
+        # was taken for false: compared case-sensitively, not refused
+        (predicate("STRING", "EQUAL", "a", ignoreCase="true"), "ignoreCase is true or false"),
+        (predicate("STRING", "EQUAL", "a", ignoreCase=1), "ignoreCase is true or false"),
         (predicate("REGEX", "EQUAL", "a"), "is not STRING"),
         ({"type": "STRING", "operation": "EQUAL"}, "defaultValue"),
         ({"type": "COMPLEX", "operation": "XOR", "predicates": []}, "AND or OR"),

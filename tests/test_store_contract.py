@@ -318,6 +318,10 @@ async def test_aggregation_in_buckets(store: Store) -> None:
     )
     assert tiny == [(0, 0), (1000, 1), (2000, 2)]
     assert await store.aggregate(d.key, "missing", agg="AVG", **args) == []
+    # An empty or reversed range has no buckets (a WebSocket command can ask for one).
+    for start, end in ((5000, 5000), (0, 0), (9000, 1000)):
+        empty = {"start_ts": start, "end_ts": end, "interval": 1000}
+        assert await store.aggregate(d.key, "t", agg="AVG", **empty) == [], (start, end)
 
 
 async def test_device_counts(store: Store) -> None:

@@ -386,6 +386,60 @@ async def test_alarm_data_and_count_follow_a_rule_raising_acknowledging_clearing
     await rest.aclose()
 
 
+async def test_a_falsy_value_of_the_wrong_type_is_refused_not_taken_for_absent(
+    server: ServerThread,
+) -> None:
+    """`keyFilters: {}` counted every device, as if no filter had been sent; null is what
+    stands for absent."""
+    device = server.add_device("ws-api-falsy")
+    wrong: list[tuple[str, Any]] = [
+        ("keyFilters", {}),
+        ("keyFilters", False),
+        ("latestValues", 0),
+        ("entityFields", ""),
+    ]
+    refused = []
+    for i, (name, value) in enumerate(wrong, start=1):
+        cmd = entity_data(i, {"type": "entityType", "entityType": "DEVICE"})
+        cmd["query"][name] = value
+        refused.append(cmd)
+    listed = entity_count(5)
+    listed["query"]["entityFilter"] = {"type": "entityList", "entityType": "DEVICE"}
+    listed["query"]["entityFilter"]["entityList"] = {}
+    previous = with_query(series_cmd(6, "historyCmd", ["t"], startTs=0), [device.id])
+    previous["historyCmd"]["fetchLatestPreviousPoint"] = 0
+    nulls = entity_data(7, {"type": "entityType", "entityType": "DEVICE"})
+    nulls["query"] |= {"keyFilters": None, "latestValues": None}
+    nulls["query"]["pageLink"]["dynamic"] = None
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), *refused, listed, previous, nulls))
+        replies = [await receive(ws) for _ in range(7)]
+        assert [(r["subscriptionId"], r["errorCode"]) for r in replies[:6]] == [
+            (i, 2) for i in range(1, 7)
+        ]
+        assert "keyFilters must be a list" in replies[0]["errorMsg"]
+        assert (replies[6]["cmdId"], replies[6]["errorCode"]) == (7, 0)
+        assert page_ids(replies[6]) == [device.id]
+        await nothing_before_barrier(ws)
+
+
+async def test_an_alarm_window_at_the_end_of_time_counts_nothing(server: ServerThread) -> None:
+    """startTs + timeWindow, each at most 2**62, went past SQLite's 64-bit integers: the
+    store's OverflowError ended the socket with a traceback."""
+    server.add_device("ws-api-far")  # with no device no alarm is looked for
+    far = {"startTs": 2**62, "timeWindow": 2**62}
+    count = alarm_count(1)
+    count["query"] |= far
+    page = alarm_data(2)
+    page["query"]["pageLink"] |= far
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server), count, page))
+        counted, paged = await each(ws, of(1), of(2))
+        assert (counted["cmdUpdateType"], counted["count"]) == ("ALARM_COUNT_DATA", 0)
+        assert (paged["cmdUpdateType"], paged["data"]["data"]) == ("ALARM_DATA", [])
+        await nothing_before_barrier(ws)
+
+
 async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays(
     server: ServerThread,
 ) -> None:
@@ -418,6 +472,30 @@ async def test_unknown_or_unsupported_commands_get_an_error_and_the_socket_stays
         assert "pageSize" in replies[0]["errorMsg"] and replies[2]["errorMsg"] == "Query is empty!"
         await ws.send('{"cmds": {}}')
         assert (await receive(ws))["subscriptionId"] == 0
+
+
+async def test_a_value_nested_too_deep_to_quote_is_refused_and_the_socket_stays(
+    server: ServerThread,
+) -> None:
+    """The error message quotes the refused value; one nested deeper than orjson writes (255
+    levels) ended the socket with a traceback."""
+    device = server.add_device("ws-api-deep")
+    start = {**timeseries(1, device.id, "t"), "startTs": "<list>"}
+    count = entity_count(2)
+    count["query"]["keyFilters"] = [
+        key_filter("TIME_SERIES", "t", "NUMERIC", numeric("LESS", "<object>"))  # type: ignore[arg-type]
+    ]
+    deep = {'"<list>"': "[" * 300 + "]" * 300, '"<object>"': '{"a":' * 300 + "1" + "}" * 300}
+    message = cmds(start, count)
+    for placeholder, value in deep.items():
+        message = message.replace(placeholder, value)
+    async with connect(url(server)) as ws:
+        await ws.send(first_message(jwt_of(server)))
+        await ws.send(message)
+        replies = [await receive(ws), await receive(ws)]
+        assert [(r["subscriptionId"], r["errorCode"]) for r in replies] == [(1, 2), (2, 2)]
+        assert all("nested over 255 deep" in r["errorMsg"] for r in replies), replies
+        await nothing_before_barrier(ws)
 
 
 async def test_a_socket_that_never_authenticates_is_closed(server: ServerThread) -> None:

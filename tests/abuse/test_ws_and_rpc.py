@@ -210,6 +210,7 @@ def _attr(**fields: Any) -> dict[str, Any]:
     return {"attrSubCmds": [{"cmdId": 7, "entityId": "<device>", **fields}]}
 
 
+DEEP = "[" * 300 + "]" * 300
 # (case, what is sent, the subscriptionId of the error reply: the cmdId, or 0 when unreadable)
 MALFORMED: list[tuple[str, Any, int]] = [
     ("startTs text", _ts(startTs="abc"), 5),
@@ -228,10 +229,14 @@ MALFORMED: list[tuple[str, Any, int]] = [
     ("keys number", _ts(keys=5), 5),
     ("keys list of numbers", _ts(keys=[1, 2]), 5),
     ("keys object", _hist(keys={"t": 1}), 6),
+    ("keys false", _ts(keys=False), 5),  # falsy, but not absent: not every key
+    ("keys empty object", _hist(keys={}), 6),
     ("entityId number", _ts(entityId=123), 5),
     ("entityId object", _hist(entityId={"id": "x"}), 6),
     ("entityId missing", {"tsSubCmds": [{"cmdId": 5}]}, 5),
     ("entityId unknown", _ts(entityId="no-such-device"), 5),
+    # deeper than orjson writes (255): quoted in the error message without it
+    ("entityId nested 300 deep", '{"historyCmds": [{"cmdId": 6, "entityId": ' + DEEP + "}]}", 6),
     ("entityId with NUL", _hist(entityId="a\x00b"), 6),
     ("keys with NUL", _ts(keys="t,\x00"), 5),
     ("entityType", _ts(entityType="ASSET"), 5),

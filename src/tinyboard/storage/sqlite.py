@@ -615,6 +615,8 @@ class SQLiteStore(SQLiteOtaPackages):
             )
         if interval <= 0:
             raise ValueError("interval must be a positive number of milliseconds")
+        if end_ts <= start_ts:
+            return []  # an empty range has no buckets (and nothing to split into parts)
         buckets = -(-(end_ts - start_ts) // interval)
         parts = self._reader_count if buckets >= SPLIT_BUCKETS else 1
         # A long range is cut at bucket boundaries and the parts run on the reader threads at

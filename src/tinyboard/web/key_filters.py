@@ -141,7 +141,10 @@ def _operation(raw: dict[str, Any], tests: dict[str, T]) -> T:
 def _text(raw: dict[str, Any], value: object) -> Predicate:
     if not isinstance(value, str):
         raise BadCommand(f"a STRING predicate compares with text, not {shown(value)}")
-    return Text(_operation(raw, TEXT_TESTS), value, raw.get("ignoreCase") is True)
+    ignore_case = raw.get("ignoreCase")
+    if ignore_case is not None and not isinstance(ignore_case, bool):
+        raise BadCommand(f"ignoreCase is true or false, not {shown(ignore_case)}")
+    return Text(_operation(raw, TEXT_TESTS), value, ignore_case is True)
 
 
 def _number(raw: dict[str, Any], value: object) -> Predicate:

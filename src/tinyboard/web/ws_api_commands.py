@@ -127,10 +127,10 @@ class AlarmFilter:
         """Created-time bounds, as ThingsBoard: a time window ending now has no end here,
         so alarms raised later still count."""
         if self.window > 0:
-            if self.start > 0:
-                return self.start, self.start + self.window
-            return now - self.window, 2**62
-        return self.start, self.end or 2**62
+            if self.start > 0:  # both up to MAX_TS: their sum can pass a store's 64-bit ints
+                return self.start, min(self.start + self.window, MAX_TS)
+            return now - self.window, MAX_TS
+        return self.start, self.end or MAX_TS
 
     def statuses(self) -> list[AlarmStatus]:
         return [
@@ -283,7 +283,7 @@ def _series(cmd: dict[str, Any], now: int) -> SeriesRequest | None:
         end = integer_field(spec, "endTs", now + 1)
     else:
         end = min(start + integer_field(spec, "timeWindow", 0), MAX_TS)
-    previous = spec.get("fetchLatestPreviousPoint") or False
+    previous = _given(spec, "fetchLatestPreviousPoint", False)
     if not isinstance(previous, bool):
         raise BadCommand(f"fetchLatestPreviousPoint must be true or false, not {shown(previous)}")
     keys = _key_names(spec)
@@ -354,7 +354,7 @@ def _entity_filter(query: dict[str, Any]) -> DeviceFilter:
 
 
 def _key_filters(query: dict[str, Any]) -> tuple[KeyFilter, ...]:
-    raw = query.get("keyFilters") or []
+    raw = _given(query, "keyFilters", [])
     if not isinstance(raw, list):
         raise BadCommand(f"keyFilters must be a list, not {shown(raw)}")
     budget, found = [MAX_PREDICATES], []
@@ -427,7 +427,7 @@ def _page(query: dict[str, Any]) -> Page:
         [key] = _entity_keys({"keys": [order.get("key")]}, "keys", SORT_TYPES)
         sort, descending = key.key, _direction(order)
     text = text_field(link, "textSearch")
-    dynamic = link.get("dynamic", False)
+    dynamic = _given(link, "dynamic", False)
     if not isinstance(dynamic, bool):
         raise BadCommand("pageLink.dynamic must be true or false")
     number = integer_field(link, "page", 0, 10_000_000)
@@ -476,6 +476,13 @@ def _union(*groups: tuple[EntityKey, ...]) -> tuple[EntityKey, ...]:
 
 
 # -- readers -----------------------------------------------------------------------------------
+def _given(doc: dict[str, Any], name: str, default: Any) -> Any:
+    """A field's value, `default` when it is absent or null; any other value (`false`, `0`,
+    `{}` too) is the client's, for the caller to check."""
+    raw = doc.get(name)
+    return default if raw is None else raw
+
+
 def _object(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
     raw = doc.get(name)
     if raw is not None and not isinstance(raw, dict):
@@ -485,8 +492,8 @@ def _object(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 def _strings(doc: dict[str, Any], name: str) -> frozenset[str] | None:
     """A list of strings; None when absent or empty (no filter)."""
-    raw = doc.get(name)
-    if not raw:
+    raw = _given(doc, name, [])
+    if raw == []:
         return None
     if not isinstance(raw, list) or len(raw) > MAX_LIST or not all(isinstance(s, str) for s in raw):
         raise BadCommand(f"{name} must be a list of at most {MAX_LIST} strings")
@@ -494,7 +501,7 @@ def _strings(doc: dict[str, Any], name: str) -> frozenset[str] | None:
 
 
 def _entity_keys(doc: dict[str, Any], name: str, allowed: frozenset[str]) -> tuple[EntityKey, ...]:
-    raw = doc.get(name) or []
+    raw = _given(doc, name, [])
     if not isinstance(raw, list) or len(raw) > MAX_LIST:
         raise BadCommand(f"{name} must be a list of at most {MAX_LIST} keys")
     keys: list[EntityKey] = []

@@ -236,7 +236,7 @@ def entity_field(cmd: dict[str, Any]) -> str:
 def keys_field(cmd: dict[str, Any]) -> frozenset[str] | None:
     """None (every key) when absent or empty, as ThingsBoard."""
     raw = cmd.get("keys")
-    if not raw:
+    if raw in (None, "", []):  # not any falsy value: `false` or `{}` is refused below
         return None
     if isinstance(raw, str):
         keys = no_nul("keys", raw).split(",")
@@ -255,5 +255,8 @@ def unsubscribe_field(cmd: dict[str, Any]) -> bool:
 
 def shown(raw: object) -> str:
     """A refused value as the error message quotes it: short, whatever was sent."""
-    text = orjson.dumps(raw).decode() if raw is not None else "null"
+    try:
+        text = orjson.dumps(raw).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        return f"{'a list' if isinstance(raw, list) else 'an object'} nested over 255 deep"
     return text if len(text) <= 40 else text[:37] + "..."
