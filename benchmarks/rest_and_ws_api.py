@@ -73,7 +73,10 @@ sizes, totals, the key asked for) before it is timed.
      publish -> PUBACK       the floor: the reading is committed (fsync) and acknowledged.
      /api/ws ENTITY_DATA     the value arrives as an `update` of its device's latest `t`.
      legacy tsSubCmd         the value arrives in its subscription's `data`.
-   `lost` = values sent in the window that did not arrive (after a 1 s drain);
+   `superseded` = values that did not arrive because a newer value of their device, sent
+   before the first was acknowledged (so perhaps committed with it), did: ENTITY_DATA sends
+   a device's latest value per commit, not every point; `lost` = the other values sent in
+   the window that did not arrive (after a 1 s drain; for PUBACK: not acknowledged);
    `values/WS msg` = values per WebSocket message (1.00: every value its own message).
    Ratio: ENTITY_DATA ÷ legacy, p50 and p99.
 
@@ -627,10 +630,11 @@ class TimedMqtt(MqttClient):
         self.acks: list[tuple[float, float]] = []
 
     def send_now(self) -> None:
-        stamp = now_ms()
+        text = b"%.3f" % now_ms()
+        stamp = float(text)  # what the subscribers will parse back from the value's text
         self.stamps.append(stamp)
         self.unacked.append(stamp)
-        self.publish(b'{"t":%.3f}' % stamp)
+        self.publish(b'{"t":' + text + b"}")
 
     def data_received(self, data: bytes) -> None:
         before = self.acked
@@ -696,6 +700,10 @@ async def paced(clients: list[TimedMqtt], rate: float, seconds: float) -> tuple[
 class LiveRow:
     what: str
     values: int
+    superseded: int
+    """Values not received because a newer value of the same device, sent before the first
+    was acknowledged (so possibly in the same commit), was received instead: ENTITY_DATA
+    sends a device's latest value, not every point."""
     lost: int
     p50_ms: float
     p99_ms: float
@@ -704,20 +712,36 @@ class LiveRow:
     """Values per WebSocket message over the whole run (0: not a WebSocket)."""
 
 
+def superseded(clients: list[TimedMqtt], received: set[float], window: tuple[float, float]) -> int:
+    """How many values sent in `window` did not arrive while their device's next value, sent
+    before the first was acknowledged, did."""
+    lo, hi = window
+    count = 0
+    for client in clients:
+        acked = dict(client.acks)
+        for this, after in zip(client.stamps, client.stamps[1:], strict=False):
+            if lo <= this < hi and this not in received and after in received:
+                count += after < acked.get(this, float("inf"))
+    return count
+
+
 def live_row(
     what: str,
     times: list[tuple[float, float]],
-    sent: int,
+    clients: list[TimedMqtt],
     window: tuple[float, float],
     messages: int,
 ) -> LiveRow:
-    """Latencies of the values sent in `window` (ms); `sent` = how many were sent in it."""
+    """Latencies (ms) of the values sent in `window`."""
     lo, hi = window
     lat = sorted(r - s for s, r in times if lo <= s < hi)
+    sent = sum(1 for c in clients for s in c.stamps if lo <= s < hi)
+    newer = superseded(clients, {s for s, _ in times}, window) if messages else 0
     return LiveRow(
         what,
         values=len(lat),
-        lost=sent - len(lat),
+        superseded=newer,
+        lost=sent - len(lat) - newer,
         p50_ms=percentile(lat, 0.5),
         p99_ms=percentile(lat, 0.99),
         max_ms=lat[-1] if lat else float("nan"),
@@ -774,11 +798,11 @@ async def live_part(
     lo = start + args.live_warmup * 1000.0
     hi = lo + args.live_seconds * 1000.0
     acks = [a for c in clients for a in c.acks]
-    sent = sum(1 for c in clients for s in c.stamps if lo <= s < hi)
+    window = (lo, hi)
     rows = [
-        live_row("publish -> PUBACK (commit floor)", acks, sent, (lo, hi), 0),
-        live_row("/api/ws ENTITY_DATA update", entity.times, sent, (lo, hi), entity.messages),
-        live_row("legacy tsSubCmd update", legacy.times, sent, (lo, hi), legacy.messages),
+        live_row("publish -> PUBACK (commit floor)", acks, clients, window, 0),
+        live_row("/api/ws ENTITY_DATA update", entity.times, clients, window, entity.messages),
+        live_row("legacy tsSubCmd update", legacy.times, clients, window, legacy.messages),
     ]
     rate = sent_total / ((end - start) / 1000.0)
     return LiveResult(
@@ -870,6 +894,7 @@ def live_table(result: LiveResult, markdown: bool) -> str:
         [
             r.what,
             f"{r.values:,}",
+            str(r.superseded) if r.per_message else "",
             str(r.lost),
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
@@ -879,7 +904,9 @@ def live_table(result: LiveResult, markdown: bool) -> str:
         for r in result.rows
     ]
     return table(
-        ["what", "values", "lost", "p50 ms", "p99 ms", "max ms", "values/WS msg"], body, markdown
+        ["what", "values", "superseded", "lost", "p50 ms", "p99 ms", "max ms", "values/WS msg"],
+        body,
+        markdown,
     )
 
 
