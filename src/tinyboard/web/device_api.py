@@ -86,8 +86,11 @@ async def _device(request: Request, token: str) -> Device:
 
 
 async def _body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it passes the size limit."""
-    limit = _ctx(request).max_payload
+    return await bounded_body(request, _ctx(request).max_payload)
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     too_large = PayloadTooLarge(f"the payload is over the {limit}-byte limit")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from tinyboard.web.auth import peer
 from tinyboard.web.context import WebContext
-from tinyboard.web.errors import PayloadTooLarge, error
+from tinyboard.web.device_api import bounded_body
+from tinyboard.web.errors import error
 from tinyboard.web.models import errors
 
 router = APIRouter(tags=["device API"], responses=errors(400, 413, 429))
@@ -42,22 +43,9 @@ async def provision(request: Request) -> JSONResponse:
     ctx: WebContext = request.app.state.ctx
     if ctx.provisioning is None:
         return error(404, "device provisioning is not served here")
-    body = await _body(request, ctx.max_payload)
+    body = await bounded_body(request, ctx.max_payload)
     answer = await ctx.provisioning.provision(body, peer(request))
     if answer.retry_after:
         headers = {"Retry-After": str(answer.retry_after)}
         return JSONResponse(answer.as_json(), status_code=429, headers=headers)
     return JSONResponse(answer.as_json())
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_large = PayloadTooLarge(f"the payload is over the {limit}-byte limit")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
