@@ -19,6 +19,7 @@ from tinyboard.errors import PayloadError
 from tinyboard.web.alarm_info import AlarmInfo, alarm_info
 from tinyboard.web.context import WebContext
 from tinyboard.web.entities import PageData, PageLink, SortOrder, parse_uuid
+from tinyboard.web.telemetry import MAX_TS
 
 SearchStatus = Literal["ANY", "ACTIVE", "CLEARED", "ACK", "UNACK"]
 SEARCH: dict[str, tuple[AlarmStatus, ...]] = {
@@ -28,7 +29,6 @@ SEARCH: dict[str, tuple[AlarmStatus, ...]] = {
     "ACK": ("ACTIVE_ACK", "CLEARED_ACK"),
     "UNACK": ("ACTIVE_UNACK", "CLEARED_UNACK"),
 }
-MAX_TS = 2**62
 
 
 def v1_statuses(search: SearchStatus | None, status: AlarmStatus | None) -> tuple[AlarmStatus, ...]:

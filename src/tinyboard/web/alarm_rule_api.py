@@ -16,7 +16,7 @@ from tinyboard.core.alarm_rules import Op, RuleError, RuleKind
 from tinyboard.core.models import Severity
 from tinyboard.errors import NotFoundError
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.models import errors
 from tinyboard.web.profiles import profile_by_id
 
@@ -76,13 +76,8 @@ class RuleOut(BaseModel):
     description: str
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 def _engine(request: Request) -> AlarmEngine:
-    return _ctx(request).alarms
+    return context_of(request).alarms
 
 
 async def _rule_doc(request: Request, body: RuleIn) -> dict[str, Any]:
@@ -92,7 +87,9 @@ async def _rule_doc(request: Request, body: RuleIn) -> dict[str, Any]:
     if body.deviceProfileId is not None:
         if body.deviceType is not None:
             raise RuleError("give deviceType or deviceProfileId, not both")
-        doc["deviceType"] = (await profile_by_id(_ctx(request).store, body.deviceProfileId)).name
+        doc["deviceType"] = (
+            await profile_by_id(context_of(request).store, body.deviceProfileId)
+        ).name
     return doc
 
 

@@ -23,7 +23,6 @@ from tinyboard.core.models import SEVERITIES, Alarm, AlarmStatus, Severity
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.alarm_info import AlarmInfo, AlarmOut, alarm_info
 from tinyboard.web.alarm_queries import (
-    MAX_TS,
     V2,
     AlarmPage,
     SearchStatus,
@@ -33,10 +32,11 @@ from tinyboard.web.alarm_queries import (
     v1_statuses,
 )
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.devices import device_by_id
 from tinyboard.web.entities import EntityId, PageData, PageLink, SortOrder, parse_uuid, tenant_id
 from tinyboard.web.models import AlarmDetails, errors
+from tinyboard.web.telemetry import MAX_TS
 
 router = APIRouter(tags=["alarms"], responses=errors(400, 401, 404))
 
@@ -91,13 +91,8 @@ class AlarmIn(BaseModel):
         )
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 def _engine(request: Request) -> AlarmEngine:
-    return _ctx(request).alarms
+    return context_of(request).alarms
 
 
 def _not_device(entity_type: str) -> PayloadError:
@@ -111,13 +106,13 @@ async def _device_key(request: Request, entity_type: str, entity_id: str) -> int
     such device."""
     if entity_type != "DEVICE":
         raise _not_device(entity_type)
-    return (await device_by_id(_ctx(request).store, entity_id)).key
+    return (await device_by_id(context_of(request).store, entity_id)).key
 
 
 async def _user(request: Request, user_id: str) -> models.User:
     """A user by id (an alarm's assignee); 404 when there is none."""
     wanted = parse_uuid(user_id, "assigneeId")
-    for user in await _ctx(request).store.list_users():
+    for user in await context_of(request).store.list_users():
         if user.id == wanted:
             return user
     raise NotFoundError(f"no user {wanted!r} (see `tinyboard user list`)")
@@ -148,7 +143,8 @@ async def alarm_types(
     """Any signed-in user: the types that alarms have (ThingsBoard's getAlarmTypes)."""
     await _engine(request).settled()
     found = [
-        AlarmType(tenantId=tenant_id(), type=t) for t in await _ctx(request).store.alarm_types()
+        AlarmType(tenantId=tenant_id(), type=t)
+        for t in await context_of(request).store.alarm_types()
     ]
     link = PageLink(
         pageSize=pageSize, page=page, textSearch=textSearch, sortProperty="type",
@@ -187,7 +183,7 @@ async def highest_severity(
     statuses = v1_statuses(searchStatus, status)
     await _engine(request).settled()
     for severity in SEVERITIES:  # most severe first
-        _found, total = await _ctx(request).store.list_alarms(
+        _found, total = await context_of(request).store.list_alarms(
             device=device,
             statuses=statuses,
             severities=[severity],
@@ -255,7 +251,7 @@ async def all_alarms(
     (`fetchOriginator` is accepted for ThingsBoard's clients)."""
     statuses = v1_statuses(searchStatus, status)
     return await alarm_page(
-        _ctx(request), page, window, device=None, statuses=statuses,
+        context_of(request), page, window, device=None, statuses=statuses,
         assignee=assignee_id(assigneeId),
     )  # fmt: skip
 
@@ -277,7 +273,7 @@ async def entity_alarms(
     device = await _device_key(request, entityType, entityId)
     statuses = v1_statuses(searchStatus, status)
     return await alarm_page(
-        _ctx(request), page, window, device=device, statuses=statuses,
+        context_of(request), page, window, device=device, statuses=statuses,
         assignee=assignee_id(assigneeId),
     )  # fmt: skip
 
@@ -289,7 +285,7 @@ async def all_alarms_v2(
     """Any signed-in user: alarms of every device, filtered by `statusList` (ANY, ACTIVE,
     CLEARED, ACK, UNACK), `severityList` and `typeList`."""
     return await alarm_page(
-        _ctx(request), page, window, device=None, statuses=query.statuses,
+        context_of(request), page, window, device=None, statuses=query.statuses,
         severities=query.severities, types=query.types, assignee=query.assignee,
     )  # fmt: skip
 
@@ -307,6 +303,6 @@ async def entity_alarms_v2(
     """Any signed-in user: one device's alarms, with the v2 filters."""
     device = await _device_key(request, entityType, entityId)
     return await alarm_page(
-        _ctx(request), page, window, device=device, statuses=query.statuses,
+        context_of(request), page, window, device=device, statuses=query.statuses,
         severities=query.severities, types=query.types, assignee=query.assignee,
     )  # fmt: skip

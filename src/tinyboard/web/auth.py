@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from tinyboard.core.models import User as StoredUser
+from tinyboard.web.context import context_of
 from tinyboard.web.entities import EntityId, customer_id, tenant_id
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError, Claims
@@ -69,7 +70,7 @@ def bearer(request: Request) -> str:
 async def current_user(request: Request) -> Claims:
     """Dependency of every protected route: a valid access token of a user who has not
     changed password since it was issued."""
-    claims: Claims = await request.app.state.ctx.tokens.check(bearer(request))
+    claims: Claims = await context_of(request).tokens.check(bearer(request))
     return claims
 
 
@@ -88,7 +89,7 @@ router = APIRouter(tags=["auth"], responses=errors(400, 401, 429))
 async def login(body: LoginRequest, request: Request) -> dict[str, str]:
     """Exchange e-mail and password for a JWT (2.5 h) and a refresh token (1 week); 429
     while failed logins of this account from this address (or of this address) must wait."""
-    ctx = request.app.state.ctx
+    ctx = context_of(request)
     user = await ctx.logins.check(body.username, body.password, peer(request))
     if user is None:
         raise AuthError("invalid username or password")
@@ -99,7 +100,7 @@ async def login(body: LoginRequest, request: Request) -> dict[str, str]:
 @router.post("/api/auth/token", response_model=TokenPair)
 async def refresh(body: RefreshRequest, request: Request) -> dict[str, str]:
     """A new token pair for a valid refresh token (none after a password change)."""
-    ctx = request.app.state.ctx
+    ctx = context_of(request)
     user = await ctx.tokens.holder(ctx.tokens.verify(body.refreshToken, kind="refresh"))
     tokens: dict[str, str] = ctx.tokens.issue(user)
     return tokens
@@ -108,7 +109,7 @@ async def refresh(body: RefreshRequest, request: Request) -> dict[str, str]:
 @router.get("/api/auth/user", response_model=UserOut)
 async def me(user: User, request: Request) -> UserOut:
     """The logged-in user."""
-    stored = await request.app.state.ctx.store.user_by_email(user.email)
+    stored = await context_of(request).store.user_by_email(user.email)
     if stored is None:  # removed since the token was checked
         raise AuthError("this user no longer exists; log in again")
     return UserOut.of(stored)

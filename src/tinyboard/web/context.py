@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+
 from tinyboard.core.alarm_engine import AlarmEngine
 from tinyboard.core.attributes import AttributeService
 from tinyboard.core.clock import DeviceClocks
@@ -56,3 +58,9 @@ class WebContext:
     """`--ota-max-size`: the largest OTA package file an upload may carry."""
     provisioning: Provisioning | None = None
     """Answers `POST /api/v1/provision` (None: provisioning is not served)."""
+
+
+def context_of(request: HTTPConnection) -> WebContext:
+    """The running server's context, from any route's request (or WebSocket)."""
+    ctx: WebContext = request.app.state.ctx
+    return ctx

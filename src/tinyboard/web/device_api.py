@@ -22,7 +22,7 @@ from tinyboard.core.models import AttributeRow, Device, OtaType, Reading, Value
 from tinyboard.core.ota_download import DownloadRefused
 from tinyboard.core.rpc import DeviceOffline
 from tinyboard.errors import RejectedDataError, StorageError, StoreFullError
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.errors import PayloadTooLarge, error
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
@@ -69,13 +69,8 @@ class PollSession:
         self.result.cancel()
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 async def _device(request: Request, token: str) -> Device:
-    ctx = _ctx(request)
+    ctx = context_of(request)
     device = await ctx.directory.by_token(token)
     if device is None:
         raise AuthError("invalid device access token")
@@ -86,7 +81,7 @@ async def _device(request: Request, token: str) -> Device:
 
 
 async def _body(request: Request) -> bytes:
-    return await bounded_body(request, _ctx(request).max_payload)
+    return await bounded_body(request, context_of(request).max_payload)
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:
@@ -108,7 +103,7 @@ async def post_telemetry(token: str, request: Request) -> Response:
     """Telemetry in any ThingsBoard shape; 200 once it is committed."""
     device = await _device(request, token)
     body = await _body(request)
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await caught_up(ctx.clocks, device.key)
     allow = partial(ctx.limits.allow_telemetry, device.key, now=asyncio.get_running_loop().time())
     return await _commit(request, ctx.device_api.telemetry(device, body, allow))
@@ -120,7 +115,7 @@ async def post_telemetry(token: str, request: Request) -> Response:
 async def post_attributes(token: str, request: Request) -> Response:
     device = await _device(request, token)
     body = await _body(request)
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await caught_up(ctx.clocks, device.key)
     return await _commit(request, [], ctx.device_api.client_attributes(device, body))
 
@@ -130,7 +125,7 @@ async def _commit(
 ) -> Response:
     """200 once committed; 503 with Retry-After when the store, not the payload, failed."""
     try:
-        await _ctx(request).pipeline.commit(readings, attributes or [])
+        await context_of(request).pipeline.commit(readings, attributes or [])
     except RejectedDataError:
         raise  # the store refused this payload's data: 400, like any bad payload
     except StoreFullError:
@@ -161,7 +156,7 @@ async def get_attributes(
     client_keys = ",".join(params.getlist("clientKeys")) or None
     shared_keys = ",".join(params.getlist("sharedKeys")) or None
     asked = AttributeRequest.of(client_keys, shared_keys)
-    return await _ctx(request).device_api.attributes(device, asked)
+    return await context_of(request).device_api.attributes(device, asked)
 
 
 @router.get(
@@ -189,7 +184,7 @@ async def rpc_poll(
 
 
 async def _poll(request: Request, device: Device, session: PollSession, timeout_ms: int) -> Any:
-    hub = _ctx(request).hub
+    hub = context_of(request).hub
     hub.add(device, session)
     try:
         return await asyncio.wait_for(asyncio.shield(session.result), timeout_ms / 1000)
@@ -207,7 +202,7 @@ async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
     means (not JSON: 406)."""
     device = await _device(request, token)
     body = await _body(request)
-    _ctx(request).device_api.rpc_reply(device, request_id, body)
+    context_of(request).device_api.rpc_reply(device, request_id, body)
     return Response(status_code=200)
 
 
@@ -215,7 +210,7 @@ async def rpc_reply(token: str, request_id: int, request: Request) -> Response:
 async def client_rpc(token: str, request: Request) -> Any:
     await _device(request, token)
     body = await _body(request)
-    return _ctx(request).device_api.client_rpc(body)
+    return context_of(request).device_api.client_rpc(body)
 
 
 @router.get("/firmware", summary="Download the firmware package", response_class=Response)
@@ -251,7 +246,7 @@ async def _download(
     request: Request, token: str, type: OtaType, title: str, version: str, size: int, chunk: int
 ) -> Response:
     device = await _device(request, token)
-    downloads = _ctx(request).device_api.downloads
+    downloads = context_of(request).device_api.downloads
     if downloads is None:
         return error(404, "this server keeps no OTA packages")
     try:

@@ -18,7 +18,7 @@ from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.storage.base import Store
 from tinyboard.storage.common import DEVICE_ORDER
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import WebContext, context_of
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
 from tinyboard.web.models import (
     Credentials,
@@ -35,11 +35,6 @@ router = APIRouter(tags=["devices"], responses=errors(400, 401, 404))
 SORTS = {**DEVICE_ORDER, "deviceProfileName": "type"}
 """ThingsBoard's device sort properties → the store's columns."""
 MAX_IDS = 1000
-
-
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
 
 
 async def device_by_id(store: Store, device_id: str) -> Device:
@@ -70,7 +65,7 @@ async def save_device(
     `firmwareId`/`softwareId` name OTA packages of its profile that it runs instead of the
     profile's; when what it runs changes, it is told (its `fw_*`/`sw_*` shared
     attributes)."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     store = ctx.store
     profile = _profile_ref(body)
     packages = {
@@ -114,7 +109,7 @@ async def tenant_devices(
     """A page of devices (`textSearch`: names starting with it; `type`: of that profile;
     `sortProperty`: name, createdTime, type, label, deviceProfileName), or with
     `deviceName` that one device."""
-    store = _ctx(request).store
+    store = context_of(request).store
     if deviceName is not None:
         device = await store.get_device(deviceName)
         if device.name != deviceName:
@@ -135,7 +130,7 @@ async def tenant_device_infos(
 ) -> PageData[DeviceInfoOut]:
     """A page of devices with their profile's name and whether they are connected now
     (`active`), optionally of one profile (`deviceProfileId`, or its name as `type`)."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     if deviceProfileId is not None:
         type = (await profile_by_id(ctx.store, deviceProfileId)).name
     if active is None:
@@ -177,7 +172,7 @@ async def devices_by_ids(
     ids = [parse_uuid(i.strip(), "deviceIds") for i in deviceIds.split(",") if i.strip()]
     if len(ids) > MAX_IDS:
         raise PayloadError(f"ask for at most {MAX_IDS} devices at a time")
-    store = _ctx(request).store
+    store = context_of(request).store
     found = []
     for device_id in dict.fromkeys(ids):
         try:
@@ -196,25 +191,25 @@ class EntitySubtype(BaseModel):
 @router.get("/api/device/types", response_model=list[EntitySubtype])
 async def device_types(request: Request, _: User) -> list[EntitySubtype]:
     """Every device type, i.e. every device profile's name."""
-    profiles = await _ctx(request).store.profiles()
+    profiles = await context_of(request).store.profiles()
     return [EntitySubtype(tenantId=tenant_id(), type=p.name) for p in profiles]
 
 
 @router.get("/api/device/info/{device_id}", response_model=DeviceInfoOut)
 async def device_info(device_id: str, request: Request, _: User) -> DeviceInfoOut:
-    ctx = _ctx(request)
+    ctx = context_of(request)
     return _info(ctx, await device_by_id(ctx.store, device_id))
 
 
 @router.get("/api/device/{device_id}", response_model=DeviceOut)
 async def get_device(device_id: str, request: Request, _: User) -> DeviceOut:
-    return DeviceOut.of(await device_by_id(_ctx(request).store, device_id))
+    return DeviceOut.of(await device_by_id(context_of(request).store, device_id))
 
 
 @router.delete("/api/device/{device_id}", response_class=Response)
 async def delete_device(device_id: str, request: Request, _: User) -> Response:
     """Delete a device with all its data; its open connections are closed."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     device = await ctx.store.delete_device((await device_by_id(ctx.store, device_id)).id)
     ctx.directory.forget(device)
     ctx.device_deleted(device)
@@ -223,4 +218,4 @@ async def delete_device(device_id: str, request: Request, _: User) -> Response:
 
 @router.get("/api/device/{device_id}/credentials", response_model=Credentials)
 async def credentials(device_id: str, request: Request, _: User) -> Credentials:
-    return Credentials.of(await device_by_id(_ctx(request).store, device_id))
+    return Credentials.of(await device_by_id(context_of(request).store, device_id))

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from tinyboard.core.users import ROLE_ADMIN
 from tinyboard.web.auth import bearer
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import WebContext, context_of
 from tinyboard.web.models import errors
 from tinyboard.web.tokens import AuthError
 
@@ -147,7 +147,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def _may_scrape(request: Request) -> None:
-    ctx: WebContext = request.app.state.ctx
+    ctx = context_of(request)
     try:
         token = bearer(request)
     except AuthError:

@@ -31,7 +31,7 @@ from tinyboard.core.models import ChecksumAlgorithm, OtaPackage, OtaType
 from tinyboard.errors import DataValidationError, NotFoundError, PayloadError
 from tinyboard.storage.base import Store
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.entities import EntityId, Page, PageData, parse_uuid, tenant_id
 from tinyboard.web.errors import PayloadTooLarge
 from tinyboard.web.models import AdditionalInfo, errors
@@ -128,11 +128,6 @@ class OtaPackageIn(BaseModel):
     checksum: str | None = Field(None, max_length=10_000)
     dataSize: int | None = Field(None, ge=0, le=2**53)
     additionalInfo: AdditionalInfo = None
-
-
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
 
 
 async def package_by_id(store: Store, package_id: str) -> OtaPackage:
@@ -233,7 +228,7 @@ async def save_info(body: OtaPackageIn, request: Request, _: User) -> OtaPackage
     if body.usesUrl and not (body.url or "").strip():
         raise DataValidationError("Ota package URL should be specified!")
     _check_texts(body)
-    store = _ctx(request).store
+    store = context_of(request).store
     if body.id is None:
         package = _new_package(body)
     else:
@@ -281,7 +276,7 @@ async def save_data(
     `checksum` come as query parameters or form fields, as ThingsBoard reads them; without
     `checksum` it is computed, with one it must match ("Wrong otaPackage file!", and the
     package stays without data)."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     package = await package_by_id(ctx.store, otaPackageId)
     async with request.form(max_files=1, max_fields=16, max_part_size=MAX_CHECKSUM * 4) as form:
         algorithm = ota.parse_algorithm(checksumAlgorithm or _field(form.get("checksumAlgorithm")))
@@ -341,13 +336,13 @@ async def _read(file: UploadFile) -> AsyncIterator[bytes]:
 
 @router.get("/api/otaPackage/info/{otaPackageId}", response_model=OtaPackageInfoOut)
 async def get_info(otaPackageId: str, request: Request, _: User) -> OtaPackageInfoOut:
-    return OtaPackageInfoOut.of(await package_by_id(_ctx(request).store, otaPackageId))
+    return OtaPackageInfoOut.of(await package_by_id(context_of(request).store, otaPackageId))
 
 
 @router.get("/api/otaPackage/{otaPackageId}", response_model=OtaPackageOut)
 async def get_package(otaPackageId: str, request: Request, _: User) -> Response:
     """The info with the file as base64 `data` (null without one), streamed."""
-    store = _ctx(request).store
+    store = context_of(request).store
     package = await package_by_id(store, otaPackageId)
     head = orjson.dumps(OtaPackageInfoOut.of(package).model_dump(mode="json"))[:-1]
     return StreamingResponse(_with_data(head, store, package), media_type="application/json")
@@ -375,7 +370,7 @@ async def _with_data(head: bytes, store: Store, package: OtaPackage) -> AsyncIte
 async def download(otaPackageId: str, request: Request, _: User) -> StreamingResponse:
     """The package's file as uploaded: its content type, `Content-Disposition` and
     `x-filename` with its file name, streamed from the store."""
-    store = _ctx(request).store
+    store = context_of(request).store
     package = await package_by_id(store, otaPackageId)
     if package.has_url:
         raise PayloadError(
@@ -414,7 +409,7 @@ def _disposition(name: str) -> str:
 async def packages_page(request: Request, _: User, page: Page) -> PageData[OtaPackageInfoOut]:
     """A page of OTA package infos (`textSearch`: part of the title; `sortProperty`:
     createdTime, type, title, version, tag, url, fileName, dataSize, checksum)."""
-    found = await _ctx(request).store.ota_packages()
+    found = await context_of(request).store.ota_packages()
     return page.apply(found, text=lambda p: p.title, sort=SORTS).map(OtaPackageInfoOut.of)
 
 
@@ -431,7 +426,7 @@ async def profile_packages_page(
     profile = parse_uuid(deviceProfileId, "deviceProfileId")
     found = [
         p
-        for p in await _ctx(request).store.ota_packages()
+        for p in await context_of(request).store.ota_packages()
         if p.profile_id == profile and p.type == type and p.has_data
     ]
     return page.apply(found, text=lambda p: p.title, sort=SORTS).map(OtaPackageInfoOut.of)
@@ -440,6 +435,6 @@ async def profile_packages_page(
 @router.delete("/api/otaPackage/{otaPackageId}", response_class=Response)
 async def delete_package(otaPackageId: str, request: Request, _: User) -> Response:
     """Delete a package and its file; 400 while a profile or a device is given it."""
-    store = _ctx(request).store
+    store = context_of(request).store
     await store.delete_ota_package((await package_by_id(store, otaPackageId)).id)
     return Response(status_code=200)

@@ -24,7 +24,7 @@ from tinyboard.core.provisioning import Provisioning
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.storage.base import Store
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.entities import EntityId, Page, PageData, PageLink, parse_uuid, tenant_id
 from tinyboard.web.models import ProfileData, errors, package_id, package_ref
 
@@ -126,11 +126,6 @@ class ProfileIn(BaseModel):
     profileData: ProfileData = None
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 async def profile_by_id(store: Store, profile_id: str) -> DeviceProfile:
     """The profile with this UUID; 400 for text that is no UUID, 404 for an unknown one."""
     canonical = parse_uuid(profile_id, "deviceProfileId")
@@ -146,7 +141,7 @@ async def save_profile(body: ProfileIn, request: Request, _: User) -> ProfileOut
     Missing `profileData` parts get ThingsBoard's defaults. `firmwareId`/`softwareId` name
     OTA packages of this profile; when they change, its devices without packages of their
     own are told (their `fw_*`/`sw_*` shared attributes), 100 at a time."""
-    ctx = _ctx(request)
+    ctx = context_of(request)
     store = ctx.store
     data = {**default_profile_data(), **(body.profileData or {})}
     firmware = package_ref(body.firmwareId, "firmwareId")
@@ -172,7 +167,7 @@ async def save_profile(body: ProfileIn, request: Request, _: User) -> ProfileOut
         saved = await store.save_profile(new)
         await ctx.ota.profile_saved(old, saved)
     if saved.name != profile.name and body.id is not None:
-        await _rules_follow_rename(_ctx(request).alarms, profile.name, saved.name)
+        await _rules_follow_rename(context_of(request).alarms, profile.name, saved.name)
     return ProfileOut.full(saved)
 
 
@@ -206,7 +201,9 @@ async def profile_infos(
     exist. Every tinyboard profile has the DEFAULT transport."""
     if deviceProfileIds is not None:
         ids = {parse_uuid(i.strip(), "deviceProfileIds") for i in deviceProfileIds.split(",")}
-        return [ProfileInfoOut.of(p) for p in await _ctx(request).store.profiles() if p.id in ids]
+        return [
+            ProfileInfoOut.of(p) for p in await context_of(request).store.profiles() if p.id in ids
+        ]
     if transportType not in (None, "DEFAULT"):
         return page.wrap([], 0)
     return (await _paged(request, page)).map(ProfileInfoOut.of)
@@ -214,7 +211,7 @@ async def profile_infos(
 
 async def _paged(request: Request, page: PageLink) -> PageData[DeviceProfile]:
     return page.apply(
-        await _ctx(request).store.profiles(),
+        await context_of(request).store.profiles(),
         text=lambda p: p.name,
         sort={
             "name": lambda p: p.name,
@@ -235,7 +232,7 @@ class EntityInfo(BaseModel):
 @router.get("/api/deviceProfile/names", response_model=list[EntityInfo])
 async def profile_names(request: Request, _: User, activeOnly: bool = False) -> list[EntityInfo]:
     """Every profile's id and name (`activeOnly`: only those some device uses)."""
-    store = _ctx(request).store
+    store = context_of(request).store
     profiles = await store.profiles()
     if activeOnly:
         used = {d.profile_id for d in await store.list_devices(limit=2**31)}
@@ -248,13 +245,13 @@ async def profile_names(request: Request, _: User, activeOnly: bool = False) -> 
 @router.get("/api/deviceProfileInfo/default", response_model=ProfileInfoOut)
 async def default_profile_info(request: Request, _: User) -> ProfileInfoOut:
     """The profile a device gets when it names none."""
-    (default,) = [p for p in await _ctx(request).store.profiles() if p.default]
+    (default,) = [p for p in await context_of(request).store.profiles() if p.default]
     return ProfileInfoOut.of(default)
 
 
 @router.get("/api/deviceProfileInfo/{profile_id}", response_model=ProfileInfoOut)
 async def profile_info(profile_id: str, request: Request, _: User) -> ProfileInfoOut:
-    return ProfileInfoOut.of(await profile_by_id(_ctx(request).store, profile_id))
+    return ProfileInfoOut.of(await profile_by_id(context_of(request).store, profile_id))
 
 
 @router.get("/api/deviceProfile/{profile_id}", response_model=ProfileOut)
@@ -262,13 +259,13 @@ async def get_profile(
     profile_id: str, request: Request, _: User, inlineImages: bool = False
 ) -> ProfileOut:
     """A device profile (`inlineImages` is accepted; images are kept inline anyway)."""
-    return ProfileOut.full(await profile_by_id(_ctx(request).store, profile_id))
+    return ProfileOut.full(await profile_by_id(context_of(request).store, profile_id))
 
 
 @router.delete("/api/deviceProfile/{profile_id}", response_class=Response)
 async def delete_profile(profile_id: str, request: Request, _: User) -> Response:
     """Delete a profile; 400 while devices use it or while it is the default."""
-    store = _ctx(request).store
+    store = context_of(request).store
     await store.delete_profile((await profile_by_id(store, profile_id)).id)
     return Response(status_code=200)
 
@@ -276,6 +273,6 @@ async def delete_profile(profile_id: str, request: Request, _: User) -> Response
 @router.post("/api/deviceProfile/{profile_id}/default", response_model=ProfileOut)
 async def make_default(profile_id: str, request: Request, _: User) -> ProfileOut:
     """Make a profile the one devices get when they name none."""
-    store = _ctx(request).store
+    store = context_of(request).store
     profile = await profile_by_id(store, profile_id)
     return ProfileOut.full(await store.set_default_profile(profile.id))

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from tinyboard.web.auth import peer
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.device_api import bounded_body
 from tinyboard.web.errors import error
 from tinyboard.web.models import errors
@@ -40,7 +40,7 @@ async def provision(request: Request) -> JSONResponse:
     """Exchange a profile's provision key and secret for a device's access token:
     `{"deviceName": "...", "provisionDeviceKey": "...", "provisionDeviceSecret": "..."}`
     (optionally `"credentialsType": "ACCESS_TOKEN", "token": "..."` to choose it)."""
-    ctx: WebContext = request.app.state.ctx
+    ctx = context_of(request)
     if ctx.provisioning is None:
         return error(404, "device provisioning is not served here")
     body = await bounded_body(request, ctx.max_payload)

@@ -10,19 +10,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.models import ClientOut, errors
 
 router = APIRouter(tags=["REST API"], responses=errors(400, 401, 404, 409))
-
-
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
 
 
 # -- the client registry -------------------------------------------------------------------
 @router.get("/api/clients", response_model=list[ClientOut])
 async def clients(request: Request, _: User) -> list[dict[str, object]]:
     """Every live connection of every transport (course milestone 1's client list)."""
-    return [c.as_dict() for c in _ctx(request).registry]
+    return [c.as_dict() for c in context_of(request).registry]

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 
 from tinyboard.core.rpc import DeviceOffline, RpcTimeout
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.entities import parse_uuid
 from tinyboard.web.errors import error
 from tinyboard.web.models import RpcIn, errors
@@ -27,7 +27,7 @@ router = APIRouter(tags=["RPC"], responses=errors(400, 401, 404))
 
 
 async def _rpc(request: Request, device_id: str, body: RpcIn, *, oneway: bool) -> Any:
-    ctx: WebContext = request.app.state.ctx
+    ctx = context_of(request)
     device = await ctx.store.get_device(parse_uuid(device_id, "the device id"))
     return await ctx.rpc.call(
         device.id, body.method, body.params, oneway=oneway, timeout=body.timeout / 1000

@@ -26,7 +26,7 @@ from tinyboard.core.ingest import attributes_from_json, telemetry_from_json
 from tinyboard.core.models import Aggregation, Device, Scope
 from tinyboard.errors import NotFoundError, PayloadError
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.devices import device_by_id
 from tinyboard.web.export import csv_export, time_zone
 from tinyboard.web.models import AttributeOut, TsPoint, as_text, errors
@@ -49,11 +49,6 @@ MAX_POINTS = 100_000
 """Most points per key one query answers."""
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 async def _device(request: Request, entity_id: str, entity_type: str = "DEVICE") -> Device:
     """The device an `{entityType}/{entityId}` pair names."""
     if entity_type != "DEVICE":
@@ -61,7 +56,7 @@ async def _device(request: Request, entity_id: str, entity_type: str = "DEVICE")
             f"tinyboard has no {entity_type} entities: it keeps telemetry and attributes of "
             "devices only (entityType DEVICE)"
         )
-    return await device_by_id(_ctx(request).store, entity_id)
+    return await device_by_id(context_of(request).store, entity_id)
 
 
 def _keys(raw: str | None) -> list[str] | None:
@@ -86,7 +81,7 @@ def _json(document: Any) -> Response:
 async def ts_keys(entityType: str, entityId: str, request: Request, _: User) -> list[str]:
     """Keys that have a latest value (ThingsBoard's getTimeseriesKeys)."""
     device = await _device(request, entityId, entityType)
-    return await _ctx(request).store.ts_keys(device.key)
+    return await context_of(request).store.ts_keys(device.key)
 
 
 @router.get(ENTITY + "/keys/attributes")
@@ -161,7 +156,7 @@ async def _history(
     request: Request, device: Device, keys: list[str] | None, query: History, strict: bool
 ) -> dict[str, list[dict[str, Any]]]:
     """Points (or buckets) of each key; keys without any are left out, as ThingsBoard."""
-    store = _ctx(request).store
+    store = context_of(request).store
     out: dict[str, list[dict[str, Any]]] = {}
     for key in keys if keys is not None else await store.ts_keys(device.key):
         points = await store.aggregate(
@@ -184,7 +179,7 @@ async def _latest(
 ) -> dict[str, list[dict[str, Any]]]:
     """Latest values; a named key with none is answered `{"ts": now, "value": null}`, as
     ThingsBoard does (scripts index `[key][0]["value"]` without checking)."""
-    latest = await _ctx(request).store.latest(device.key, keys)
+    latest = await context_of(request).store.latest(device.key, keys)
     out = {k: [{"ts": ts, "value": as_text(v, strict=strict)}] for k, (ts, v) in latest.items()}
     if keys is None:
         return out
@@ -206,7 +201,7 @@ async def export_csv(
     ISO 8601 in the IANA zone `tz` (default UTC). tinyboard's own, not ThingsBoard's."""
     zone = time_zone(tz)
     device = await _device(request, entityId)
-    return csv_export(_ctx(request).store, device, _keys(keys), startTs, endTs, zone)
+    return csv_export(context_of(request).store, device, _keys(keys), startTs, endTs, zone)
 
 
 @router.get(ENTITY + "/values/attributes", response_model=list[AttributeOut])
@@ -237,7 +232,7 @@ async def _attributes(
 ) -> list[AttributeOut]:
     """Attributes of one scope, or of every scope (None) in ThingsBoard's order."""
     device = await _device(request, entity_id, entity_type)
-    store = _ctx(request).store
+    store = context_of(request).store
     out: list[AttributeOut] = []
     for name, stored in SCOPE_OF.items():
         if scope is None or scope == name:
@@ -296,7 +291,7 @@ async def _save_attributes(
     values = attributes_from_json(body)
     if not values:
         raise PayloadError('no attributes in the request body: send {"key": value, ...}')
-    service = _ctx(request).attributes
+    service = context_of(request).attributes
     if scope == "SHARED_SCOPE":
         await service.update_shared(device, values)
     else:
@@ -317,7 +312,7 @@ async def save_telemetry(
     """Save telemetry as the device would send it; readings without `ts` get the device's
     server time. `scope` is not used (ThingsBoard's clients send ANY). 200 once committed."""
     device = await _device(request, entityId, entityType)
-    ctx = _ctx(request)
+    ctx = context_of(request)
     await caught_up(ctx.clocks, device.key)
     readings = telemetry_from_json(body, device.key, ctx.clocks)
     if not readings:
@@ -367,7 +362,7 @@ async def delete_timeseries(
             "or deleteAllDataForKeys=true"
         )
     device = await _device(request, entityId, entityType)
-    await _ctx(request).store.delete_timeseries(
+    await context_of(request).store.delete_timeseries(
         device.key,
         wanted,
         start_ts=startTs,
@@ -397,5 +392,5 @@ async def delete_attributes(
 async def _delete_attributes(
     request: Request, device: Device, scope: ScopeName, keys: str
 ) -> Response:
-    await _ctx(request).attributes.delete(device, SCOPE_OF[scope], _required_keys(keys))
+    await context_of(request).attributes.delete(device, SCOPE_OF[scope], _required_keys(keys))
     return Response(status_code=200)

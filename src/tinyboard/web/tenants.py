@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tinyboard.errors import NotFoundError
 from tinyboard.web.auth import User
+from tinyboard.web.context import context_of
 from tinyboard.web.entities import (
     TENANT_PROFILE_UUID,
     TENANT_UUID,
@@ -61,7 +62,7 @@ async def _tenant(request: Request, tenant: str) -> TenantInfoOut:
     canonical = parse_uuid(tenant, "tenantId")
     if canonical != TENANT_UUID:
         raise NotFoundError(f"Tenant with id [{canonical}] is not found")
-    users = await request.app.state.ctx.store.list_users()
+    users = await context_of(request).store.list_users()
     return TenantInfoOut(
         id=tenant_id(),
         createdTime=min((u.created_ts for u in users), default=0),  # the first start

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from tinyboard.web.auth import User
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import context_of
 from tinyboard.web.models import errors
 
 router = APIRouter(tags=["alarms"], responses=errors(400, 401, 404))
@@ -28,11 +28,6 @@ class WebhookOut(BaseModel):
     lastErrorTs: int
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.app.state.ctx
-    return ctx
-
-
 @router.get("/api/webhooks", response_model=list[WebhookOut])
 async def webhooks(request: Request, _: User) -> list[dict[str, Any]]:
     """Delivery state of each `--alarm-webhook` URL."""
@@ -48,5 +43,5 @@ async def webhooks(request: Request, _: User) -> list[dict[str, Any]]:
             "lastError": t.last_error,
             "lastErrorTs": t.last_error_ts,
         }
-        for t in _ctx(request).webhooks.targets
+        for t in context_of(request).webhooks.targets
     ]

@@ -32,7 +32,7 @@ from fastapi import APIRouter, WebSocket
 from tinyboard.core.models import AttributeRow, Device, Reading, Scope, TsValue
 from tinyboard.errors import NotFoundError, StorageError, TinyboardError
 from tinyboard.storage.base import Store
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import WebContext, context_of
 from tinyboard.web.models import as_text
 from tinyboard.web.tokens import AuthError
 from tinyboard.web.ws_commands import (
@@ -442,7 +442,7 @@ async def serve_session(session: Session, token: str) -> None:
 
 @router.websocket("/api/ws/plugins/telemetry")
 async def telemetry_socket(websocket: WebSocket, token: str = "") -> None:
-    ctx: WebContext = websocket.app.state.ctx
+    ctx = context_of(websocket)
     try:
         await ctx.tokens.check(token)
     except AuthError as exc:

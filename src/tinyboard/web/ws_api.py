@@ -42,7 +42,7 @@ from tinyboard.core.models import (
 )
 from tinyboard.errors import NotFoundError, TinyboardError
 from tinyboard.web.alarm_info import alarm_info
-from tinyboard.web.context import WebContext
+from tinyboard.web.context import WebContext, context_of
 from tinyboard.web.entities import EntityId, PageData, PageLink
 from tinyboard.web.key_filters import holds
 from tinyboard.web.models import as_text
@@ -706,7 +706,7 @@ class _AuthRefused(Exception):
 
 @router.websocket("/api/ws")
 async def api_socket(websocket: WebSocket) -> None:
-    ctx: WebContext = websocket.app.state.ctx
+    ctx = context_of(websocket)
     await websocket.accept()
     try:
         token, doc = await _authenticate(websocket, ctx)
